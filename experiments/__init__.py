@@ -1,0 +1,1 @@
+"""Command line and experiment drivers: ``python -m experiments --help``."""

@@ -1,0 +1,68 @@
+"""``python -m experiments <command>``: one entry point for every experiment of the suite."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+COMMANDS = ("describe", "train")
+
+EPILOG = """\
+overrides: any config key as dotted key=value after the options, in YAML syntax, e.g.
+  train.lr=1e-4  seeds=0,1,2  data.synthetic.paraphrase=4  jepa.loss=cosine
+Presets live in experiments/configs/: smoke.yaml (seconds, for tests), default.yaml (the embedded
+CPU comparison, minutes) and paper.yaml (the paper's section 4.4 with real model ids; GPUs).
+Re-running a command on the same --out directory resumes it."""
+
+
+def setup_logging(out_dir: Path | None = None, verbose: bool = False) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(out_dir / "run.log"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "matplotlib", "PIL", "fontTools"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def add_config_args(p: argparse.ArgumentParser, out: bool = True) -> None:
+    p.add_argument("--config", "-c", required=True, help="YAML preset, e.g. experiments/configs/default.yaml")
+    if out:
+        p.add_argument("--out", "-o", required=True, type=Path, help="run directory (created; resumed if it exists)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys)")
+    p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments",
+        description="Embedding prediction (VL-JEPA) vs token prediction (VLM): a controlled comparison.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for name in COMMANDS:
+        importlib.import_module(f"experiments.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(getattr(args, "out", None), getattr(args, "verbose", False))
+    from shared.config import ConfigError
+    from shared.manifest import ManifestError
+    from shared.media import MediaError
+
+    try:
+        return args.run(args) or 0
+    except (ConfigError, ManifestError, MediaError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: re-run the same command to resume", file=sys.stderr)
+        return 130

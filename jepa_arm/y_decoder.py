@@ -1,0 +1,149 @@
+"""The Y-decoder: a predicted embedding -> text, used only when text is needed (evaluation).
+
+Embedded default: a small Llama-architecture decoder trained by the suite, text only, to
+reconstruct each *training* caption from its Y-encoder embedding (plus noise, so it tolerates
+prediction error). It is trained once per (Y-encoder, corpus, decoder config, tokenizer) and
+cached. Its reconstruction CIDEr on held-out captions bounds the arm's captioning score.
+Real path: SONAR's text decoder (M2M100ForConditionalGeneration), the embedding passed as a
+length-1 encoder output and decoding forced to start with the ``eng_Latn`` language token.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from jepa_arm.config import YDecoderConfig
+from shared.runinfo import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+class TrainedDecoder(nn.Module):
+    def __init__(self, emb_dim: int, tokenizer, cfg: YDecoderConfig):
+        super().__init__()
+        self.cfg, self.tokenizer = cfg, tokenizer
+        config = LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=4 * cfg.hidden_size,
+            num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
+            max_position_embeddings=512, tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.lm = LlamaForCausalLM(config)
+            self.prefix = nn.Linear(emb_dim, cfg.prefix_tokens * cfg.hidden_size)
+
+    def _prefix(self, emb: torch.Tensor) -> torch.Tensor:
+        """Soft prefix tokens from the embedding, then BOS: [B, P + 1, H]."""
+        p = self.prefix(F.normalize(emb.float(), dim=-1)).view(len(emb), self.cfg.prefix_tokens, -1)
+        bos = self.lm.get_input_embeddings()(torch.full((len(emb), 1), self.tokenizer.bos_token_id, device=emb.device))
+        return torch.cat([p, bos.to(p.dtype)], dim=1)
+
+    def loss(self, emb: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        tok = self.tokenizer
+        ids = [t + [tok.eos_token_id] for t in tok(captions, add_special_tokens=False)["input_ids"]]
+        L = max(map(len, ids))
+        labels = torch.full((len(ids), L), -100)
+        inp = torch.full((len(ids), L), tok.pad_token_id)
+        for i, t in enumerate(ids):
+            labels[i, : len(t)] = torch.tensor(t)
+            inp[i, : len(t)] = torch.tensor(t)
+        prefix = self._prefix(emb)
+        x = torch.cat([prefix, self.lm.get_input_embeddings()(inp)], dim=1)
+        mask = torch.cat([torch.ones(prefix.shape[:2], dtype=torch.long), (labels != -100).long()], dim=1)
+        # position P (BOS) predicts the first caption token; labels shift inside the model
+        full_labels = torch.cat([torch.full(prefix.shape[:2], -100), labels], dim=1)
+        return self.lm(inputs_embeds=x, attention_mask=mask, labels=full_labels).loss
+
+    @torch.no_grad()
+    def generate(self, emb: torch.Tensor, max_new_tokens: int, min_new_tokens: int = 0) -> list[str]:
+        prefix = self._prefix(emb)
+        out = self.lm.generate(
+            inputs_embeds=prefix, attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long),
+            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False, num_beams=1,
+            eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+def fit(decoder: TrainedDecoder, embeddings: torch.Tensor, captions: list[str], progress: bool = True) -> list[float]:
+    """Text-only training: reconstruct each caption from its (noised) embedding."""
+    cfg = decoder.cfg
+    opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    losses = []
+    decoder.train()
+    for _ in tqdm(range(cfg.steps), desc="train Y-decoder", unit="step", leave=False, mininterval=2, disable=not progress):
+        idx = torch.randint(len(captions), (cfg.batch_size,), generator=gen)
+        emb = embeddings[idx]
+        emb = emb + cfg.noise * torch.randn(emb.shape, generator=gen) / emb.shape[1] ** 0.5
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = decoder.loss(emb, [captions[i] for i in idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    decoder.eval()
+    return losses
+
+
+def decoder_key(y_fingerprint: str, corpus: list[str], cfg: YDecoderConfig, tokenizer) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([y_fingerprint, sorted(set(corpus)), vars(cfg)], sort_keys=True, default=str).encode())
+    h.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def load_or_train(emb_dim: int, tokenizer, cfg: YDecoderConfig, y_fingerprint: str, corpus: list[str],
+                  embed_texts, cache_root: Path) -> tuple[TrainedDecoder, dict]:
+    """The cached decoder for this (Y-encoder, corpus), training it first if needed."""
+    folder = Path(cache_root) / "y_decoders" / decoder_key(y_fingerprint, corpus, cfg, tokenizer)
+    decoder = TrainedDecoder(emb_dim, tokenizer, cfg)
+    if (folder / "model.safetensors").is_file():
+        decoder.load_state_dict(load_file(str(folder / "model.safetensors")))
+        return decoder.eval(), json.loads((folder / "meta.json").read_text())
+    texts = sorted(set(corpus))
+    t0 = time.perf_counter()
+    losses = fit(decoder, embed_texts(texts), texts)
+    meta = {"train_texts": len(texts), "steps": cfg.steps, "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+            "train_s": round(time.perf_counter() - t0, 2)}
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "model.safetensors.tmp"
+    save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, str(tmp))
+    tmp.replace(folder / "model.safetensors")
+    write_json_atomic(folder / "meta.json", meta)
+    log.info("trained the Y-decoder on %d captions in %.0fs (final loss %.3f)", len(texts), meta["train_s"], meta["final_loss"])
+    return decoder, meta
+
+
+class SonarDecoder(nn.Module):
+    """SONAR text decoder: embedding -> text, via transformers' M2M100ForConditionalGeneration."""
+
+    def __init__(self, weights: str, lang: str = "eng_Latn"):
+        super().__init__()
+        from transformers import AutoTokenizer, M2M100ForConditionalGeneration
+
+        self.model = M2M100ForConditionalGeneration.from_pretrained(weights).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(weights)
+        self.lang_id = self.tokenizer.convert_tokens_to_ids(lang)
+
+    @torch.no_grad()
+    def generate(self, emb: torch.Tensor, max_new_tokens: int, min_new_tokens: int = 0) -> list[str]:
+        from transformers.modeling_outputs import BaseModelOutput
+
+        enc = BaseModelOutput(last_hidden_state=emb.float().unsqueeze(1))
+        out = self.model.generate(encoder_outputs=enc, attention_mask=torch.ones(len(emb), 1, dtype=torch.long),
+                                  forced_bos_token_id=self.lang_id, max_new_tokens=max_new_tokens,
+                                  min_new_tokens=min_new_tokens, num_beams=1, do_sample=False)
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]

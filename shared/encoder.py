@@ -1,0 +1,94 @@
+"""The frozen X-encoder shared by every arm: a Perception Encoder (PE-Core) from timm.
+
+Frames are encoded one by one; the prefix (CLS) token is dropped and the patch grid is optionally
+average-pooled to ``pool_grid`` x ``pool_grid`` tokens per frame, so a clip becomes
+[frames * tokens_per_frame, dim] visual tokens S_V. Mean-pooling over frames is deliberately not
+offered: it erases motion (see MEASURED.md).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared.config import EncoderConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def create_pe_model(cfg: EncoderConfig, device: str | torch.device = "cpu") -> nn.Module:
+    """Build the timm model; weights from a local file, ``timm`` (its hub tag) or ``hf-hub:<id>``."""
+    kwargs = dict(img_size=cfg.image_size, num_classes=0)
+    w = cfg.weights
+    if w is None:
+        torch.manual_seed(cfg.init_seed)  # a fixed random encoder: the same for every arm and run
+        with torch.device(device):
+            return timm.create_model(cfg.model, pretrained=False, **kwargs)
+    if w == "timm":
+        return timm.create_model(cfg.model, pretrained=True, **kwargs)
+    if w.startswith("hf-hub:"):
+        return timm.create_model(w, pretrained=True, **kwargs)
+    path = Path(w).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder.weights: no such file {path} (use a local file, 'timm' or 'hf-hub:<id>')")
+    return timm.create_model(cfg.model, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+
+
+class FrozenEncoder(nn.Module):
+    def __init__(self, cfg: EncoderConfig, device: str | torch.device = "cpu"):
+        super().__init__()
+        self.cfg = cfg
+        self.model = create_pe_model(cfg, device).eval().requires_grad_(False)
+        if str(device) != "meta":
+            self.model.to(DTYPES[cfg.dtype])
+        data_cfg = self.model.pretrained_cfg
+        self.register_buffer("mean", torch.tensor(data_cfg.get("mean", (0.5,) * 3)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(data_cfg.get("std", (0.5,) * 3)).view(1, 3, 1, 1), persistent=False)
+        self.dim = self.model.num_features
+        grid = self.model.patch_embed.grid_size
+        self.grid = (int(grid[0]), int(grid[1]))
+        g = cfg.pool_grid
+        if g and (g > min(self.grid)):
+            raise ValueError(f"encoder.pool_grid={g} exceeds the patch grid {self.grid}")
+        self.tokens_per_frame = g * g if g else self.grid[0] * self.grid[1]
+
+    def tokens_per_clip(self, frames: int) -> int:
+        return frames * self.tokens_per_frame
+
+    @torch.no_grad()
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, H, W, 3] -> [N, tokens_per_frame, dim] float32."""
+        x = frames.permute(0, 3, 1, 2).float().div_(255)
+        x = ((x - self.mean) / self.std).to(DTYPES[self.cfg.dtype])
+        tokens = self.model.forward_features(x)[:, self.model.num_prefix_tokens:]
+        if self.cfg.pool_grid:
+            n, _, d = tokens.shape
+            grid = tokens.transpose(1, 2).reshape(n, d, *self.grid)
+            tokens = F.adaptive_avg_pool2d(grid.float(), self.cfg.pool_grid).flatten(2).transpose(1, 2)
+        return tokens.float()
+
+    @torch.no_grad()
+    def encode_clips(self, clips: np.ndarray) -> torch.Tensor:
+        """uint8 [B, T, H, W, 3] -> [B, T * tokens_per_frame, dim]."""
+        b, t = clips.shape[:2]
+        out = self.encode_frames(torch.from_numpy(np.ascontiguousarray(clips.reshape(b * t, *clips.shape[2:]))))
+        return out.reshape(b, t * self.tokens_per_frame, self.dim)
+
+    def fingerprint(self) -> str:
+        """Identity of the features this encoder produces: config plus a hash of the weights."""
+        h = hashlib.sha256()
+        c = self.cfg
+        h.update(f"{c.model}|{c.image_size}|{c.pool_grid}|{c.dtype}|timm={timm.__version__}".encode())
+        for name, t in sorted(self.model.state_dict().items()):
+            h.update(name.encode())
+            # a strided sample keeps hashing cheap for large encoders while catching any reinit
+            flat = t.detach().reshape(-1)
+            step = max(1, math.ceil(flat.numel() / 65536))
+            h.update(flat[::step].float().numpy().tobytes())
+        return h.hexdigest()[:16]

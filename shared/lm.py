@@ -1,0 +1,103 @@
+"""The tokenizer and base causal LM shared by both arms.
+
+Real path: a pretrained Llama (the paper: Llama-3.2-1B) by hub id or local folder, with its own
+tokenizer. Embedded default: a byte-level BPE tokenizer trained on the training captions and a
+small ``LlamaForCausalLM`` initialised from the run's seed, so the JEPA arm's predictor layers and
+the VLM arm's LM start from the very same weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from shared.config import Config
+
+log = logging.getLogger(__name__)
+SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+
+
+def train_caption_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL["unk_token"]))
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(sorted(set(texts)), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False, **SPECIAL)
+
+
+def load_tokenizer(cfg: Config, texts: list[str] | None = None):
+    """The shared tokenizer. ``texts`` (training captions, prompts, label texts) trains the
+    captions tokenizer; it is cached by content so every arm and run reuses the same file."""
+    if cfg.lm.tokenizer != "captions":
+        tok = AutoTokenizer.from_pretrained(cfg.lm.tokenizer)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token  # Llama ships without a pad token; masks make its id irrelevant
+        return tok
+    if not texts:
+        raise ValueError("the captions tokenizer needs the training captions to train on")
+    corpus = sorted(set(texts))
+    key = hashlib.sha256(json.dumps([cfg.lm.tokenizer_vocab, corpus]).encode()).hexdigest()[:16]
+    folder = cfg.cache_path / "tokenizers" / key
+    if (folder / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(str(folder))
+    tok = train_caption_tokenizer(corpus, cfg.lm.tokenizer_vocab)
+    tmp = folder.with_name(folder.name + ".tmp")
+    tok.save_pretrained(str(tmp))
+    if not folder.exists():
+        tmp.replace(folder)
+    log.info("trained a %d-token BPE tokenizer on %d distinct texts", len(tok), len(corpus))
+    return tok
+
+
+def llama_config(cfg: Config, tokenizer=None) -> LlamaConfig:
+    lm = cfg.lm
+    vocab = lm.vocab_size or (len(tokenizer) if tokenizer is not None else None)
+    if vocab is None:
+        raise ValueError("lm.vocab_size: needed when no tokenizer is given (e.g. describe on the meta device)")
+    ids = {}
+    if tokenizer is not None:
+        ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    return LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=lm.hidden_size,
+        intermediate_size=lm.intermediate_size,
+        num_hidden_layers=lm.num_layers,
+        num_attention_heads=lm.num_heads,
+        num_key_value_heads=lm.num_kv_heads,
+        head_dim=lm.head_dim or lm.hidden_size // lm.num_heads,
+        max_position_embeddings=lm.max_position,
+        rope_theta=lm.rope_theta,
+        rms_norm_eps=lm.rms_norm_eps,
+        tie_word_embeddings=lm.tie_embeddings,
+        **ids,
+    )
+
+
+def build_base_lm(cfg: Config, tokenizer=None, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """A fresh base LM: pretrained weights if ``lm.weights`` is set, else seeded random init."""
+    device = torch.device(device)
+    if device.type == "meta":
+        with torch.device("meta"):
+            return LlamaForCausalLM(llama_config(cfg, tokenizer))
+    if cfg.lm.weights:
+        model = AutoModelForCausalLM.from_pretrained(cfg.lm.weights, dtype=torch.float32)
+        if tokenizer is not None and model.config.vocab_size < len(tokenizer):
+            raise ValueError(f"lm.weights: vocabulary {model.config.vocab_size} is smaller than the tokenizer's {len(tokenizer)}")
+        return model.to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(10_000 + cfg.seed)  # same seed -> same init for every arm
+        model = LlamaForCausalLM(llama_config(cfg, tokenizer))
+    return model.to(device)

@@ -1,0 +1,49 @@
+"""Metrics: corpus-level CIDEr (pycocoevalcap), top-k accuracy (scikit-learn), retrieval recall@k.
+
+CIDEr's IDF comes from the whole reference set, so it is only meaningful over a corpus: score all
+evaluation clips in one call, never one clip at a time (a single-item corpus scores 0).
+"""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import torch
+from sklearn.metrics import top_k_accuracy_score
+
+
+def cider(predictions: list[str], references: list[list[str]]) -> tuple[float, np.ndarray]:
+    """Corpus CIDEr-D of ``predictions`` against all ``references`` of each item (PTB-tokenized)."""
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} reference sets")
+    if not predictions:
+        raise ValueError("CIDEr of an empty corpus")
+    if any(not refs for refs in references):
+        raise ValueError("every item needs at least one reference caption")
+    if shutil.which("java") is None:
+        raise RuntimeError("CIDEr's PTB tokenizer needs Java on PATH (e.g. apt-get install default-jre-headless)")
+    tok = PTBTokenizer()
+    gts = tok.tokenize({i: [{"caption": r} for r in refs] for i, refs in enumerate(references)})
+    res = tok.tokenize({i: [{"caption": p if p.strip() else "."}] for i, p in enumerate(predictions)})
+    score, scores = Cider().compute_score(gts, res)
+    return float(score), np.asarray(scores, dtype=float)
+
+
+def top_k_accuracy(scores: torch.Tensor | np.ndarray, labels, k: int) -> float:
+    """Fraction of rows whose true label is among the k highest scores."""
+    scores = np.asarray(scores, dtype=float)
+    labels = np.asarray(labels)
+    k = min(k, scores.shape[1])
+    return float(top_k_accuracy_score(labels, scores, k=k, labels=np.arange(scores.shape[1])))
+
+
+def recall_at_k(similarity: torch.Tensor | np.ndarray, targets, k: int = 1) -> float:
+    """Text-to-video retrieval: row i (a text) is correct if column targets[i] ranks in its top k."""
+    sim = torch.as_tensor(np.asarray(similarity, dtype=float))
+    targets = torch.as_tensor(np.asarray(targets))
+    target_score = sim[torch.arange(len(sim)), targets]
+    rank = (sim > target_score[:, None]).sum(dim=1)  # ties count in the query's favour
+    return float((rank < k).float().mean())

@@ -1,0 +1,232 @@
+"""The one training loop, for every arm (Accelerate: devices, processes, mixed precision).
+
+Controlled by construction: the data order, the effective batch, the optimizer and the schedule
+come from the shared config sections; the arm only supplies ``loss(batch)`` and its parameter
+groups. Checkpoints are taken at milestones counted in samples seen; a resume point is saved at
+every milestone and every ``train.resume_every`` steps, and re-running the same command on the
+same run directory continues from it with the same result as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from shared.arm import Arm, Batch, build_arm
+from shared.checkpoint import (TrainState, find_resume, load_resume, milestone_dir, save_resume, save_weights)
+from shared.config import Config, dump_yaml, to_dict, training_view
+from shared.data import TrainOrder
+from shared.pipeline import Prepared
+from shared.runinfo import append_jsonl, read_json, read_jsonl, versions, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    checkpoints: list[dict] = field(default_factory=list)  # {milestone, samples_seen, step, path}
+    wall_s: float = 0.0
+    samples_per_s: float = 0.0
+    trainable_params: int = 0
+    completed: bool = False
+
+
+def lr_factor(step: int, total: int, cfg: Config) -> float:
+    """Warmup then cosine/linear decay to ``min_lr_ratio`` over the whole run (shared by all arms)."""
+    t = cfg.train
+    warmup = max(1, round(t.warmup_frac * total))
+    if step < warmup:
+        return (step + 1) / warmup
+    if t.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if t.schedule == "cosine" else 1 - progress
+    return t.min_lr_ratio + (1 - t.min_lr_ratio) * shape
+
+
+def make_batch(prepared: Prepared, split: str, clip_idx, cap_idx) -> Batch:
+    records = prepared.dataset.split(split)
+    recs = [records[i] for i in clip_idx]
+    labels = [r.label if r.label is not None else -1 for r in recs]
+    return Batch(
+        ids=[r.id for r in recs],
+        visual=prepared.features[split][torch.as_tensor(clip_idx)],
+        queries=[prepared.cfg.data.query] * len(recs),
+        captions=[r.captions[k] for r, k in zip(recs, cap_idx)],
+        labels=torch.tensor(labels),
+    )
+
+
+def new_accelerator(cfg: Config, run_dir: Path):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    if PartialState().num_processes == 1:
+        AcceleratorState._reset_state(reset_partial_state=True)  # several runs in one process
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=cfg.train.mixed_precision,
+        log_with="tensorboard",
+        project_dir=str(run_dir),
+    )
+
+
+def build_seeded_arm(prepared: Prepared, name: str, device="cpu") -> Arm:
+    torch.manual_seed(prepared.cfg.seed)  # arm-specific initialisation is seeded by the run's seed
+    return build_arm(name, prepared.context(device))
+
+
+def write_run_header(run_dir: Path, cfg: Config, arm_name: str, order: TrainOrder, total_samples: int) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.yaml", f"# resolved config of arm {arm_name!r}\narm_name: {arm_name}\n" + dump_yaml(cfg))
+    write_json_atomic(run_dir / "versions.json", versions())
+    first, caps = order.take(0, min(16, total_samples))
+    write_json_atomic(run_dir / "data_order.json", {
+        "seed": cfg.seed, "samples": total_samples, "sha256": order.digest(total_samples),
+        "first_clips": first.tolist(), "first_caption_choices": caps.tolist(),
+    })
+
+
+def check_same_config(run_dir: Path, cfg: Config, arm_name: str) -> None:
+    """Refuse to resume a run directory with another training config: the result would be neither run."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    old = training_view(yaml.safe_load(path.read_text()), arm_name)
+    new = training_view(to_dict(cfg), arm_name)
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diff:
+        raise ValueError(f"{path}: this run directory was trained with another config (differs at {', '.join(diff[:8])}); "
+                         "use a new --out directory or the original settings")
+
+
+def train_arm(prepared: Prepared, arm_name: str, run_dir: str | Path, stop_at_samples: int | None = None,
+              progress: bool = True) -> TrainResult:
+    cfg = prepared.cfg
+    run_dir = Path(run_dir)
+    t = cfg.train
+    total_samples = t.milestones[-1]
+    total_steps = math.ceil(total_samples / t.effective_batch)
+    result = TrainResult(run_dir)
+
+    accelerator = new_accelerator(cfg, run_dir)
+    nproc = accelerator.num_processes
+    if t.effective_batch % (t.micro_batch * nproc):
+        raise ValueError(f"train.effective_batch={t.effective_batch} is not a multiple of micro_batch x processes "
+                         f"({t.micro_batch} x {nproc})")
+    accum = t.effective_batch // (t.micro_batch * nproc)
+
+    order = TrainOrder(cfg.seed, [len(r.captions) for r in prepared.dataset.split("train")])
+    arm = build_seeded_arm(prepared, arm_name, accelerator.device)
+    arm.prepare_training()
+    optimizer = torch.optim.AdamW(arm.param_groups(t.lr, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, cfg))
+    result.trainable_params = arm.parameter_counts()["trainable_params"]
+
+    state = TrainState()
+    resume = find_resume(run_dir)
+    if resume is not None:
+        check_same_config(run_dir, cfg, arm_name)
+        weights, state = load_resume(resume, optimizer, scheduler)
+        arm.load_trainable_state_dict(weights)
+        log.info("%s: resuming from step %d (%d samples seen)", run_dir, state.step, state.samples_seen)
+    elif accelerator.is_main_process:
+        write_run_header(run_dir, cfg, arm_name, order, total_samples)
+    log_path = run_dir / "train_log.jsonl"
+    if accelerator.is_main_process:  # drop log rows past the resume point: they will be redone
+        rows = [r for r in read_jsonl(log_path) if r["step"] <= state.step]
+        write_text_atomic(log_path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    model, optimizer = accelerator.prepare(arm, optimizer)
+    accelerator.init_trackers("train", config={"arm": arm_name, "seed": cfg.seed})
+    trainable = [p for p in arm.parameters() if p.requires_grad]
+
+    bar = tqdm(total=total_steps, initial=state.step, desc=f"train {arm_name} seed {cfg.seed}", unit="step",
+               disable=not (progress and accelerator.is_main_process), mininterval=2, dynamic_ncols=True)
+    run_start, wall_before = time.perf_counter(), state.wall_s
+    window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
+    model.train()
+    while state.step < total_steps:
+        step_start = state.step * t.effective_batch + accelerator.process_index * t.micro_batch * accum
+        step_loss = torch.zeros((), device=accelerator.device)
+        for micro in range(accum):
+            clips, caps = order.take(step_start + micro * t.micro_batch, t.micro_batch)
+            batch = make_batch(prepared, "train", clips, caps)
+            batch.visual = batch.visual.to(accelerator.device)
+            sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
+            with sync:
+                loss = model(batch)
+                accelerator.backward(loss / accum)
+            step_loss += loss.detach() / accum
+        if t.grad_clip > 0:
+            accelerator.clip_grad_norm_(trainable, t.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        state.step += 1
+        state.samples_seen = state.step * t.effective_batch
+        loss_value = accelerator.reduce(step_loss, reduction="mean").item()
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"{arm_name}: loss is {loss_value} at step {state.step}; lower train.lr?")
+        state.last_loss = loss_value
+        state.wall_s = wall_before + time.perf_counter() - run_start
+        window_loss, window_n = window_loss + loss_value, window_n + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+
+        if state.step % t.log_every == 0 or state.step == total_steps:
+            now = time.perf_counter()
+            row = {"step": state.step, "samples_seen": state.samples_seen, "loss": window_loss / window_n,
+                   "lr": scheduler.get_last_lr()[0], "samples_per_s": window_n * t.effective_batch / (now - window_t),
+                   "wall_s": round(state.wall_s, 3)}
+            if accelerator.is_main_process:
+                append_jsonl(log_path, row)
+            accelerator.log({"loss": row["loss"], "lr": row["lr"], "samples_per_s": row["samples_per_s"]}, step=state.step)
+            window_loss, window_n, window_t = 0.0, 0, now
+
+        reached = [m for m in t.milestones if m <= state.samples_seen and m not in state.milestones_done]
+        if reached:
+            state.milestones_done = tuple(sorted({*state.milestones_done, *reached}))
+        if accelerator.is_main_process:
+            weights = accelerator.unwrap_model(model).trainable_state_dict()
+            for m in reached:
+                save_weights(milestone_dir(run_dir, m), weights, state,
+                             {"milestone": m, "arm": arm_name, "seed": cfg.seed})
+            if reached or state.step % t.resume_every == 0 or state.step == total_steps:
+                save_resume(run_dir, weights, state, optimizer, scheduler)
+        if stop_at_samples is not None and state.samples_seen >= stop_at_samples:
+            break
+    bar.close()
+    accelerator.end_training()
+
+    result.completed = state.step >= total_steps
+    result.wall_s = state.wall_s
+    result.samples_per_s = state.samples_seen / state.wall_s if state.wall_s else 0.0
+    result.checkpoints = list_checkpoints(run_dir)
+    if result.completed and accelerator.is_main_process:
+        write_json_atomic(run_dir / "done.json", {"samples_seen": state.samples_seen, "steps": state.step,
+                                                  "wall_s": state.wall_s, "samples_per_s": result.samples_per_s,
+                                                  "trainable_params": result.trainable_params})
+    return result
+
+
+def list_checkpoints(run_dir: Path) -> list[dict]:
+    out = []
+    for folder in sorted((Path(run_dir) / "checkpoints").glob("samples_*")):
+        if folder.name.endswith((".tmp", ".old")) or not (folder / "train_state.json").is_file():
+            continue
+        st = read_json(folder / "train_state.json")
+        out.append({"milestone": st["milestone"], "samples_seen": st["samples_seen"], "step": st["step"],
+                    "path": str(folder), "train_loss": st.get("last_loss"), "wall_s": st.get("wall_s")})
+    return out

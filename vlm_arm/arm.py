@@ -1,0 +1,154 @@
+"""The VLM arm: the PerceptionLM recipe, trained with next-token cross-entropy.
+
+Cached visual tokens -> PerceptionLM's projector (Linear-GELU-Linear, optional 2D pooling per
+frame) -> the whole base causal LM, on the sequence [BOS, visual, query, caption, EOS] with the
+loss on caption and EOS tokens only. Classification ranks candidate texts by their likelihood
+given the visual tokens and query (lowest perplexity first), with the prefix computed once per
+clip and its KV cache shared by all candidates.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from transformers import LlamaConfig, PerceptionLMConfig, TimmWrapperConfig
+from transformers.models.perception_lm.modeling_perception_lm import PerceptionLMMultiModalProjector
+
+from shared.arm import Arm, ArmContext, Batch, register_arm
+from vlm_arm.config import VlmConfig
+
+
+@register_arm("vlm", VlmConfig)
+class VlmArm(Arm):
+    def __init__(self, ctx: ArmContext):
+        super().__init__(ctx)
+        c: VlmConfig = self.arm_cfg
+        self.tokenizer = ctx.tokenizer
+        lm = ctx.base_lm()
+        self.frames = ctx.cfg.data.frames
+        self.tokens_per_frame = ctx.visual_tokens // self.frames
+        # only the widths matter to the projector; the LM's own config object is left untouched
+        plm = PerceptionLMConfig(vision_config=TimmWrapperConfig(model_args={"embed_dim": ctx.visual_dim}),
+                                 text_config=LlamaConfig(hidden_size=lm.config.hidden_size),
+                                 projector_pooling_ratio=c.projector_pool)
+        with torch.device(ctx.device):
+            self.projector = PerceptionLMMultiModalProjector(plm)
+        if c.lora:
+            from peft import LoraConfig, get_peft_model
+
+            lm = get_peft_model(lm, LoraConfig(r=c.lora_r, lora_alpha=c.lora_alpha, target_modules=list(c.lora_targets),
+                                               lora_dropout=0.0, bias="none"))
+        self.lm = lm
+        if ctx.tokenizer is not None:
+            self.bos, self.eos, self.pad = ctx.tokenizer.bos_token_id, ctx.tokenizer.eos_token_id, ctx.tokenizer.pad_token_id
+
+    # ---- sequence building ---------------------------------------------------------------
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.lm.get_input_embeddings()(ids)
+
+    def project(self, visual: torch.Tensor) -> torch.Tensor:
+        """[B, T*n, Dv] -> [B, T*n', H]: the projector runs per frame so its pooling sees each frame's grid."""
+        b = visual.shape[0]
+        frames = visual.reshape(b * self.frames, self.tokens_per_frame, -1)
+        out = self.projector(frames.to(self.projector.linear_1.weight.dtype))
+        return out.reshape(b, -1, out.shape[-1])
+
+    def _ids(self, texts: list[str], eos: bool, left_pad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded token ids and mask (no BOS), optionally ending with EOS."""
+        seqs = [t + ([self.eos] if eos else []) for t in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        L = max(1, max(map(len, seqs)))
+        ids = torch.full((len(seqs), L), self.pad)
+        mask = torch.zeros(len(seqs), L, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            span = slice(L - len(s), L) if left_pad else slice(0, len(s))
+            ids[i, span], mask[i, span] = torch.tensor(s, dtype=torch.long), 1
+        return ids, mask
+
+    def prefix(self, visual: torch.Tensor, queries: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings and mask of [BOS, visual tokens, query] (queries left-padded)."""
+        b, dev = visual.shape[0], visual.device
+        q_ids, q_mask = self._ids(queries, eos=False, left_pad=True)  # the caption follows the query directly
+        v = self.project(visual)
+        bos = self.embed_ids(torch.full((b, 1), self.bos, device=dev))
+        x = torch.cat([bos.to(v.dtype), v, self.embed_ids(q_ids.to(dev)).to(v.dtype)], dim=1)
+        mask = torch.cat([torch.ones(b, 1 + v.shape[1], dtype=torch.long, device=dev), q_mask.to(dev)], dim=1)
+        return x, mask
+
+    # ---- training ------------------------------------------------------------------------
+    def loss(self, batch: Batch) -> torch.Tensor:
+        x, mask = self.prefix(batch.visual, batch.queries)
+        ids, cmask = self._ids(batch.captions, eos=True)
+        ids, cmask = ids.to(x.device), cmask.to(x.device)
+        inputs = torch.cat([x, self.embed_ids(ids).to(x.dtype)], dim=1)
+        labels = torch.cat([torch.full(mask.shape, -100, device=x.device), ids.masked_fill(cmask == 0, -100)], dim=1)
+        return self.lm(inputs_embeds=inputs, attention_mask=torch.cat([mask, cmask], dim=1), labels=labels).loss
+
+    # ---- evaluation ----------------------------------------------------------------------
+    @torch.no_grad()
+    def caption(self, visual: torch.Tensor, queries: list[str], max_new_tokens: int) -> list[str]:
+        x, mask = self.prefix(visual, queries)
+        out = self.lm.generate(inputs_embeds=x, attention_mask=mask, max_new_tokens=max_new_tokens,
+                               num_beams=self.arm_cfg.num_beams, do_sample=False,
+                               eos_token_id=self.eos, pad_token_id=self.pad)
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    @torch.no_grad()
+    def score_candidates(self, visual: torch.Tensor, queries: list[str], candidates: list[str]) -> torch.Tensor:
+        """[B, C] log-likelihood scores of each candidate text (higher = lower perplexity)."""
+        c = self.arm_cfg
+        b = visual.shape[0]
+        x, mask = self.prefix(visual, queries)
+        out = self.lm(inputs_embeds=x, attention_mask=mask, use_cache=True)
+        first_logp = F.log_softmax(out.logits[:, -1].float(), dim=-1)  # predicts each candidate's first token
+        cand_ids, cand_mask = self._ids(candidates, eos=c.score_eos)
+        cand_ids, cand_mask = cand_ids.to(x.device), cand_mask.to(x.device)
+        k = max(1, c.score_chunk // b)
+        scores = torch.empty(b, len(candidates))
+        for s in range(0, len(candidates), k):
+            ids, cm = cand_ids[s:s + k], cand_mask[s:s + k]
+            n = len(ids)
+            cache = copy.deepcopy(out.past_key_values)  # the shared prefix, reused by every candidate
+            cache.batch_repeat_interleave(n)
+            rows_ids, rows_mask = ids.repeat(b, 1), cm.repeat(b, 1)
+            logits = self.lm(inputs_embeds=self.embed_ids(rows_ids).to(x.dtype),
+                             attention_mask=torch.cat([mask.repeat_interleave(n, 0), rows_mask], dim=1),
+                             past_key_values=cache, use_cache=True).logits
+            lp_first = first_logp.repeat_interleave(n, 0).gather(1, rows_ids[:, :1])
+            lp_rest = F.log_softmax(logits[:, :-1].float(), dim=-1).gather(2, rows_ids[:, 1:, None]).squeeze(-1)
+            logp = (torch.cat([lp_first, lp_rest], dim=1) * rows_mask).sum(1)
+            if c.length_norm == "mean":
+                logp = logp / rows_mask.sum(1)
+            scores[:, s:s + n] = logp.view(b, n).float().cpu()
+        return scores
+
+    def inference_stages(self, queries: list[str], max_new_tokens: int):
+        """encoder+predictor (projector and prefill of [BOS, visual]), query embedding (prompt prefill
+        on that cache), decoder (greedy generation of exactly ``max_new_tokens`` tokens)."""
+
+        def encoder_predictor(visual):
+            v = self.project(visual)
+            b = visual.shape[0]
+            x = torch.cat([self.embed_ids(torch.full((b, 1), self.bos, device=v.device)).to(v.dtype), v], dim=1)
+            out = self.lm(inputs_embeds=x, use_cache=True)
+            return out.past_key_values, torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
+
+        def query_embedding(state):
+            cache, mask = state
+            ids, qmask = self._ids(queries, eos=False)
+            mask = torch.cat([mask, qmask.to(mask.device)], dim=1)
+            out = self.lm(input_ids=ids.to(mask.device), attention_mask=mask, past_key_values=cache, use_cache=True)
+            return out.past_key_values, mask, out.logits[:, -1]
+
+        def decoder(state):
+            cache, mask, logits = state
+            tokens = []
+            for _ in range(max_new_tokens):
+                nxt = logits.argmax(-1, keepdim=True)
+                tokens.append(nxt)
+                mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
+                out = self.lm(input_ids=nxt, attention_mask=mask, past_key_values=cache, use_cache=True)
+                cache, logits = out.past_key_values, out.logits[:, -1]
+            return self.tokenizer.batch_decode(torch.cat(tokens, dim=1), skip_special_tokens=True)
+
+        return [("encoder_predictor", encoder_predictor), ("query_embedding", query_embedding), ("decoder", decoder)]
