@@ -107,7 +107,7 @@ class JepaArm(Arm):
 
             if not dc.weights:
                 raise ValueError("jepa.y_decoder.weights: required for the sonar decoder (hub id or folder)")
-            self.decoder = SonarDecoder(dc.weights)
+            self._set_decoder(SonarDecoder(dc.weights))
             sample = list(dict.fromkeys(self.ctx.train_captions))[:256]
             with torch.no_grad():  # SONAR decodes raw (not unit) embeddings: restore their typical norm
                 self._decode_scale = float(self.y_encoder(sample, normalize=False).norm(dim=-1).mean())
@@ -117,10 +117,15 @@ class JepaArm(Arm):
         space = hashlib.sha256(self.y_encoder.fingerprint().encode())
         if self.y_head is not None:
             space.update(self.y_head.weight.detach().float().numpy().tobytes())
-        self.decoder, self.decoder_meta = load_or_train(
+        decoder, self.decoder_meta = load_or_train(
             self.arm_cfg.shared_dim or self.y_encoder.dim, self.tokenizer, dc, space.hexdigest()[:16],
             self.ctx.train_captions, self.embed_texts, self.cfg.cache_path)
+        self._set_decoder(decoder)
         self._decode_scale = 1.0
+
+    def _set_decoder(self, decoder: nn.Module) -> None:
+        # evaluation-only and trained separately: kept out of the arm's parameters and checkpoints
+        object.__setattr__(self, "decoder", decoder.requires_grad_(False).eval())
 
     def _decode(self, pred: torch.Tensor, max_new_tokens: int, exact: bool = False) -> list[str]:
         self.prepare_evaluation()
@@ -139,6 +144,10 @@ class JepaArm(Arm):
     @torch.no_grad()
     def embed(self, visual: torch.Tensor, queries: list[str]) -> torch.Tensor:
         return F.normalize(self.predict(visual, queries).float(), dim=-1)
+
+    @torch.no_grad()
+    def reconstruct_texts(self, texts: list[str], max_new_tokens: int) -> list[str]:
+        return self._decode(self.embed_texts(texts), max_new_tokens)
 
     def inference_stages(self, queries: list[str], max_new_tokens: int):
         def query_embedding(visual):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model, save_model
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -82,6 +82,11 @@ def fit(decoder: TrainedDecoder, embeddings: torch.Tensor, captions: list[str], 
     gen = torch.Generator().manual_seed(cfg.seed)
     losses = []
     decoder.train()
+    with torch.enable_grad():  # may be called from inside an evaluation's no_grad
+        return _fit_steps(decoder, embeddings, captions, cfg, opt, sched, gen, losses, progress)
+
+
+def _fit_steps(decoder, embeddings, captions, cfg, opt, sched, gen, losses, progress) -> list[float]:
     for _ in tqdm(range(cfg.steps), desc="train Y-decoder", unit="step", leave=False, mininterval=2, disable=not progress):
         idx = torch.randint(len(captions), (cfg.batch_size,), generator=gen)
         emb = embeddings[idx]
@@ -111,7 +116,7 @@ def load_or_train(emb_dim: int, tokenizer, cfg: YDecoderConfig, y_fingerprint: s
     folder = Path(cache_root) / "y_decoders" / decoder_key(y_fingerprint, corpus, cfg, tokenizer)
     decoder = TrainedDecoder(emb_dim, tokenizer, cfg)
     if (folder / "model.safetensors").is_file():
-        decoder.load_state_dict(load_file(str(folder / "model.safetensors")))
+        load_model(decoder, str(folder / "model.safetensors"))
         return decoder.eval(), json.loads((folder / "meta.json").read_text())
     texts = sorted(set(corpus))
     t0 = time.perf_counter()
@@ -120,7 +125,7 @@ def load_or_train(emb_dim: int, tokenizer, cfg: YDecoderConfig, y_fingerprint: s
             "train_s": round(time.perf_counter() - t0, 2)}
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "model.safetensors.tmp"
-    save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, str(tmp))
+    save_model(decoder, str(tmp))  # handles the tied input/output embeddings
     tmp.replace(folder / "model.safetensors")
     write_json_atomic(folder / "meta.json", meta)
     log.info("trained the Y-decoder on %d captions in %.0fs (final loss %.3f)", len(texts), meta["train_s"], meta["final_loss"])

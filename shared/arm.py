@@ -115,10 +115,17 @@ class Arm(nn.Module):
         """[N, E] L2-normalised text embeddings in the space of ``embed`` (optional)."""
         raise NotImplementedError(f"arm {self.name!r} has no text embedding")
 
-    def inference_stages(self, queries: list[str], max_new_tokens: int) -> list[Stage]:
-        """The arm's inference as named stages; each takes the previous stage's output.
+    @torch.no_grad()
+    def reconstruct_texts(self, texts: list[str], max_new_tokens: int) -> list[str] | None:
+        """Texts sent through the arm's target space and decoded back, for arms that decode
+        embeddings (the Y-decoder's ceiling); None for arms without one."""
+        return None
 
-        The first stage receives the visual tokens. Used by the latency harness.
+    def inference_stages(self, queries: list[str], max_new_tokens: int) -> list[Stage]:
+        """The arm's inference as named stages, in execution order; each takes the previous
+        stage's output and the first receives the visual tokens. The decoder stage generates
+        exactly ``max_new_tokens`` tokens, so arms are timed on equal output lengths.
+        Used by the latency harness.
         """
         raise NotImplementedError
 

@@ -1,0 +1,130 @@
+"""``sample-efficiency``: the main job. Train every arm on identical data, evaluate every milestone.
+
+Writes into DIR: metrics.jsonl (one row per arm, seed and milestone), baselines.json,
+control_audit.{json,md}, predictions/, figures (PNG + PDF), report.md, summary.json, and one run
+directory per (arm, seed) under runs/. Re-running on the same DIR resumes: finished trainings and
+evaluated checkpoints are not redone. A sweep (``data.synthetic.paraphrase=0,2,4``) runs one
+comparison per value in DIR/<key>=<value>/ and adds a figure of the gap against the knob.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+from shared.config import ConfigError, Config, dump_yaml, load_config, split_sweeps
+from shared.runinfo import append_jsonl, read_jsonl, versions, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "sample-efficiency", help="the main job: train all arms on identical data, evaluate every milestone, report",
+        description="Train every arm of the config (default: jepa and vlm) with the one loop on identical data, "
+                    "evaluate each milestone checkpoint (captioning CIDEr, top-1/top-5 classification, retrieval "
+                    "R@1), and write metrics.jsonl, figures, a control audit and report.md into --out. Give a "
+                    "comma list on one scalar key (e.g. data.synthetic.paraphrase=0,2,4) to sweep it.")
+    from experiments.cli import add_config_args
+
+    add_config_args(p)
+    p.set_defaults(run=run)
+
+
+def metrics_row(arm_name: str, seed: int, ckpt: dict, m: dict, trainable: int, train_log: list[dict]) -> dict:
+    logged = [r for r in train_log if r["samples_seen"] <= ckpt["samples_seen"]]
+    row = {"arm": arm_name, "seed": seed, "step": ckpt["step"], "samples_seen": ckpt["samples_seen"],
+           "milestone": ckpt["milestone"], "cider": m["cider"], "top1": m.get("top1"), "top5": m.get("top5"),
+           "train_loss": logged[-1]["loss"] if logged else ckpt.get("train_loss"),
+           "trainable_params": trainable, "wall_s": ckpt.get("wall_s")}
+    for extra in ("recall1", "decoder_ceiling_cider", "eval_s", "caption_s", "classify_s"):
+        if extra in m:
+            row[extra] = m[extra]
+    return row
+
+
+def run_comparison(cfg: Config, out: Path) -> list[dict]:
+    """Train and evaluate every (seed, arm); returns the metrics rows."""
+    from experiments.report import write_outputs
+    from shared.checkpoint import load_weights
+    from shared.evaluate import EvalSet, baselines, evaluate
+    from shared.pipeline import prepare
+    from shared.train_loop import build_seeded_arm, train_arm
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "config.yaml", dump_yaml(cfg))
+    write_json_atomic(out / "versions.json", versions())
+    summary_path = out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"phases": {}}
+    start = time.perf_counter()
+
+    t = time.perf_counter()
+    prepared = prepare(cfg)
+    evalset = EvalSet.from_prepared(prepared, cfg.eval.split)
+    label_texts = prepared.dataset.label_texts
+    base = baselines(prepared, evalset, label_texts)
+    write_json_atomic(out / "baselines.json", base)
+    summary["phases"]["prepare_s"] = round(time.perf_counter() - t, 1)
+    summary["cache"] = {s: dataclasses.asdict(v) for s, v in prepared.cache_stats.items()}
+
+    metrics_path = out / "metrics.jsonl"
+    done = {(r["arm"], r["seed"], r["milestone"]) for r in read_jsonl(metrics_path)}
+    for seed in cfg.seeds:
+        prep = dataclasses.replace(prepared, cfg=dataclasses.replace(cfg, seed=seed))
+        for arm_name in cfg.arms:
+            run_dir = out / "runs" / arm_name / f"seed{seed}"
+            t = time.perf_counter()
+            result = train_arm(prep, arm_name, run_dir)
+            summary["phases"][f"train_{arm_name}_seed{seed}_s"] = round(result.wall_s, 1)
+            summary.setdefault("throughput", {})[arm_name] = round(result.samples_per_s, 1)
+            todo = [c for c in result.checkpoints if (arm_name, seed, c["milestone"]) not in done]
+            if not todo:
+                continue
+            t = time.perf_counter()
+            arm = build_seeded_arm(prep, arm_name)
+            train_log = read_jsonl(run_dir / "train_log.jsonl")
+            for ckpt in todo:
+                weights, _ = load_weights(Path(ckpt["path"]))
+                arm.load_trainable_state_dict(weights)
+                m = evaluate(arm, prep, evalset, label_texts)
+                row = metrics_row(arm_name, seed, ckpt, m, result.trainable_params, train_log)
+                write_text_atomic(out / "predictions" / f"{arm_name}-seed{seed}-{ckpt['milestone']:010d}.jsonl",
+                                  "".join(json.dumps(e) + "\n" for e in m["examples"]))
+                append_jsonl(metrics_path, row)
+                log.info("%s seed %d @ %d samples: CIDEr %.3f, top-1 %.1f%%, top-5 %.1f%% (eval %.0fs)", arm_name, seed,
+                         ckpt["samples_seen"], row["cider"], 100 * (row["top1"] or 0), 100 * (row["top5"] or 0), m["eval_s"])
+            summary["phases"][f"eval_{arm_name}_seed{seed}_s"] = round(time.perf_counter() - t, 1)
+            write_json_atomic(summary_path, summary)
+    summary["total_s_this_invocation"] = round(time.perf_counter() - start, 1)
+    write_json_atomic(summary_path, summary)
+    rows = read_jsonl(metrics_path)
+    write_outputs(out)
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    plain, sweeps = split_sweeps(args.overrides)
+    if len(sweeps) > 1:
+        raise ConfigError(f"sweep one key at a time; got {sorted(sweeps)}")
+    if not sweeps:
+        cfg = load_config(args.config, plain)
+        run_comparison(cfg, args.out)
+        log.info("report: %s", args.out / "report.md")
+        return 0
+    (key, values), = sweeps.items()
+    short = key.split(".")[-1]
+    for value in values:  # validate every value before spending minutes on the first
+        load_config(args.config, plain + [f"{key}={value}"])
+    rows = []
+    for value in values:
+        sub = args.out / f"{short}={value}"
+        log.info("sweep %s=%s -> %s", key, value, sub)
+        rows += [dict(r, **{short: value}) for r in run_comparison(load_config(args.config, plain + [f"{key}={value}"]), sub)]
+    from experiments.report import write_sweep_outputs
+
+    write_sweep_outputs(args.out, rows, short, values)
+    log.info("sweep report: %s", args.out / "sweep.md")
+    return 0

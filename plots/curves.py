@@ -1,0 +1,80 @@
+"""Sample-efficiency figures (the paper's Figure 3, left and middle) from metrics.jsonl."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from plots.style import arm_label, arm_palette, plt, save, sns
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    df["Arm"] = df["arm"].map(arm_label)
+    return df
+
+
+def sample_efficiency(rows: list[dict], baselines: dict, out_dir: Path) -> list[Path]:
+    """CIDEr and top-5 vs samples seen, one line per arm (mean over seeds, band = min..max)."""
+    df = _frame(rows)
+    palette = {arm_label(a): c for a, c in arm_palette(df["arm"].unique()).items()}
+    n_seeds = df["seed"].nunique()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    panels = [("cider", "Captioning CIDEr", axes[0]), ("top5", "Top-5 classification accuracy (%)", axes[1])]
+    for metric, title, ax in panels:
+        if metric not in df:
+            ax.set_visible(False)
+            continue
+        d = df.assign(value=df[metric] * (100 if metric == "top5" else 1))
+        sns.lineplot(data=d, x="samples_seen", y="value", hue="Arm", palette=palette, marker="o",
+                     errorbar=("pi", 100) if n_seeds > 1 else None, ax=ax)
+        if metric == "top5" and "chance_top5" in baselines:
+            ax.axhline(100 * baselines["chance_top5"], ls=":", c="grey", label="chance")
+        if metric == "cider":
+            if "most_frequent_caption_cider" in baselines:
+                ax.axhline(baselines["most_frequent_caption_cider"], ls=":", c="grey", label="most frequent caption")
+            if "human_ceiling_cider" in baselines:
+                ax.axhline(baselines["human_ceiling_cider"], ls="--", c="black", lw=0.8, label="reference vs others")
+        ax.set_xscale("log")
+        ax.set_xlabel("training samples seen")
+        ax.set_ylabel(title)
+        ax.set_title(title)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    seeds = f"{n_seeds} seed{'s' if n_seeds > 1 else ''}" + (" (band: min-max)" if n_seeds > 1 else "")
+    fig.suptitle(f"Sample efficiency: embedding vs token prediction, {seeds}", fontsize=11)
+    fig.tight_layout()
+    return save(fig, out_dir, "sample_efficiency")
+
+
+def parameters(params: dict[str, int], out_dir: Path) -> list[Path]:
+    arms = list(params)
+    palette = arm_palette(arms)
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    values = [params[a] / 1e6 for a in arms]
+    ax.bar([arm_label(a) for a in arms], values, color=[palette[a] for a in arms])
+    for i, v in enumerate(values):
+        ax.text(i, v, f"{v:.2f}M", ha="center", va="bottom", fontsize=9)
+    ax.set_ylabel("trainable parameters (millions)")
+    ax.set_title("Trainable parameters per arm")
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    return save(fig, out_dir, "parameters")
+
+
+def paraphrase_sweep(rows: list[dict], out_dir: Path, key: str = "paraphrase") -> list[Path]:
+    """Final-milestone CIDEr and top-5 per arm against the surface-variability knob."""
+    df = _frame(rows)
+    last = df[df["milestone"] == df["milestone"].max()]
+    palette = {arm_label(a): c for a, c in arm_palette(df["arm"].unique()).items()}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric, title in ((axes[0], "cider", "CIDEr"), (axes[1], "top5", "top-5 accuracy (%)")):
+        d = last.assign(value=last[metric] * (100 if metric == "top5" else 1))
+        sns.lineplot(data=d, x=key, y="value", hue="Arm", palette=palette, marker="o",
+                     errorbar=("pi", 100) if d["seed"].nunique() > 1 else None, ax=ax)
+        ax.set_xlabel("caption surface variability (paraphrase level)")
+        ax.set_ylabel(title)
+        ax.set_title(f"{title} at {int(last['samples_seen'].max()):,} samples")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save(fig, out_dir, "paraphrase_sweep")

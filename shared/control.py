@@ -1,0 +1,69 @@
+"""The control audit: do the arms of a comparison differ only where the arm differs?
+
+Compares the resolved training configs written into each arm's run directory (minus the arm's
+own section) and the data-order digests. Any other difference makes the comparison uncontrolled.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from shared.config import training_view
+from shared.runinfo import read_json
+
+
+def load_run(run_dir: Path) -> tuple[str, dict, dict]:
+    cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    arm = cfg["arm_name"]
+    return arm, cfg, read_json(Path(run_dir) / "data_order.json")
+
+
+def audit(run_dirs: list[Path]) -> dict:
+    """{"ok", "differences": [{key, values}], "arm_keys": {arm: {key: value}}, "shared": {key: value},
+    "data_order": {arm: sha256}}"""
+    runs = [load_run(d) for d in run_dirs]
+    views, own = {}, {}
+    for arm, cfg, _ in runs:
+        view = training_view(cfg, arm)
+        own[arm] = {k: v for k, v in view.items() if k.split(".")[0] == arm}
+        views[arm] = {k: v for k, v in view.items() if k.split(".")[0] != arm}
+    keys = sorted(set().union(*(v.keys() for v in views.values())))
+    differences = []
+    for k in keys:
+        values = {arm: views[arm].get(k, "<missing>") for arm in views}
+        if len({yaml.safe_dump(v) for v in values.values()}) > 1:
+            differences.append({"key": k, "values": values})
+    orders = {arm: order["sha256"] for arm, _, order in runs}
+    order_samples = {arm: order["samples"] for arm, _, order in runs}
+    if len(set(orders.values())) > 1 or len(set(order_samples.values())) > 1:
+        differences.append({"key": "data_order.sha256", "values": orders})
+    first = next(iter(views.values()))
+    differing = {d["key"] for d in differences}
+    shared = {k: first.get(k) for k in keys if k not in differing}
+    return {"ok": not differences, "differences": differences, "arm_keys": own, "shared": shared,
+            "data_order": orders, "runs": [str(d) for d in run_dirs]}
+
+
+def audit_markdown(result: dict) -> str:
+    arms = list(result["data_order"])
+    lines = ["# Control audit", "",
+             f"**{'PASS' if result['ok'] else 'FAIL'}**: the arms " +
+             ("differ only in their own config sections and share the data order." if result["ok"]
+              else "differ outside their own sections (see below)."), ""]
+    if result["differences"]:
+        lines += ["## Differences in shared keys", "", "| key | " + " | ".join(arms) + " |",
+                  "|---|" + "---|" * len(arms)]
+        for d in result["differences"]:
+            lines.append(f"| `{d['key']}` | " + " | ".join(f"`{d['values'].get(a)}`" for a in arms) + " |")
+        lines.append("")
+    lines += ["## Data order", "", "| arm | sha256 of (clip, caption) at every position |", "|---|---|"]
+    lines += [f"| {a} | `{h}` |" for a, h in result["data_order"].items()]
+    lines += ["", "## Arm-specific settings (allowed to differ)", ""]
+    for arm, keys in result["arm_keys"].items():
+        lines += [f"<details><summary>{arm} ({len(keys)} keys)</summary>", "", "| key | value |", "|---|---|"]
+        lines += [f"| `{k}` | `{v}` |" for k, v in keys.items()] + ["", "</details>", ""]
+    lines += [f"<details><summary>Shared settings, identical in every arm ({len(result['shared'])} keys)</summary>",
+              "", "| key | value |", "|---|---|"]
+    lines += [f"| `{k}` | `{v}` |" for k, v in result["shared"].items()] + ["", "</details>", ""]
+    return "\n".join(lines)
