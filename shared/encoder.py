@@ -26,9 +26,9 @@ def create_pe_model(cfg: EncoderConfig, device: str | torch.device = "cpu") -> n
     """Build the timm model; weights from a local file, ``timm`` (its hub tag) or ``hf-hub:<id>``."""
     kwargs = dict(img_size=cfg.image_size, num_classes=0)
     w = cfg.weights
-    if w is None:
-        torch.manual_seed(cfg.init_seed)  # a fixed random encoder: the same for every arm and run
-        with torch.device(device):
+    if w is None or torch.device(device).type == "meta":  # meta: shapes only, never weights
+        with torch.random.fork_rng(devices=[]), torch.device(device):
+            torch.manual_seed(cfg.init_seed)  # a fixed random encoder: the same for every arm and run
             return timm.create_model(cfg.model, pretrained=False, **kwargs)
     if w == "timm":
         return timm.create_model(cfg.model, pretrained=True, **kwargs)

@@ -79,27 +79,28 @@ def read_video(path: Path, size: int, n_frames: int | None = None, times: np.nda
                 raise MediaError(f"{path}: no video stream")
             stream = container.streams.video[0]
             rate = float(stream.average_rate or 25)
-            prev, prev_t, k, converted = None, 0.0, 0, {}
+            prev = None  # (index, time, frame) of the previous decoded frame
+            k, converted = 0, {}
 
-            def convert(frame) -> np.ndarray:
-                if id(frame) not in converted:
-                    converted[id(frame)] = square_resize(frame.to_image(), size)
-                return converted[id(frame)]
+            def convert(index: int, frame) -> np.ndarray:  # each picked frame is resized once
+                if index not in converted:
+                    converted[index] = square_resize(frame.to_image(), size)
+                return converted[index]
 
             for i, frame in enumerate(container.decode(stream)):
                 t = float(frame.time) if frame.time is not None else i / rate
                 while k < len(order) and t >= times[order[k]]:
                     target = times[order[k]]
-                    use_prev = prev is not None and target - prev_t < t - target
-                    out[order[k]] = convert(prev if use_prev else frame)
+                    use_prev = prev is not None and target - prev[1] < t - target
+                    out[order[k]] = convert(prev[0], prev[2]) if use_prev else convert(i, frame)
                     k += 1
                 if k == len(order):
                     break
-                prev, prev_t = frame, t
+                prev = (i, t, frame)
             if prev is None and k == 0:
                 raise MediaError(f"{path}: no decodable frames")
             while k < len(order):  # targets past the last frame take the last frame
-                out[order[k]] = convert(prev)
+                out[order[k]] = convert(prev[0], prev[2])
                 k += 1
     except MediaError:
         raise
@@ -122,7 +123,7 @@ def video_duration(path: Path) -> float:
     except IndexError:
         raise MediaError(f"{path}: no video stream") from None
     except (av.error.FFmpegError, OSError, ValueError) as e:
-        raise MediaError(f"{path}: cannot read video duration: {e}") from None
+        raise MediaError(f"{path}: cannot decode video: {e}") from None
 
 
 def read_media(path: Path, n_frames: int, size: int) -> np.ndarray:

@@ -1,0 +1,209 @@
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from jepa_arm.losses import embedding_loss, info_nce, same_text_mask
+from jepa_arm.predictor import Predictor
+from shared.lm import build_base_lm
+
+
+@pytest.fixture
+def tok(smoke_prepared):
+    return smoke_prepared.tokenizer
+
+
+def predictor(smoke_prepared, causal: bool) -> Predictor:
+    torch.manual_seed(0)
+    return Predictor(build_base_lm(smoke_prepared.cfg, smoke_prepared.tokenizer), (0, 2), causal, visual_dim=8, out_dim=5).eval()
+
+
+def hidden(p: Predictor, visual, ids, mask):
+    x = torch.cat([p.visual_proj(visual), p.embed_query(ids)], dim=1)
+    full = torch.cat([torch.ones(visual.shape[:2], dtype=torch.long), mask], dim=1)
+    return p.lm(inputs_embeds=x, attention_mask=full).last_hidden_state
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["no-padding", "padded-batch"])
+def test_predictor_is_bidirectional_unless_causal(smoke_prepared, tok, padded):
+    visual = torch.randn(2, 3, 8)
+    ids = tok(["describe the video .", "a red square"], add_special_tokens=False, padding=True, return_tensors="pt")
+    mask = ids["attention_mask"] if padded else torch.ones_like(ids["attention_mask"])
+    ids = ids["input_ids"]
+    changed = ids.clone()
+    changed[0, -1] = (changed[0, -1] + 7) % len(tok)  # the last query token of the first clip
+    with torch.no_grad():
+        bi = predictor(smoke_prepared, causal=False)
+        assert not torch.allclose(hidden(bi, visual, ids, mask)[0, 0], hidden(bi, visual, changed, mask)[0, 0])
+        assert not torch.allclose(bi(visual, bi.embed_query(ids), mask)[0], bi(visual, bi.embed_query(changed), mask)[0])
+        causal = predictor(smoke_prepared, causal=True)
+        assert torch.allclose(hidden(causal, visual, ids, mask)[0, 0], hidden(causal, visual, changed, mask)[0, 0])
+
+
+def test_mean_pool_ignores_padding(smoke_prepared, tok):
+    p = predictor(smoke_prepared, causal=False)
+    visual = torch.randn(2, 3, 8)
+    batch = tok(["describe the video in detail please", "describe"], add_special_tokens=False, padding=True,
+                return_tensors="pt")
+    alone = tok(["describe"], add_special_tokens=False, return_tensors="pt")
+    assert batch["attention_mask"][1].sum() < batch["attention_mask"].shape[1]  # really padded
+    with torch.no_grad():
+        both = p(visual, p.embed_query(batch["input_ids"]), batch["attention_mask"])
+        single = p(visual[1:], p.embed_query(alone["input_ids"]), alone["attention_mask"])
+    assert torch.allclose(both[1], single[0], atol=1e-5)
+
+
+def test_info_nce_is_symmetric_and_prefers_matched_pairs():
+    torch.manual_seed(0)
+    t = F.normalize(torch.randn(16, 12), dim=-1)
+    p = t + 0.1 * torch.randn(16, 12)
+    assert torch.allclose(info_nce(p, t, 0.1), info_nce(t, p, 0.1))
+    assert info_nce(p, t, 0.1) < info_nce(p, t[torch.randperm(16)], 0.1)
+
+
+def test_duplicate_targets_are_not_negatives():
+    t = F.normalize(torch.randn(4, 6), dim=-1)
+    t[1] = t[0]
+    p = t.clone()
+    same = same_text_mask(["a", "a", "b", "c"])
+    assert same.sum() == 6
+    assert info_nce(p, t, 0.05, same) < info_nce(p, t, 0.05)
+
+
+@pytest.mark.parametrize("kind", ["infonce", "cosine", "l1", "l2"])
+def test_each_loss_trains_a_toy_regressor(kind):
+    torch.manual_seed(0)
+    x = torch.randn(64, 10)
+    targets = F.normalize(x @ torch.randn(10, 6), dim=-1)
+    model = torch.nn.Linear(10, 6)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    losses = []
+    for _ in range(150):
+        loss = embedding_loss(kind, model(x), targets, temperature=0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    sims = F.normalize(model(x), dim=-1) @ targets.T
+    assert (sims.argmax(1) == torch.arange(64)).float().mean() > 0.9
+
+
+def test_y_decoder_reconstructs_training_captions(smoke_prepared):
+    from jepa_arm.config import YDecoderConfig
+    from jepa_arm.y_decoder import TrainedDecoder, fit
+
+    captions = sorted({c for r in smoke_prepared.dataset.split("train")[:8] for c in r.captions})[:12]
+    torch.manual_seed(0)
+    emb = F.normalize(torch.randn(len(captions), 16), dim=-1)  # any distinct embeddings will do
+    cfg = YDecoderConfig(hidden_size=64, num_layers=2, num_heads=2, steps=250, batch_size=16, lr=3e-3, noise=0.02)
+    dec = TrainedDecoder(16, smoke_prepared.tokenizer, cfg)
+    losses = fit(dec, emb, captions, progress=False)
+    assert losses[-1] < 0.1 * losses[0]
+    out = dec.generate(emb, max_new_tokens=24)
+    assert sum(o == c for o, c in zip(out, captions)) >= len(captions) - 1, list(zip(out, captions))
+
+
+def test_minilm_y_encoder_is_real_and_frozen():
+    from jepa_arm.config import YEncoderConfig
+    from jepa_arm.y_encoder import YEncoder
+
+    enc = YEncoder(YEncoderConfig())
+    e = enc(["a red square moves left", "the crimson box slides to the left", "a green circle grows"])
+    assert e.shape == (3, 384) and torch.allclose(e.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert e[0] @ e[1] > e[0] @ e[2]  # a paraphrase is nearer than another meaning
+    assert not any(p.requires_grad for p in enc.parameters())
+
+
+def _tiny_tokenizer_dir(tok, path):
+    t = type(tok).from_pretrained(tok.name_or_path) if tok.name_or_path else tok
+    t.add_special_tokens({"additional_special_tokens": ["eng_Latn"]})
+    t.save_pretrained(str(path))
+    return t
+
+
+def test_sonar_encoder_and_decoder_load_from_tiny_random_configs(smoke_prepared, tmp_path):
+    from transformers import M2M100Config, M2M100ForConditionalGeneration
+    from transformers.models.m2m_100.modeling_m2m_100 import M2M100Encoder
+
+    from jepa_arm.config import YEncoderConfig
+    from jepa_arm.y_decoder import SonarDecoder
+    from jepa_arm.y_encoder import YEncoder, masked_mean
+
+    tok = _tiny_tokenizer_dir(smoke_prepared.tokenizer, tmp_path / "enc")
+    cfg = M2M100Config(vocab_size=len(tok), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                       decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
+                       pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                       decoder_start_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    M2M100Encoder(cfg).save_pretrained(str(tmp_path / "enc"))
+    enc = YEncoder(YEncoderConfig(kind="sonar", weights=str(tmp_path / "enc")))
+    texts = ["a red square moves left", "a cross"]
+    e = enc(texts)
+    assert e.shape == (2, 32) and torch.allclose(e.norm(dim=-1), torch.ones(2), atol=1e-5)
+    ids = tok(texts, padding=True, return_tensors="pt")
+    ref = masked_mean(enc.model(**ids).last_hidden_state, ids["attention_mask"])
+    assert torch.allclose(e, F.normalize(ref, dim=-1), atol=1e-5)
+
+    _tiny_tokenizer_dir(smoke_prepared.tokenizer, tmp_path / "dec")
+    M2M100ForConditionalGeneration(cfg).save_pretrained(str(tmp_path / "dec"))
+    dec = SonarDecoder(str(tmp_path / "dec"))
+    out = dec.generate(torch.randn(2, 32), max_new_tokens=5)
+    assert len(out) == 2 and all(isinstance(o, str) for o in out)
+
+
+def test_embeddinggemma_loader_builds_from_a_tiny_sentence_transformer(smoke_prepared, tmp_path):
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import Gemma3TextConfig, Gemma3TextModel
+
+    from jepa_arm.config import YEncoderConfig
+    from jepa_arm.y_encoder import YEncoder
+
+    tok = smoke_prepared.tokenizer
+    cfg = Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=64,
+                           pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    Gemma3TextModel(cfg).save_pretrained(str(tmp_path / "gemma"))
+    tok.save_pretrained(str(tmp_path / "gemma"))
+    st = SentenceTransformer(modules=[models.Transformer(str(tmp_path / "gemma")), models.Pooling(32, "mean"),
+                                      models.Dense(32, 48, bias=False), models.Normalize()])
+    st.save(str(tmp_path / "st"))
+    enc = YEncoder(YEncoderConfig(kind="embeddinggemma", weights=str(tmp_path / "st")))
+    e = enc(["a red square moves left", "a cross"])
+    assert e.shape == (2, 48) and enc.dim == 48
+    assert torch.allclose(e.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_paper_parameter_counts_on_meta_device():
+    from experiments.describe import describe
+    from shared.config import load_config
+    from tests.conftest import PAPER
+
+    info = describe(load_config(PAPER))
+    jepa, vlm = info["arms"]["jepa"]["trainable_params"], info["arms"]["vlm"]["trainable_params"]
+    assert 0.47e9 < jepa < 0.51e9  # Llama-3.2-1B layers 8-16 plus linear maps: ~0.49B
+    assert 1.22e9 < vlm < 1.26e9  # the whole Llama-3.2-1B plus the projector
+    assert 0.37 < jepa / vlm < 0.42
+
+
+def test_jepa_arm_trains_and_evaluates(smoke_prepared):
+    from shared.train_loop import build_seeded_arm, make_batch
+
+    prep = dataclasses.replace(smoke_prepared)
+    arm = build_seeded_arm(prep, "jepa")
+    arm.prepare_training()
+    batch = make_batch(prep, "train", list(range(8)), [0] * 8)
+    loss = arm(batch)
+    loss.backward()
+    grads = [n for n, p in arm.named_parameters() if p.grad is not None]
+    assert grads and all(not n.startswith("y_encoder") and "embed_tokens" not in n for n in grads)
+    with torch.no_grad():
+        v = prep.features["test"][:4]
+        scores = arm.score_candidates(v, ["describe"] * 4, prep.dataset.label_texts)
+        assert scores.shape == (4, 144) and scores.abs().max() <= 1.0 + 1e-5
+        e = arm.embed(v, ["describe"] * 4)
+        assert torch.allclose(e.norm(dim=-1), torch.ones(4), atol=1e-4)
+        caps = arm.caption(v, ["describe"] * 4, max_new_tokens=8)
+        assert len(caps) == 4 and all(isinstance(c, str) for c in caps)

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from shared.metrics import cider, recall_at_k, top_k_accuracy
+
+PREDS = ["a red square moves left", "a blue circle", "the green cross blinks quickly", "a dog"]
+REFS = [["a red square moves left", "the red box slides to the left"],
+        ["a blue circle grows", "a blue disc gets bigger", "the blue circle grows"],
+        ["a green cross blinks", "the green plus flashes"],
+        ["a red triangle falls", "a red wedge sinks"]]
+
+
+def test_cider_equals_pycocoevalcap():
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    tok = PTBTokenizer()
+    gts = tok.tokenize({i: [{"caption": r} for r in refs] for i, refs in enumerate(REFS)})
+    res = tok.tokenize({i: [{"caption": p}] for i, p in enumerate(PREDS)})
+    expected, expected_each = Cider().compute_score(gts, res)
+    score, each = cider(PREDS, REFS)
+    assert score == pytest.approx(expected) and np.allclose(each, expected_each)
+    assert each[0] > each[1] > 0 and each[3] == 0
+
+
+def test_cider_is_corpus_level():
+    # the same prediction scores differently depending on the rest of the corpus (IDF)
+    alone, _ = cider(PREDS[:1], REFS[:1])
+    _, in_corpus = cider(PREDS, REFS)
+    assert alone == 0.0 and in_corpus[0] > 1.0
+
+
+def test_cider_rejects_bad_input():
+    with pytest.raises(ValueError, match="2 predictions for 1"):
+        cider(["a", "b"], [["a"]])
+    with pytest.raises(ValueError, match="at least one reference"):
+        cider(["a"], [[]])
+
+
+def test_top_k_on_hand_made_scores():
+    scores = np.array([[0.1, 0.5, 0.4, 0.0],   # label 2 is 2nd
+                       [0.9, 0.05, 0.03, 0.02],  # label 0 is 1st
+                       [0.4, 0.3, 0.2, 0.1]])  # label 3 is last
+    labels = [2, 0, 3]
+    assert top_k_accuracy(scores, labels, 1) == pytest.approx(1 / 3)
+    assert top_k_accuracy(scores, labels, 2) == pytest.approx(2 / 3)
+    assert top_k_accuracy(scores, labels, 4) == pytest.approx(1.0)
+    assert top_k_accuracy(scores, labels, 5) == pytest.approx(1.0)  # k beyond the classes
+
+
+def test_recall_at_k():
+    sim = np.array([[0.9, 0.1, 0.3], [0.8, 0.7, 0.1], [0.1, 0.2, 0.3]])
+    assert recall_at_k(sim, [0, 1, 2], 1) == pytest.approx(2 / 3)
+    assert recall_at_k(sim, [0, 1, 2], 2) == pytest.approx(1.0)

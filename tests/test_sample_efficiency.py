@@ -1,0 +1,46 @@
+import json
+
+from experiments.cli import main
+from tests.conftest import SMOKE
+
+ROW_FIELDS = {"arm", "seed", "step", "samples_seen", "cider", "top1", "top5", "train_loss", "trainable_params", "wall_s"}
+
+
+def test_smoke_run_writes_every_file_and_resumes(tmp_path, cache_dir):
+    out = tmp_path / "se"
+    args = ["sample-efficiency", "--config", str(SMOKE), "--out", str(out), f"cache_dir={cache_dir}"]
+    assert main(args) == 0
+    for name in ("metrics.jsonl", "baselines.json", "control_audit.json", "control_audit.md", "report.md",
+                 "sample_efficiency.png", "sample_efficiency.pdf", "parameters.png", "summary.json", "config.yaml",
+                 "versions.json"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 4  # two arms x four milestones
+    for r in rows:
+        assert ROW_FIELDS <= set(r), ROW_FIELDS - set(r)
+        assert 0 <= r["top5"] <= 1 and r["top1"] <= r["top5"] and r["cider"] >= 0
+    assert {r["arm"] for r in rows} == {"jepa", "vlm"}
+    jepa = [r for r in rows if r["arm"] == "jepa"]
+    assert "recall1" in jepa[0] and "decoder_ceiling_cider" in jepa[0]
+    audit = json.loads((out / "control_audit.json").read_text())["0"]
+    assert audit["ok"], audit["differences"]
+    report = (out / "report.md").read_text()
+    assert "| 256 | jepa |" in report and "14.9" in report and "Control audit" in report
+    preds = (out / "predictions").glob("vlm-seed0-*.jsonl")
+    assert len(list(preds)) == 4
+
+    # re-running the same command redoes nothing: no new rows, same numbers
+    assert main(args) == 0
+    again = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert again == rows
+
+
+def test_paraphrase_sweep_adds_a_figure(tmp_path, cache_dir):
+    out = tmp_path / "sweep"
+    args = ["sample-efficiency", "--config", str(SMOKE), "--out", str(out), f"cache_dir={cache_dir}",
+            "data.synthetic.paraphrase=0,4", "train.milestones=[64,128]"]
+    assert main(args) == 0
+    assert (out / "paraphrase_sweep.png").is_file() and (out / "sweep.md").is_file()
+    assert (out / "paraphrase=0" / "report.md").is_file() and (out / "paraphrase=4" / "report.md").is_file()
+    rows = [json.loads(l) for l in (out / "sweep.jsonl").read_text().splitlines()]
+    assert {r["paraphrase"] for r in rows} == {0, 4} and len(rows) == 2 * 2 * 2

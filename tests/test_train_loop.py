@@ -1,0 +1,104 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from shared.data import TrainOrder
+from shared.train_loop import lr_factor, train_arm
+
+
+@pytest.fixture
+def toy(smoke_prepared):
+    """The smoke data with the toy arm registered; fp32 so results can be compared bit for bit."""
+    import dataclasses
+
+    from shared.config import load_config
+    from tests.conftest import SMOKE
+
+    def make(*overrides):
+        cfg = load_config(SMOKE, [f"cache_dir={smoke_prepared.cfg.cache_dir}", "plugins=[tests.toy_arm]",
+                                  "train.mixed_precision=no", "train.milestones=[64,128,192,256]", *overrides])
+        return dataclasses.replace(smoke_prepared, cfg=cfg)
+
+    return make
+
+
+def weights(run_dir, milestone):
+    return load_file(str(run_dir / "checkpoints" / f"samples_{milestone:010d}" / "model.safetensors"))
+
+
+def test_checkpoints_at_sample_milestones(toy, tmp_path):
+    result = train_arm(toy("train.milestones=[40,64,100,256]"), "toy", tmp_path / "run", progress=False)
+    assert result.completed
+    got = [(c["milestone"], c["samples_seen"], c["step"]) for c in result.checkpoints]
+    # effective batch 32: the first step at or past each milestone
+    assert got == [(40, 64, 2), (64, 64, 2), (100, 128, 4), (256, 256, 8)]
+    for name in ("config.yaml", "versions.json", "data_order.json", "train_log.jsonl", "done.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    state = json.loads((tmp_path / "run" / "checkpoints" / "samples_0000000100" / "train_state.json").read_text())
+    assert state["samples_seen"] == 128 and state["step"] == 4
+    assert not list((tmp_path / "run").rglob("*.tmp"))
+
+
+def test_resume_equals_uninterrupted_run(toy, tmp_path):
+    full = train_arm(toy(), "toy", tmp_path / "full", progress=False)
+    part = train_arm(toy(), "toy", tmp_path / "part", stop_at_samples=96, progress=False)
+    assert not part.completed and [c["milestone"] for c in part.checkpoints] == [64]
+    resumed = train_arm(toy(), "toy", tmp_path / "part", progress=False)
+    assert resumed.completed and full.completed
+    for m in (64, 128, 256):
+        a, b = weights(tmp_path / "full", m), weights(tmp_path / "part", m)
+        assert all(torch.equal(a[k], b[k]) for k in a), m
+    log_a = [r["loss"] for r in map(json.loads, (tmp_path / "full" / "train_log.jsonl").read_text().splitlines())]
+    log_b = [r["loss"] for r in map(json.loads, (tmp_path / "part" / "train_log.jsonl").read_text().splitlines())]
+    assert log_a == log_b
+
+
+def test_same_seed_same_result_other_seed_other_order(toy, tmp_path):
+    train_arm(toy(), "toy", tmp_path / "a", progress=False)
+    train_arm(toy(), "toy", tmp_path / "b", progress=False)
+    a, b = weights(tmp_path / "a", 256), weights(tmp_path / "b", 256)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    train_arm(toy("seed=1"), "toy", tmp_path / "c", progress=False)
+    order = [json.loads((tmp_path / d / "data_order.json").read_text())["sha256"] for d in "ac"]
+    assert order[0] != order[1]
+
+
+def test_effective_batch_is_independent_of_micro_batch(toy, tmp_path):
+    from tests.toy_arm import ToyArm
+
+    ToyArm.seen_ids.clear()
+    train_arm(toy("train.micro_batch=32"), "toy", tmp_path / "big", progress=False)
+    big = [i for b in ToyArm.seen_ids for i in b]
+    ToyArm.seen_ids.clear()
+    train_arm(toy("train.micro_batch=8"), "toy", tmp_path / "small", progress=False)
+    small = [i for b in ToyArm.seen_ids for i in b]
+    assert big == small and len(big) == 256  # same samples in the same order, 4 x 8 accumulated per step
+    a, b = weights(tmp_path / "big", 256), weights(tmp_path / "small", 256)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_resume_refuses_another_config(toy, tmp_path):
+    train_arm(toy(), "toy", tmp_path / "run", stop_at_samples=64, progress=False)
+    with pytest.raises(ValueError, match=r"trained with another config \(differs at train.lr\)"):
+        train_arm(toy("train.lr=0.5"), "toy", tmp_path / "run", progress=False)
+    # evaluation-only settings may change between invocations
+    assert train_arm(toy("eval.max_clips=7"), "toy", tmp_path / "run", progress=False).completed
+
+
+def test_train_order_is_a_pure_function_of_seed():
+    a, b = TrainOrder(3, [2] * 10), TrainOrder(3, [2] * 10)
+    ca, pa = a.take(5, 30)
+    cb, pb = b.take(5, 30)
+    assert (ca == cb).all() and (pa == pb).all()
+    first_epoch, _ = a.take(0, 10)
+    assert sorted(first_epoch.tolist()) == list(range(10))
+    assert a.digest(40) == b.digest(40) != TrainOrder(4, [2] * 10).digest(40)
+
+
+def test_schedule_warms_up_then_decays(smoke_cfg):
+    cfg = smoke_cfg("train.warmup_frac=0.1", "train.min_lr_ratio=0.1")
+    f = [lr_factor(s, 100, cfg) for s in range(100)]
+    assert f[0] < f[5] < f[9] == pytest.approx(1.0)
+    assert f[50] < f[20] and f[-1] == pytest.approx(0.1, abs=1e-3)

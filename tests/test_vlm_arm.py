@@ -1,0 +1,98 @@
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from shared.train_loop import build_seeded_arm, make_batch
+
+
+@pytest.fixture
+def vlm(smoke_prepared):
+    return build_seeded_arm(smoke_prepared, "vlm")
+
+
+def test_loss_is_on_caption_tokens_only(smoke_prepared, vlm):
+    batch = make_batch(smoke_prepared, "train", [0, 1, 2], [0, 1, 2])
+    seen = {}
+    vlm.lm.register_forward_pre_hook(lambda m, a, kw: seen.update(kw), with_kwargs=True)
+    vlm.loss(batch)
+    labels = seen["labels"]
+    q_len = len(smoke_prepared.tokenizer(batch.queries[0], add_special_tokens=False)["input_ids"])
+    prefix = 1 + smoke_prepared.visual_tokens + q_len  # BOS, visual tokens, query
+    assert (labels[:, :prefix] == -100).all()
+    tok = smoke_prepared.tokenizer
+    for row, caption in zip(labels, batch.captions):
+        target = row[prefix:][row[prefix:] != -100].tolist()
+        assert target == tok(caption, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+
+
+def overfit(arm, prepared, steps=120):
+    """Train on one clip and caption until the arm reproduces it."""
+    batch = make_batch(prepared, "train", [0] * 8, [0] * 8)
+    opt = torch.optim.AdamW([p for p in arm.parameters() if p.requires_grad], lr=3e-3)
+    arm.train()
+    for _ in range(steps):
+        loss = arm(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    arm.eval()
+    return batch
+
+
+def test_overfit_generation_stops_at_eos_and_ranks_by_perplexity(smoke_prepared, vlm):
+    batch = overfit(vlm, smoke_prepared)
+    v, q = batch.visual[:1], batch.queries[:1]
+    target = batch.captions[0]
+    with torch.no_grad():
+        out = vlm.caption(v, q, max_new_tokens=20)
+        assert out == [target]  # stopped at EOS long before 20 tokens
+        assert vlm.caption(v, q, max_new_tokens=20) == out  # greedy decoding is deterministic
+        others = [t for t in smoke_prepared.dataset.label_texts if t != target][:30]
+        candidates = others[:15] + [target] + others[15:]
+        for norm in ("mean", "sum"):
+            vlm.arm_cfg = dataclasses.replace(vlm.arm_cfg, length_norm=norm)  # a copy: the config is shared
+            assert vlm.score_candidates(v, q, candidates).argmax().item() == 15
+
+
+def test_cached_prefix_scores_equal_full_forward(smoke_prepared, vlm):
+    vlm.eval()
+    tok = smoke_prepared.tokenizer
+    v = smoke_prepared.features["test"][:3]
+    q = ["describe the video ."] * 3
+    candidates = ["a red square moves left", "a cross", "there is a blue circle that grows"]
+    vlm.arm_cfg = dataclasses.replace(vlm.arm_cfg, score_chunk=4)  # several chunks: one cache copy each
+    with torch.no_grad():
+        fast = vlm.score_candidates(v, q, candidates)
+        x, mask = vlm.prefix(v, q)
+        for j, cand in enumerate(candidates):
+            ids = torch.tensor(tok(cand, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+            full = torch.cat([x, vlm.embed_ids(ids).expand(3, -1, -1)], dim=1)
+            logits = vlm.lm(inputs_embeds=full, attention_mask=torch.ones(full.shape[:2], dtype=torch.long)).logits
+            lp = F.log_softmax(logits[:, x.shape[1] - 1:-1].float(), -1).gather(2, ids.expand(3, -1)[..., None])
+            assert torch.allclose(fast[:, j], lp.squeeze(-1).mean(1), atol=1e-4)
+
+
+def test_batched_captions_equal_single_captions(smoke_prepared, vlm):
+    vlm.eval()
+    v = smoke_prepared.features["test"][:3]
+    with torch.no_grad():
+        together = vlm.caption(v, ["describe"] * 3, max_new_tokens=6)
+        alone = [vlm.caption(v[i:i + 1], ["describe"], max_new_tokens=6)[0] for i in range(3)]
+    assert together == alone
+
+
+def test_lora_trains_only_adapters_and_projector(smoke_cfg, smoke_prepared):
+    import dataclasses
+
+    prep = dataclasses.replace(smoke_prepared, cfg=smoke_cfg("vlm.lora=true", "vlm.lora_r=4"))
+    arm = build_seeded_arm(prep, "vlm")
+    trainable = [n for n, p in arm.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or n.startswith("projector.") for n in trainable)
+    assert any("lora_" in n for n in trainable)
+    full = build_seeded_arm(smoke_prepared, "vlm").parameter_counts()["trainable_params"]
+    assert arm.parameter_counts()["trainable_params"] < full
+    frozen_before = {n: p.detach().clone() for n, p in arm.named_parameters() if not p.requires_grad}
+    overfit(arm, prep, steps=3)
+    assert all(torch.equal(p, frozen_before[n]) for n, p in arm.named_parameters() if not p.requires_grad)
