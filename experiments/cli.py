@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-COMMANDS = ("describe", "train", "sample_efficiency", "report")
+COMMANDS = ("describe", "train", "sample_efficiency", "latency", "report")
 
 EPILOG = """\
 overrides: any config key as dotted key=value after the options, in YAML syntax, e.g.

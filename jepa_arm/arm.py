@@ -27,7 +27,7 @@ class JepaArm(Arm):
         if c.y_encoder.trainable and c.loss != "infonce":
             log.warning("jepa: a trainable Y-encoder with the %s loss can collapse (only InfoNCE has a uniformity term)", c.loss)
         self.tokenizer = ctx.tokenizer
-        self.y_encoder = YEncoder(c.y_encoder, ctx.device)
+        self.y_encoder = YEncoder(c.y_encoder, ctx.device, tokenizer=ctx.tokenizer)
         out_dim = c.shared_dim or self.y_encoder.dim
         self.predictor = Predictor(ctx.base_lm(), (c.layers[0], c.layers[1]), c.causal, ctx.visual_dim, out_dim)
         self.y_head = nn.Linear(self.y_encoder.dim, c.shared_dim, device=ctx.device) if c.shared_dim else None
@@ -102,6 +102,14 @@ class JepaArm(Arm):
         if self.decoder is not None:
             return
         dc = self.arm_cfg.y_decoder
+        dim = self.arm_cfg.shared_dim or self.y_encoder.dim
+        self._decode_scale = 1.0
+        if dc.weights == "random":  # untrained decoder of the configured architecture: timing only
+            from jepa_arm.y_decoder import SonarDecoder, TrainedDecoder
+
+            self._set_decoder(SonarDecoder("random", tokenizer=self.tokenizer) if dc.kind == "sonar"
+                              else TrainedDecoder(dim, self.tokenizer, dc, self.cfg.lm.attn_implementation))
+            return
         if dc.kind == "sonar":
             from jepa_arm.y_decoder import SonarDecoder
 
@@ -118,10 +126,9 @@ class JepaArm(Arm):
         if self.y_head is not None:
             space.update(self.y_head.weight.detach().float().numpy().tobytes())
         decoder, self.decoder_meta = load_or_train(
-            self.arm_cfg.shared_dim or self.y_encoder.dim, self.tokenizer, dc, space.hexdigest()[:16],
-            self.ctx.train_captions, self.embed_texts, self.cfg.cache_path)
+            dim, self.tokenizer, dc, space.hexdigest()[:16],
+            self.ctx.train_captions, self.embed_texts, self.cfg.cache_path, self.cfg.lm.attn_implementation)
         self._set_decoder(decoder)
-        self._decode_scale = 1.0
 
     def _set_decoder(self, decoder: nn.Module) -> None:
         # evaluation-only and trained separately: kept out of the arm's parameters and checkpoints

@@ -16,7 +16,9 @@ class YEncoderConfig:
     """
 
     kind: Literal["minilm", "sonar", "embeddinggemma", "hf-mean"] = "minilm"
-    weights: str | None = None  # hub id or local folder; None = the packaged MiniLM
+    # hub id or local folder; None = the packaged MiniLM; "random" = the kind's architecture with
+    # random weights (latency benchmarks of real-size models without their weights)
+    weights: str | None = None
     max_length: int = 64
     trainable: bool = False  # the sample-efficiency default keeps it frozen (predictions stay decodable)
     lr_mult: float = 0.05  # the paper's learning-rate multiplier for a trainable Y-encoder
@@ -32,7 +34,8 @@ class YDecoderConfig:
     """
 
     kind: Literal["trained", "sonar"] = "trained"
-    weights: str | None = None  # for sonar: hub id or folder, e.g. raxtemur/SONAR_200_text_decoder
+    # for sonar: hub id or folder, e.g. raxtemur/SONAR_200_text_decoder; "random" = untrained (timing only)
+    weights: str | None = None
     hidden_size: int = 256
     num_layers: int = 3
     num_heads: int = 4

@@ -29,14 +29,15 @@ log = logging.getLogger(__name__)
 
 
 class TrainedDecoder(nn.Module):
-    def __init__(self, emb_dim: int, tokenizer, cfg: YDecoderConfig):
+    def __init__(self, emb_dim: int, tokenizer, cfg: YDecoderConfig, attn_implementation: str = "sdpa"):
         super().__init__()
         self.cfg, self.tokenizer = cfg, tokenizer
         config = LlamaConfig(
             vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=4 * cfg.hidden_size,
             num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
             max_position_embeddings=512, tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            attn_implementation=attn_implementation)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.lm = LlamaForCausalLM(config)
@@ -111,10 +112,10 @@ def decoder_key(y_fingerprint: str, corpus: list[str], cfg: YDecoderConfig, toke
 
 
 def load_or_train(emb_dim: int, tokenizer, cfg: YDecoderConfig, y_fingerprint: str, corpus: list[str],
-                  embed_texts, cache_root: Path) -> tuple[TrainedDecoder, dict]:
+                  embed_texts, cache_root: Path, attn_implementation: str = "sdpa") -> tuple[TrainedDecoder, dict]:
     """The cached decoder for this (Y-encoder, corpus), training it first if needed."""
     folder = Path(cache_root) / "y_decoders" / decoder_key(y_fingerprint, corpus, cfg, tokenizer)
-    decoder = TrainedDecoder(emb_dim, tokenizer, cfg)
+    decoder = TrainedDecoder(emb_dim, tokenizer, cfg, attn_implementation)
     if (folder / "model.safetensors").is_file():
         load_model(decoder, str(folder / "model.safetensors"))
         return decoder.eval(), json.loads((folder / "meta.json").read_text())
@@ -135,10 +136,20 @@ def load_or_train(emb_dim: int, tokenizer, cfg: YDecoderConfig, y_fingerprint: s
 class SonarDecoder(nn.Module):
     """SONAR text decoder: embedding -> text, via transformers' M2M100ForConditionalGeneration."""
 
-    def __init__(self, weights: str, lang: str = "eng_Latn"):
+    def __init__(self, weights: str, lang: str = "eng_Latn", tokenizer=None):
         super().__init__()
-        from transformers import AutoTokenizer, M2M100ForConditionalGeneration
+        from transformers import AutoTokenizer, M2M100Config, M2M100ForConditionalGeneration
 
+        if weights == "random":  # SONAR's architecture, random weights, the shared tokenizer: timing only
+            from jepa_arm.y_encoder import ARCHITECTURES
+
+            config = M2M100Config(**ARCHITECTURES["sonar"][1], decoder_start_token_id=tokenizer.eos_token_id,
+                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                self.model = M2M100ForConditionalGeneration(config).eval()
+            self.tokenizer, self.lang_id = tokenizer, tokenizer.bos_token_id
+            return
         self.model = M2M100ForConditionalGeneration.from_pretrained(weights).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(weights)
         self.lang_id = self.tokenizer.convert_tokens_to_ids(lang)
@@ -151,4 +162,5 @@ class SonarDecoder(nn.Module):
         out = self.model.generate(encoder_outputs=enc, attention_mask=torch.ones(len(emb), 1, dtype=torch.long),
                                   forced_bos_token_id=self.lang_id, max_new_tokens=max_new_tokens,
                                   min_new_tokens=min_new_tokens, num_beams=1, do_sample=False)
+        out = out % len(self.tokenizer)  # a random model's ids may exceed a stand-in tokenizer
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]

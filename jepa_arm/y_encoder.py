@@ -45,22 +45,27 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class YEncoder(nn.Module):
-    def __init__(self, cfg: YEncoderConfig, device: torch.device | str = "cpu"):
+    """``weights``: hub id or folder; None = the packaged MiniLM (kind minilm); "random" = the kind's
+    published architecture with seeded random weights and the shared tokenizer (benchmarks only)."""
+
+    def __init__(self, cfg: YEncoderConfig, device: torch.device | str = "cpu", tokenizer=None):
         super().__init__()
         self.cfg = cfg
         self.kind = cfg.kind
         self.weights = cfg.weights or (packaged_minilm() if cfg.kind == "minilm" else None)
-        if self.weights is None and cfg.kind != "minilm":
-            if torch.device(device).type != "meta":
-                raise ValueError(f"jepa.y_encoder.weights: required for kind {cfg.kind!r} (hub id or local folder)")
-        if torch.device(device).type == "meta":
-            self._build_meta()
+        on_meta = torch.device(device).type == "meta"
+        if self.weights is None and not on_meta:
+            raise ValueError(f"jepa.y_encoder.weights: required for kind {cfg.kind!r} (hub id or local folder)")
+        if on_meta or self.weights == "random":
+            self._build_from_table(torch.device(device))
+            self.tokenizer = tokenizer
         elif cfg.kind == "embeddinggemma":
             from sentence_transformers import SentenceTransformer
 
             self.st = SentenceTransformer(str(self.weights), device="cpu")
             self.st.max_seq_length = cfg.max_length
-            self.dim = self.st.get_sentence_embedding_dimension()
+            self.dim = self.st.get_embedding_dimension() if hasattr(self.st, "get_embedding_dimension") \
+                else self.st.get_sentence_embedding_dimension()
         else:
             from transformers import AutoModel, AutoTokenizer
 
@@ -78,18 +83,19 @@ class YEncoder(nn.Module):
         if not cfg.trainable:
             self.eval()
 
-    def _build_meta(self) -> None:
+    def _build_from_table(self, device: torch.device) -> None:
         import transformers
 
         if self.kind not in ARCHITECTURES:
             config = transformers.AutoConfig.from_pretrained(str(self.weights))
-            with torch.device("meta"):
+            with torch.device(device):
                 self.model = transformers.AutoModel.from_config(config)
             self.dim = config.hidden_size
             return
         cls_name, kwargs = ARCHITECTURES[self.kind]
         config = getattr(transformers, cls_name)(**kwargs)
-        with torch.device("meta"):
+        with torch.random.fork_rng(devices=[]), torch.device(device):
+            torch.manual_seed(0)
             if self.kind == "sonar":
                 from transformers.models.m2m_100.modeling_m2m_100 import M2M100Encoder
 
@@ -114,6 +120,8 @@ class YEncoder(nn.Module):
             enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.cfg.max_length, return_tensors="pt")
             out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
             emb = masked_mean(out.last_hidden_state, enc["attention_mask"])
+            if hasattr(self, "dense"):
+                emb = self.dense(emb)
         return F.normalize(emb.float(), dim=-1) if normalize else emb.float()
 
     def fingerprint(self) -> str:

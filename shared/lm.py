@@ -82,6 +82,7 @@ def llama_config(cfg: Config, tokenizer=None) -> LlamaConfig:
         rope_theta=lm.rope_theta,
         rms_norm_eps=lm.rms_norm_eps,
         tie_word_embeddings=lm.tie_embeddings,
+        attn_implementation=lm.attn_implementation,
         **ids,
     )
 

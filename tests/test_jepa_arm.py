@@ -14,9 +14,10 @@ def tok(smoke_prepared):
     return smoke_prepared.tokenizer
 
 
-def predictor(smoke_prepared, causal: bool) -> Predictor:
+def predictor(smoke_prepared, causal: bool, cfg=None) -> Predictor:
     torch.manual_seed(0)
-    return Predictor(build_base_lm(smoke_prepared.cfg, smoke_prepared.tokenizer), (0, 2), causal, visual_dim=8, out_dim=5).eval()
+    base = build_base_lm(cfg or smoke_prepared.cfg, smoke_prepared.tokenizer)
+    return Predictor(base, (0, 2), causal, visual_dim=8, out_dim=5).eval()
 
 
 def hidden(p: Predictor, visual, ids, mask):
@@ -25,8 +26,10 @@ def hidden(p: Predictor, visual, ids, mask):
     return p.lm(inputs_embeds=x, attention_mask=full).last_hidden_state
 
 
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("padded", [False, True], ids=["no-padding", "padded-batch"])
-def test_predictor_is_bidirectional_unless_causal(smoke_prepared, tok, padded):
+def test_predictor_is_bidirectional_unless_causal(smoke_prepared, smoke_cfg, tok, padded, attn):
+    cfg = smoke_cfg(f"lm.attn_implementation={attn}")
     visual = torch.randn(2, 3, 8)
     ids = tok(["describe the video .", "a red square"], add_special_tokens=False, padding=True, return_tensors="pt")
     mask = ids["attention_mask"] if padded else torch.ones_like(ids["attention_mask"])
@@ -34,10 +37,10 @@ def test_predictor_is_bidirectional_unless_causal(smoke_prepared, tok, padded):
     changed = ids.clone()
     changed[0, -1] = (changed[0, -1] + 7) % len(tok)  # the last query token of the first clip
     with torch.no_grad():
-        bi = predictor(smoke_prepared, causal=False)
+        bi = predictor(smoke_prepared, causal=False, cfg=cfg)
         assert not torch.allclose(hidden(bi, visual, ids, mask)[0, 0], hidden(bi, visual, changed, mask)[0, 0])
         assert not torch.allclose(bi(visual, bi.embed_query(ids), mask)[0], bi(visual, bi.embed_query(changed), mask)[0])
-        causal = predictor(smoke_prepared, causal=True)
+        causal = predictor(smoke_prepared, causal=True, cfg=cfg)
         assert torch.allclose(hidden(causal, visual, ids, mask)[0, 0], hidden(causal, visual, changed, mask)[0, 0])
 
 

@@ -26,8 +26,7 @@ class VlmArm(Arm):
         c: VlmConfig = self.arm_cfg
         self.tokenizer = ctx.tokenizer
         lm = ctx.base_lm()
-        self.frames = ctx.cfg.data.frames
-        self.tokens_per_frame = ctx.visual_tokens // self.frames
+        self.tokens_per_frame = ctx.visual_tokens // ctx.cfg.data.frames
         # only the widths matter to the projector; the LM's own config object is left untouched
         plm = PerceptionLMConfig(vision_config=TimmWrapperConfig(model_args={"embed_dim": ctx.visual_dim}),
                                  text_config=LlamaConfig(hidden_size=lm.config.hidden_size),
@@ -50,7 +49,7 @@ class VlmArm(Arm):
     def project(self, visual: torch.Tensor) -> torch.Tensor:
         """[B, T*n, Dv] -> [B, T*n', H]: the projector runs per frame so its pooling sees each frame's grid."""
         b = visual.shape[0]
-        frames = visual.reshape(b * self.frames, self.tokens_per_frame, -1)
+        frames = visual.reshape(-1, self.tokens_per_frame, visual.shape[-1])  # any number of frames
         out = self.projector(frames.to(self.projector.linear_1.weight.dtype))
         return out.reshape(b, -1, out.shape[-1])
 

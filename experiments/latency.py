@@ -1,0 +1,256 @@
+"""``latency``: per-stage inference latency, streaming cost and training throughput of every arm.
+
+The paper's Figure 3 (right): one video preloaded in memory, the same prompt decoded ``repeats``
+times, mean time per sample split into "query embedding", "encoder + predictor" (the frozen
+X-encoder included) and "decoder". Also: the cost of one streaming embedding against one decoded
+caption, and training samples/s, tokens/s and model-FLOPs utilisation against this machine's
+measured matmul peak, all measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from shared.config import load_config
+from shared.runinfo import versions, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+RANDOM_WEIGHTS = ["encoder.weights=null", "lm.weights=null", "lm.tokenizer=captions",
+                  "jepa.y_encoder.weights=random", "jepa.y_decoder.weights=random"]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("latency", help="per-stage inference latency, streaming cost, training throughput and MFU",
+                       description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    from experiments.cli import add_config_args
+
+    add_config_args(p)
+    p.add_argument("--random-weights", action="store_true",
+                   help="random weights for every model (the architectures are unchanged): time paper.yaml "
+                        "without downloads; pair with data.source=synthetic and small latency.frames on CPU")
+    p.add_argument("--train-steps", type=int, default=10, help="timed training steps per arm (0 skips training)")
+    p.set_defaults(run=run)
+
+
+def preload_video(prepared, frames: int):
+    records = prepared.dataset.split("test") or prepared.dataset.split("train")
+    return records[0].frames(frames, prepared.cfg.encoder.image_size)[None]  # uint8 [1, T, H, W, 3]
+
+
+def arm_inference(prepared, encoder, name: str, video, window, device) -> dict:
+    from shared.evaluate import autocast_for
+    from shared.latency import summarize, time_stages
+    from shared.train_loop import build_seeded_arm
+
+    cfg = prepared.cfg
+    lat = cfg.latency
+    arm = build_seeded_arm(prepared, name, device).eval()
+    arm.prepare_evaluation()
+
+    def in_autocast(fn):
+        def run(x):
+            with torch.no_grad(), autocast_for(cfg):
+                return fn(x)
+        return run
+
+    with torch.no_grad():
+        stages = [("x_encoder", lambda frames: encoder.encode_clips(frames).to(device))]
+        stages += [(n, in_autocast(fn)) for n, fn in arm.inference_stages([cfg.data.query], lat.caption_tokens)]
+        per, totals = time_stages(stages, video, lat.repeats, lat.warmup, device)
+        # the streaming unit: one window of data.frames frames, embedded and (optionally) decoded
+        w_per, w_totals = time_stages(stages, window, lat.repeats, lat.warmup, device)
+    enc_pred = [a + b for a, b in zip(per["x_encoder"], per["encoder_predictor"])]
+    out = {
+        "stages": {"query_embedding": summarize(per["query_embedding"]),
+                   "encoder_predictor": summarize(enc_pred),
+                   "decoder": summarize(per["decoder"])},
+        "total_ms": summarize(totals)["mean_ms"],
+        "total": summarize(totals),
+        "stage_order": [n for n, _ in stages],
+        "x_encoder_in_stage_ms": summarize(per["x_encoder"])["mean_ms"],
+        "predictor_only_ms": summarize(per["encoder_predictor"])["mean_ms"],
+        "params": arm.parameter_counts(),
+    }
+    before_decoder = [sum(w_per[n][i] for n in w_per if n != "decoder") for i in range(len(w_totals))]
+    out["window"] = {"frames": int(window.shape[1]), "caption_ms": summarize(w_totals)["mean_ms"],
+                     "decoder_ms": summarize(w_per["decoder"])["mean_ms"]}
+    if arm.supports_embed:  # an embedding needs every stage but the decoder
+        out["window"]["embed_ms"] = summarize(before_decoder)["mean_ms"]
+        out["window"]["embed_ms_cached_frames"] = out["window"]["embed_ms"] - summarize(w_per["x_encoder"])["mean_ms"]
+    del arm
+    return out
+
+
+def arm_training(prepared, name: str, steps: int, device, peak: float) -> dict:
+    from shared.arm import Batch
+    from shared.evaluate import autocast_for
+    from shared.latency import count_flops
+    from shared.train_loop import build_seeded_arm
+
+    cfg = prepared.cfg
+    t = cfg.train
+    arm = build_seeded_arm(prepared, name, device)
+    arm.prepare_training()
+    arm.train()
+    opt = torch.optim.AdamW(arm.param_groups(t.lr, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2))
+    records = prepared.dataset.split("train")[: t.micro_batch]
+    g = torch.Generator().manual_seed(0)
+    batch = Batch(ids=[r.id for r in records], queries=[cfg.data.query] * len(records),
+                  captions=[r.captions[0] for r in records],
+                  visual=torch.randn(len(records), prepared.visual_tokens, prepared.visual_dim, generator=g).to(device))
+
+    def fwd_bwd():
+        with autocast_for(cfg):
+            loss = arm(batch)
+        loss.backward()
+
+    def step():
+        fwd_bwd()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    flops = count_flops(fwd_bwd)
+    opt.zero_grad(set_to_none=True)
+    from shared.latency import synchronize
+
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    step_s = (time.perf_counter() - start) / steps
+    tok = prepared.tokenizer
+    text_tokens = sum(len(tok(r.captions[0] + " " + cfg.data.query, add_special_tokens=False)["input_ids"]) for r in records)
+    tokens_per_sample = prepared.visual_tokens + text_tokens / len(records)
+    samples_per_s = len(records) / step_s
+    profile = profile_steps(step, 2)
+    del arm, opt
+    return {"samples_per_s": samples_per_s, "tokens_per_s": samples_per_s * tokens_per_sample,
+            "tokens_per_sample": tokens_per_sample, "step_ms": 1000 * step_s, "batch": len(records),
+            "flops_per_step": flops, "achieved_flops": flops / step_s, "mfu": flops / step_s / peak,
+            "profile_top": profile}
+
+
+def profile_steps(step, n: int) -> list[dict]:
+    """Where a training step's time goes: the top operators by self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(n):
+            step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    return [{"op": e.key, "self_ms_per_step": e.self_cpu_time_total / 1000 / n,
+             "share": e.self_cpu_time_total / total} for e in events[:10]]
+
+
+def run_latency(cfg, out: Path, train_steps: int) -> dict:
+    from plots.latency import latency_figure
+    from shared.encoder import DTYPES, FrozenEncoder
+    from shared.latency import matmul_peak, summarize, time_stages
+    from shared.pipeline import prepare
+
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(cfg.train.threads or torch.get_num_threads())
+    prepared = prepare(cfg, splits=())
+    encoder = FrozenEncoder(cfg.encoder).to(device)
+    video = preload_video(prepared, cfg.latency.frames)
+    window = preload_video(prepared, cfg.data.frames)
+    train_dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(cfg.train.mixed_precision, "float32")
+    result = {"device": str(device), "dtype": train_dtype, "encoder_dtype": cfg.encoder.dtype,
+              "threads": torch.get_num_threads(), "frames": cfg.latency.frames, "repeats": cfg.latency.repeats,
+              "caption_tokens": cfg.latency.caption_tokens, "cpu": platform.processor() or platform.machine(),
+              "versions": versions(), "arms": {}}
+    with torch.no_grad():
+        per, _ = time_stages([("x_encoder", lambda f: encoder.encode_clips(f))], video, cfg.latency.repeats,
+                             cfg.latency.warmup, device)
+    result["encoder_ms"] = summarize(per["x_encoder"])
+    for name in cfg.arms:
+        log.info("latency: %s, %d frames, %d repeats", name, cfg.latency.frames, cfg.latency.repeats)
+        result["arms"][name] = arm_inference(prepared, encoder, name, video, window, device)
+    result["streaming"] = streaming_summary(result["arms"])
+    if train_steps > 0:
+        peak = {d: matmul_peak(DTYPES[d], device) for d in ("float32", "bfloat16")}
+        training = {"peak_flops": peak, "peak_dtype": train_dtype, "steps": train_steps, "arms": {}}
+        for name in cfg.arms:
+            log.info("throughput: %s, %d steps of %d samples", name, train_steps, cfg.train.micro_batch)
+            training["arms"][name] = arm_training(prepared, name, train_steps, device,
+                                                  peak.get(train_dtype, peak["float32"]))
+        names = list(training["arms"])
+        if len(names) >= 2:
+            a, b = names[:2]
+            training["throughput_ratio"] = {f"{a}/{b}": training["arms"][a]["samples_per_s"] / training["arms"][b]["samples_per_s"]}
+        result["training"] = training
+    write_json_atomic(out / "latency.json", result)
+    latency_figure(result, out)
+    write_text_atomic(out / "latency.md", latency_markdown(result))
+    return result
+
+
+def streaming_summary(arms: dict) -> dict:
+    out = {}
+    for name, r in arms.items():
+        w = r["window"]
+        if "embed_ms" in w:
+            out[name] = {"embed_ms": w["embed_ms"], "caption_ms": w["caption_ms"],
+                         "caption_over_embed": w["caption_ms"] / w["embed_ms"],
+                         "embed_ms_cached_frames": w["embed_ms_cached_frames"],
+                         "caption_over_embed_cached_frames": (w["caption_ms"] - w["embed_ms"] + w["embed_ms_cached_frames"])
+                         / max(w["embed_ms_cached_frames"], 1e-9)}
+            for other, ro in arms.items():
+                if other != name:
+                    out[name][f"{other}_caption_over_embed"] = ro["window"]["caption_ms"] / w["embed_ms"]
+    return out
+
+
+def latency_markdown(r: dict) -> str:
+    L = [f"# Latency and throughput ({r['device']}, {r['threads']} threads, {r['dtype']})", "",
+         f"One {r['frames']}-frame video preloaded in memory, the same prompt decoded {r['repeats']} times "
+         f"({r['caption_tokens']} generated tokens each), mean per sample. \"encoder + predictor\" includes the "
+         f"frozen X-encoder ({r['encoder_ms']['mean_ms']:.1f} ms alone).", "",
+         "| arm | query embedding ms | encoder + predictor ms | decoder ms | total ms |", "|---|---:|---:|---:|---:|"]
+    for name, a in r["arms"].items():
+        s = a["stages"]
+        L.append(f"| {name} | {s['query_embedding']['mean_ms']:.2f} | {s['encoder_predictor']['mean_ms']:.2f} | "
+                 f"{s['decoder']['mean_ms']:.2f} | {a['total_ms']:.2f} |")
+    if r.get("streaming"):
+        L += ["", "## Streaming: one window embedded vs one caption decoded", ""]
+        for name, s in r["streaming"].items():
+            L.append(f"- {name}: embedding {s['embed_ms']:.1f} ms vs caption {s['caption_ms']:.1f} ms: "
+                     f"**{s['caption_over_embed']:.1f}x** cheaper to embed ({s['caption_over_embed_cached_frames']:.1f}x "
+                     "when the frames' encoder features are already computed).")
+    if r.get("training"):
+        t = r["training"]
+        L += ["", "## Training throughput", "",
+              f"Measured matmul peak: {t['peak_flops']['bfloat16'] / 1e9:.0f} GFLOP/s bf16, "
+              f"{t['peak_flops']['float32'] / 1e9:.0f} GFLOP/s fp32 (2048² products).", "",
+              "| arm | samples/s | tokens/s | GFLOP per step | achieved GFLOP/s | MFU |", "|---|---:|---:|---:|---:|---:|"]
+        for name, a in t["arms"].items():
+            L.append(f"| {name} | {a['samples_per_s']:.1f} | {a['tokens_per_s']:.0f} | {a['flops_per_step'] / 1e9:.2f} | "
+                     f"{a['achieved_flops'] / 1e9:.1f} | {100 * a['mfu']:.1f}% |")
+        for k, v in t.get("throughput_ratio", {}).items():
+            L.append(f"\nThroughput ratio {k}: **{v:.2f}x**.")
+        L += ["", "Where a training step's time goes (top operators by self time):", ""]
+        for name, a in t["arms"].items():
+            L.append(f"- {name}: " + ", ".join(f"{p['op']} {100 * p['share']:.0f}%" for p in a["profile_top"][:6]))
+    return "\n".join(L) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = (RANDOM_WEIGHTS if args.random_weights else []) + list(args.overrides)
+    cfg = load_config(args.config, overrides)
+    result = run_latency(cfg, args.out, args.train_steps)
+    for name, a in result["arms"].items():
+        log.info("%s: %s total %.1f ms", name, ", ".join(f"{k} {v['mean_ms']:.1f}" for k, v in a["stages"].items()), a["total_ms"])
+    log.info("wrote %s", args.out / "latency.json")
+    return 0
