@@ -79,7 +79,10 @@ def comparison_lines(agg: dict, arms: list[str], milestones: list[int]) -> list[
             gap = x[0] - y[0]
             overlap = not (x[1] > y[2] or y[1] > x[2])
             seeds = agg[(a, ms)]["seeds"]
-            who = "tie (seed ranges overlap)" if overlap and seeds > 1 else (a if gap > 0 else b)
+            if gap == 0:
+                who = "tie"
+            else:
+                who = "tie (seed ranges overlap)" if overlap and seeds > 1 else (a if gap > 0 else b)
             leads.append(f"{ms:,}: {who} ({'+' if gap >= 0 else ''}{_fmt(gap, pct)}{' pts' if pct else ''} {a} − {b})")
         if leads:
             lines.append(f"- **{name}** — " + "; ".join(leads))
@@ -137,9 +140,10 @@ def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, mi
          f"{cfg['train']['mixed_precision']}, milestones {', '.join(f'{m:,}' for m in milestones)} samples; seeds {seeds}.",
          f"- Evaluation: {base.get('eval_clips', '?')} clips of the `{cfg['eval']['split']}` split; corpus CIDEr-D "
          "(pycocoevalcap, PTB tokenizer, all references); top-k over all label texts; text-to-video R@1 for arms with embeddings.",
-         f"- Wall time (training + evaluation + data preparation): {total / 60:.1f} min.", ""]
+         f"- Time spent (data preparation, training, evaluation; all invocations): {total / 60:.1f} min.", ""]
 
-    L += ["## Results", "", "Mean over seeds" + (" (min–max in brackets)" if len(seeds) > 1 else "") + ".", "",
+    L += ["## Results", "", (f"Mean over {len(seeds)} seeds (min–max in brackets)." if len(seeds) > 1 else
+                          "One seed: at small sample counts the seed-to-seed spread is large; run seeds=0,1,2 before concluding."), "",
           "| samples seen | arm | CIDEr | top-1 % | top-5 % | R@1 % | train loss |", "|---:|---|---:|---:|---:|---:|---:|"]
     for ms in milestones:
         for a in arms:
@@ -147,12 +151,16 @@ def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, mi
             if g:
                 L.append(f"| {g['samples_seen']:,} | {a} | {_cell(g, 'cider', False)} | {_cell(g, 'top1', True)} | "
                          f"{_cell(g, 'top5', True)} | {_cell(g, 'recall1', True)} | {_cell(g, 'train_loss', False)} |")
-    L += ["", "Who leads, per milestone:", ""] + comparison_lines(agg, arms, milestones) + [""]
+    L += ["", "Who leads, per milestone" + (" (one seed: differences of a few points are within seed noise)"
+                                             if len(seeds) == 1 else "") + ":", ""]
+    L += comparison_lines(agg, arms, milestones) + [""]
 
     L += ["## Reference points", "", "| reference | value |", "|---|---:|"]
     if "chance_top5" in base:
         L.append(f"| chance top-1 / top-5 ({base['classes']} classes) | {100 * base['chance_top1']:.1f}% / {100 * base['chance_top5']:.1f}% |")
     L.append(f"| CIDEr of always answering the most frequent training caption (“{base.get('most_frequent_caption', '')}”) | {_fmt(base.get('most_frequent_caption_cider'))} |")
+    if "retrieval_r1_ceiling" in base:
+        L.append(f"| text-to-video R@1 of a perfect model (clips sharing a meaning are indistinguishable) | {100 * base['retrieval_r1_ceiling']:.1f}% |")
     if "human_ceiling_cider" in base:
         L.append(f"| CIDEr of one reference against the others (annotator ceiling) | {_fmt(base['human_ceiling_cider'])} |")
     ceilings = [g["decoder_ceiling_cider"][0] for (a, _), g in agg.items() if "decoder_ceiling_cider" in g]

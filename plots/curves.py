@@ -5,7 +5,24 @@ from pathlib import Path
 
 import pandas as pd
 
+from matplotlib.ticker import FixedLocator, NullFormatter
+
 from plots.style import arm_label, arm_palette, plt, save, sns
+
+
+def human(n: float) -> str:
+    """2048 -> '2,048', 500000 -> '500k', 1500000 -> '1.5M': readable sample counts."""
+    if n < 1e5:
+        return f"{int(n):,}"
+    return f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}k"
+
+
+def sample_axis(ax, samples) -> None:
+    ticks = sorted(set(samples))
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.set_xticklabels([human(t) for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
@@ -35,7 +52,7 @@ def sample_efficiency(rows: list[dict], baselines: dict, out_dir: Path) -> list[
                 ax.axhline(baselines["most_frequent_caption_cider"], ls=":", c="grey", label="most frequent caption")
             if "human_ceiling_cider" in baselines:
                 ax.axhline(baselines["human_ceiling_cider"], ls="--", c="black", lw=0.8, label="reference vs others")
-        ax.set_xscale("log")
+        sample_axis(ax, d["samples_seen"])
         ax.set_xlabel("training samples seen")
         ax.set_ylabel(title)
         ax.set_title(title)

@@ -111,6 +111,10 @@ def baselines(prepared: Prepared, evalset: EvalSet, label_texts: list[str]) -> d
     n = len(label_texts)
     if n:
         out.update(classes=n, chance_top1=1 / n, chance_top5=min(5, n) / n)
+    labels = evalset.labels[evalset.labels >= 0]
+    if len(labels):  # a query's own clip is only findable up to the clips that share its meaning
+        counts = np.bincount(labels)
+        out["retrieval_r1_ceiling"] = float(np.mean(1.0 / counts[labels]))
     multi = [refs for refs in evalset.references if len(refs) >= 2]
     if multi:  # one reference scored against the others: what an annotator would get
         out["human_ceiling_cider"] = cider([refs[0] for refs in multi], [refs[1:] for refs in multi])[0]

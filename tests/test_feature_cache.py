@@ -48,3 +48,17 @@ def test_half_written_shards_are_ignored(smoke_cfg, tmp_path):
     (cache.store.dir / ".shard-x.safetensors.tmp").write_bytes(b"truncated")
     _, stats = FeatureCache(tmp_path, FrozenEncoder(cfg.encoder), cfg.data.frames).features(records)
     assert stats.hits == 3
+
+
+def test_cache_benchmark_reports_a_speedup(tmp_path, cache_dir):
+    import json
+
+    from experiments.cli import main
+    from tests.conftest import SMOKE
+
+    out = tmp_path / "bench"
+    assert main(["cache-benchmark", "--config", str(SMOKE), "--out", str(out), f"cache_dir={cache_dir}",
+                 "--steps", "2", "arms=[jepa]"]) == 0
+    r = json.loads((out / "cache_benchmark.json").read_text())["arms"]["jepa"]
+    assert r["cached_step_ms"] > 0 and r["on_the_fly_step_ms"] > 0
+    assert r["speedup"] == r["on_the_fly_step_ms"] / r["cached_step_ms"]
