@@ -52,7 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # overrides may stand anywhere, also after options: collect the key=value words argparse left over
+    args, extra = parser.parse_known_args(argv)
+    unknown = [w for w in extra if w.startswith("-") or "=" not in w]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*getattr(args, "overrides", []), *extra]
     setup_logging(getattr(args, "out", None), getattr(args, "verbose", False))
     from shared.config import ConfigError
     from shared.manifest import ManifestError
