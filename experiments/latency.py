@@ -160,7 +160,9 @@ def run_latency(cfg, out: Path, train_steps: int) -> dict:
     from shared.pipeline import prepare
 
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from accelerate import PartialState
+
+    device = PartialState().device  # whatever accelerate gives this process: CPU here, CUDA elsewhere
     torch.set_num_threads(cfg.train.threads or torch.get_num_threads())
     prepared = prepare(cfg, splits=())
     encoder = FrozenEncoder(cfg.encoder).to(device)

@@ -138,7 +138,9 @@ def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, mi
          f"- Base LM: {'`' + cfg['lm']['weights'] + '`' if cfg['lm']['weights'] else 'Llama architecture, ' + str(cfg['lm']['num_layers']) + ' layers, width ' + str(cfg['lm']['hidden_size']) + ', seeded random init'}.",
          f"- Training: effective batch {cfg['train']['effective_batch']}, lr {cfg['train']['lr']} ({cfg['train']['schedule']}), "
          f"{cfg['train']['mixed_precision']}, milestones {', '.join(f'{m:,}' for m in milestones)} samples; seeds {seeds}.",
-         f"- Evaluation: {base.get('eval_clips', '?')} clips of the `{cfg['eval']['split']}` split; corpus CIDEr-D "
+         f"- Evaluation: {base.get('eval_clips', '?')} clips of the `{cfg['eval']['split']}` split"
+         + (f" of {len(base['sets'])} sets ({', '.join(base['sets'])}), metrics averaged over sets" if "sets" in base else "")
+         + "; corpus CIDEr-D "
          "(pycocoevalcap, PTB tokenizer, all references); top-k over all label texts; text-to-video R@1 for arms with embeddings.",
          f"- Time spent (data preparation, training, evaluation; all invocations): {total / 60:.1f} min.", ""]
 
@@ -151,13 +153,23 @@ def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, mi
             if g:
                 L.append(f"| {g['samples_seen']:,} | {a} | {_cell(g, 'cider', False)} | {_cell(g, 'top1', True)} | "
                          f"{_cell(g, 'top5', True)} | {_cell(g, 'recall1', True)} | {_cell(g, 'train_loss', False)} |")
+    if any("sets" in r for r in rows):
+        L += ["", "Per evaluation set (last milestone, mean over seeds):", "", "| set | arm | CIDEr | top-5 % |", "|---|---|---:|---:|"]
+        last = max(milestones)
+        for a in arms:
+            rs = [r for r in rows if r["arm"] == a and r["milestone"] == last and "sets" in r]
+            for name in (rs[0]["sets"] if rs else {}):
+                c = np.mean([r["sets"][name].get("cider", np.nan) for r in rs])
+                t5 = np.mean([r["sets"][name].get("top5", np.nan) for r in rs])
+                L.append(f"| {name} | {a} | {_fmt(c)} | {_fmt(t5, True)} |")
     L += ["", "Who leads, per milestone" + (" (one seed: differences of a few points are within seed noise)"
                                              if len(seeds) == 1 else "") + ":", ""]
     L += comparison_lines(agg, arms, milestones) + [""]
 
     L += ["## Reference points", "", "| reference | value |", "|---|---:|"]
     if "chance_top5" in base:
-        L.append(f"| chance top-1 / top-5 ({base['classes']} classes) | {100 * base['chance_top1']:.1f}% / {100 * base['chance_top5']:.1f}% |")
+        classes = f"{base['classes']} classes" if "classes" in base else "mean over sets"
+        L.append(f"| chance top-1 / top-5 ({classes}) | {100 * base['chance_top1']:.1f}% / {100 * base['chance_top5']:.1f}% |")
     L.append(f"| CIDEr of always answering the most frequent training caption (“{base.get('most_frequent_caption', '')}”) | {_fmt(base.get('most_frequent_caption_cider'))} |")
     if "retrieval_r1_ceiling" in base:
         L.append(f"| text-to-video R@1 of a perfect model (clips sharing a meaning are indistinguishable) | {100 * base['retrieval_r1_ceiling']:.1f}% |")

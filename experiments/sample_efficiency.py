@@ -40,7 +40,7 @@ def metrics_row(arm_name: str, seed: int, ckpt: dict, m: dict, trainable: int, t
            "milestone": ckpt["milestone"], "cider": m["cider"], "top1": m.get("top1"), "top5": m.get("top5"),
            "train_loss": logged[-1]["loss"] if logged else ckpt.get("train_loss"),
            "trainable_params": trainable, "wall_s": ckpt.get("wall_s")}
-    for extra in ("recall1", "decoder_ceiling_cider", "eval_s", "caption_s", "classify_s"):
+    for extra in ("recall1", "decoder_ceiling_cider", "eval_s", "caption_s", "classify_s", "sets"):
         if extra in m:
             row[extra] = m[extra]
     return row
@@ -50,7 +50,7 @@ def run_comparison(cfg: Config, out: Path) -> list[dict]:
     """Train and evaluate every (seed, arm); returns the metrics rows."""
     from experiments.report import write_outputs
     from shared.checkpoint import load_weights
-    from shared.evaluate import EvalSet, baselines, evaluate
+    from shared.evaluate import baselines, combine, combined_baselines, eval_sets, evaluate
     from shared.pipeline import prepare
     from shared.train_loop import build_seeded_arm, train_arm
 
@@ -63,10 +63,8 @@ def run_comparison(cfg: Config, out: Path) -> list[dict]:
 
     t = time.perf_counter()
     prepared = prepare(cfg)
-    evalset = EvalSet.from_prepared(prepared, cfg.eval.split)
-    label_texts = prepared.dataset.label_texts
-    base = baselines(prepared, evalset, label_texts)
-    write_json_atomic(out / "baselines.json", base)
+    sets = eval_sets(prepared)
+    write_json_atomic(out / "baselines.json", combined_baselines({s.name: baselines(prepared, s) for s in sets}))
     summary["phases"]["prepare_s"] = round(time.perf_counter() - t, 1)
     summary["cache"] = {s: dataclasses.asdict(v) for s, v in prepared.cache_stats.items()}
 
@@ -89,10 +87,12 @@ def run_comparison(cfg: Config, out: Path) -> list[dict]:
             for ckpt in todo:
                 weights, _ = load_weights(Path(ckpt["path"]))
                 arm.load_trainable_state_dict(weights)
-                m = evaluate(arm, prep, evalset, label_texts)
+                per_set = {s.name: evaluate(arm, prep, s) for s in sets}
+                m = combine(per_set)
                 row = metrics_row(arm_name, seed, ckpt, m, result.trainable_params, train_log)
+                examples = [dict(e, set=name) for name, ms in per_set.items() for e in ms["examples"]]
                 write_text_atomic(out / "predictions" / f"{arm_name}-seed{seed}-{ckpt['milestone']:010d}.jsonl",
-                                  "".join(json.dumps(e) + "\n" for e in m["examples"]))
+                                  "".join(json.dumps(e) + "\n" for e in examples))
                 append_jsonl(metrics_path, row)
                 log.info("%s seed %d @ %d samples: CIDEr %.3f, top-1 %.1f%%, top-5 %.1f%% (eval %.0fs)", arm_name, seed,
                          ckpt["samples_seen"], row["cider"], 100 * (row["top1"] or 0), 100 * (row["top5"] or 0), m["eval_s"])

@@ -123,7 +123,10 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     split: Literal["val", "test"] = "test"
-    max_clips: int = 0  # 0 = the whole split
+    # Extra evaluation sets (manifest JSONL files; their clips of ``split`` are used), averaged as
+    # the paper averages YouCook2 / MSR-VTT / PVD-Bench. Empty = the training data's own split.
+    sets: list[str] = field(default_factory=list)
+    max_clips: int = 0  # 0 = the whole split (per set)
     batch_size: int = 64
     caption_max_tokens: int = 24
     retrieval: bool = True  # text-to-video recall@1 for arms that implement embed()
@@ -262,7 +265,8 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     from shared.arm import arm_config_classes, load_plugins
 
     raw = copy.deepcopy(raw or {})
-    load_plugins(raw.get("plugins", []))
+    raw["plugins"] = _coerce(raw.get("plugins", []), list[str], "plugins")  # needed before the rest
+    load_plugins(raw["plugins"])
     arm_classes = arm_config_classes()
     arm_raw = {name: raw.pop(name) for name in list(raw) if name in arm_classes}
     if "arm" in raw:

@@ -82,19 +82,28 @@ def _synthetic_dataset(cfg: Config) -> Dataset:
     return Dataset(splits, synthetic.class_texts(), name)
 
 
-def _manifest_dataset(cfg: Config) -> Dataset:
-    clips = read_clips(cfg.data.manifest.path)
+def manifest_records(path: str | Path) -> tuple[list[ClipRecord], list[str]]:
+    """Every clip of a manifest as a ClipRecord, with the sorted label names its labels index."""
+    clips = read_clips(path)
     labels = sorted({c.label for c in clips if c.label is not None})
     index = {name: i for i, name in enumerate(labels)}
-    splits: dict[str, list[ClipRecord]] = {"train": [], "val": [], "test": []}
+    records = []
     for c in clips:
         st = c.media.stat()
-        splits[c.split].append(ClipRecord(
+        records.append(ClipRecord(
             id=c.id, split=c.split, captions=c.captions,
             label=index.get(c.label) if c.label is not None else None,
             where=c.where, media=c.media,
             fingerprint=_digest(os.path.abspath(c.media), st.st_size, st.st_mtime_ns),
         ))
+    return records, labels
+
+
+def _manifest_dataset(cfg: Config) -> Dataset:
+    records, labels = manifest_records(cfg.data.manifest.path)
+    splits: dict[str, list[ClipRecord]] = {"train": [], "val": [], "test": []}
+    for r in records:
+        splits[r.split].append(r)
     if not splits["train"]:
         raise ManifestError(f"{cfg.data.manifest.path}: no clip has split 'train'")
     return Dataset(splits, labels, f"manifest({cfg.data.manifest.path})")

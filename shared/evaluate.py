@@ -2,7 +2,8 @@
 
 Only the interface is called: ``caption`` (JEPA decodes its prediction, the VLM generates),
 ``score_candidates`` (JEPA: cosine to label embeddings, VLM: lowest perplexity) and, for arms
-that have it, ``embed``/``embed_texts`` (retrieval). Evaluation reads the val/test split only.
+that have it, ``embed``/``embed_texts`` (retrieval). Evaluation reads val/test clips only: the
+data's own split, or several manifests averaged as the paper averages its benchmarks.
 """
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import contextlib
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from shared.arm import Arm
+from shared.data import ClipRecord
 from shared.metrics import cider, recall_at_k, top_k_accuracy
 from shared.pipeline import Prepared
 
@@ -29,26 +32,49 @@ def autocast_for(cfg) -> contextlib.AbstractContextManager:
 
 @dataclass
 class EvalSet:
-    """The clips of one split used for evaluation (capped by eval.max_clips)."""
+    """The clips of one evaluation set (capped by eval.max_clips) and its candidate label texts."""
 
+    name: str
     ids: list[str]
     visual: torch.Tensor
     references: list[list[str]]
     labels: np.ndarray  # -1 where a clip has no label
+    label_texts: list[str]
 
     @staticmethod
-    def from_prepared(prepared: Prepared, split: str) -> "EvalSet":
+    def from_records(name: str, records: list[ClipRecord], visual: torch.Tensor, label_texts: list[str],
+                     max_clips: int) -> "EvalSet":
+        if not records:
+            raise ValueError(f"evaluation set {name!r} holds no clips")
+        n = max_clips or len(records)
+        return EvalSet(name, [r.id for r in records[:n]], visual[:n], [list(r.captions) for r in records[:n]],
+                       np.array([-1 if r.label is None else r.label for r in records[:n]]), list(label_texts))
+
+
+def eval_sets(prepared: Prepared) -> list[EvalSet]:
+    """The evaluation sets: the data's own val/test split, or the manifests listed in eval.sets."""
+    cfg = prepared.cfg
+    split = cfg.eval.split
+    if not cfg.eval.sets:
         records = prepared.dataset.split(split)
         if not records:
             raise ValueError(f"eval.split: the {split!r} split is empty")
-        n = prepared.cfg.eval.max_clips or len(records)
-        records = records[:n]
-        return EvalSet(
-            ids=[r.id for r in records],
-            visual=prepared.features[split][:n],
-            references=[list(r.captions) for r in records],
-            labels=np.array([-1 if r.label is None else r.label for r in records]),
-        )
+        return [EvalSet.from_records(split, records, prepared.features[split], prepared.dataset.label_texts,
+                                     cfg.eval.max_clips)]
+    from shared.data import manifest_records
+    from shared.encoder import FrozenEncoder
+    from shared.feature_cache import FeatureCache
+
+    cache = FeatureCache(cfg.cache_path, FrozenEncoder(cfg.encoder), cfg.data.frames)
+    out = []
+    for path in cfg.eval.sets:
+        records, labels = manifest_records(path)
+        records = [r for r in records if r.split == split]
+        if not records:
+            raise ValueError(f"eval.sets: {path} has no clip with split {split!r}")
+        visual, _ = cache.features(records, desc=f"encode {Path(path).stem}")
+        out.append(EvalSet.from_records(Path(path).stem, records, visual, labels, cfg.eval.max_clips))
+    return out
 
 
 def _batches(n: int, size: int):
@@ -57,7 +83,7 @@ def _batches(n: int, size: int):
 
 
 @torch.no_grad()
-def evaluate(arm: Arm, prepared: Prepared, evalset: EvalSet, label_texts: list[str]) -> dict:
+def evaluate(arm: Arm, prepared: Prepared, evalset: EvalSet) -> dict:
     cfg = prepared.cfg
     arm.eval()
     arm.prepare_evaluation()
@@ -73,6 +99,7 @@ def evaluate(arm: Arm, prepared: Prepared, evalset: EvalSet, label_texts: list[s
     out["caption_s"] = time.perf_counter() - t0
 
     labelled = evalset.labels >= 0
+    label_texts = evalset.label_texts
     if labelled.any() and label_texts:
         t1 = time.perf_counter()
         scores = []
@@ -102,8 +129,9 @@ def evaluate(arm: Arm, prepared: Prepared, evalset: EvalSet, label_texts: list[s
     return out
 
 
-def baselines(prepared: Prepared, evalset: EvalSet, label_texts: list[str]) -> dict:
+def baselines(prepared: Prepared, evalset: EvalSet) -> dict:
     """Reference points that need no model: chance, a constant caption, and the human ceiling."""
+    label_texts = evalset.label_texts
     train_caps = Counter(c for r in prepared.dataset.split("train") for c in r.captions)
     most_frequent = train_caps.most_common(1)[0][0]
     out = {"most_frequent_caption": most_frequent,
@@ -119,4 +147,33 @@ def baselines(prepared: Prepared, evalset: EvalSet, label_texts: list[str]) -> d
     if multi:  # one reference scored against the others: what an annotator would get
         out["human_ceiling_cider"] = cider([refs[0] for refs in multi], [refs[1:] for refs in multi])[0]
     out["eval_clips"] = len(evalset.ids)
+    return out
+
+
+AVERAGED = ("cider", "top1", "top5", "recall1", "decoder_ceiling_cider")
+
+
+def combine(per_set: dict[str, dict]) -> dict:
+    """Mean of each metric over the sets that have it (the paper's averaging); per-set values kept."""
+    out = {}
+    for key in AVERAGED:
+        vals = [m[key] for m in per_set.values() if m.get(key) is not None]
+        if vals:
+            out[key] = float(np.mean(vals))
+    for key in ("eval_s", "caption_s", "classify_s"):
+        out[key] = float(sum(m.get(key, 0.0) for m in per_set.values()))
+    if len(per_set) > 1:
+        out["sets"] = {name: {k: m[k] for k in AVERAGED if k in m} for name, m in per_set.items()}
+    return out
+
+
+def combined_baselines(per_set: dict[str, dict]) -> dict:
+    """Baselines averaged over sets (numbers) with each set's own values under "sets"."""
+    if len(per_set) == 1:
+        return next(iter(per_set.values()))
+    out: dict = {"sets": per_set}
+    keys = {k for b in per_set.values() for k, v in b.items() if isinstance(v, (int, float)) and k != "classes"}
+    for k in keys:
+        vals = [b[k] for b in per_set.values() if isinstance(b.get(k), (int, float))]
+        out[k] = float(np.mean(vals)) if k != "eval_clips" else int(sum(vals))
     return out

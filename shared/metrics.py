@@ -6,9 +6,11 @@ evaluation clips in one call, never one clip at a time (a single-item corpus sco
 from __future__ import annotations
 
 import shutil
+import warnings
 
 import numpy as np
 import torch
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import top_k_accuracy_score
 
 
@@ -36,8 +38,12 @@ def top_k_accuracy(scores: torch.Tensor | np.ndarray, labels, k: int) -> float:
     """Fraction of rows whose true label is among the k highest scores."""
     scores = np.asarray(scores, dtype=float)
     labels = np.asarray(labels)
-    k = min(k, scores.shape[1])
-    return float(top_k_accuracy_score(labels, scores, k=k, labels=np.arange(scores.shape[1])))
+    n_classes = scores.shape[1]
+    if n_classes == 2:  # sklearn's binary case wants one score per row, for class 1
+        scores = scores[:, 1] - scores[:, 0]
+    with warnings.catch_warnings():  # k >= classes is a trivial 1.0, by definition; no need to warn
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        return float(top_k_accuracy_score(labels, scores, k=min(k, n_classes), labels=np.arange(n_classes)))
 
 
 def recall_at_k(similarity: torch.Tensor | np.ndarray, targets, k: int = 1) -> float:

@@ -78,3 +78,10 @@ def test_sweeps_split_from_plain_overrides():
     assert plain == ["seeds=0,1", "train.lr=1e-3"]
     with pytest.raises(ConfigError, match="unknown config key data.synthetic.nope"):
         split_sweeps(["data.synthetic.nope=1,2"])
+
+
+def test_plugins_register_arms_and_their_sections():
+    cfg = load_config(SMOKE, ["plugins=tests.toy_arm", "toy.width=3", "arms=toy"])
+    assert cfg.arms == ["toy"] and cfg.arm["toy"].width == 3
+    with pytest.raises(ConfigError, match="cannot import arm module 'nope.nothing'"):
+        load_config(SMOKE, ["plugins=nope.nothing"])

@@ -210,3 +210,32 @@ def test_jepa_arm_trains_and_evaluates(smoke_prepared):
         assert torch.allclose(e.norm(dim=-1), torch.ones(4), atol=1e-4)
         caps = arm.caption(v, ["describe"] * 4, max_new_tokens=8)
         assert len(caps) == 4 and all(isinstance(c, str) for c in caps)
+
+
+def test_both_arms_start_from_the_same_base_lm(smoke_prepared):
+    from shared.train_loop import build_seeded_arm
+
+    jepa, vlm = build_seeded_arm(smoke_prepared, "jepa"), build_seeded_arm(smoke_prepared, "vlm")
+    start, end = smoke_prepared.cfg.arm["jepa"].layers
+    for i, layer in enumerate(jepa.predictor.lm.layers):
+        theirs = vlm.lm.model.layers[start + i].state_dict()
+        assert all(torch.equal(t, theirs[k]) for k, t in layer.state_dict().items())
+    assert torch.equal(jepa.predictor.lm.embed_tokens.weight, vlm.lm.model.embed_tokens.weight)
+
+
+def test_trainable_y_encoder_uses_the_lr_multiplier_and_shared_heads(smoke_cfg, smoke_prepared):
+    from shared.train_loop import build_seeded_arm, make_batch
+
+    prep = dataclasses.replace(smoke_prepared, cfg=smoke_cfg("jepa.y_encoder.trainable=true", "jepa.shared_dim=32"))
+    arm = build_seeded_arm(prep, "jepa")
+    groups = arm.param_groups(1e-3, 0.01)
+    y_ids = {id(p) for p in arm.y_encoder.parameters()}
+    for g in groups:
+        in_y = {id(p) in y_ids for p in g["params"]}
+        assert len(in_y) == 1  # no group mixes the text encoder with the rest
+        assert g["lr"] == pytest.approx(1e-3 * (0.05 if in_y == {True} else 1))
+    arm.prepare_training()
+    loss = arm(make_batch(prep, "train", list(range(6)), [0] * 6))
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in arm.y_encoder.parameters())
+    assert arm.y_head.weight.grad is not None and arm.predictor.head.out_features == 32

@@ -52,3 +52,9 @@ def test_recall_at_k():
     sim = np.array([[0.9, 0.1, 0.3], [0.8, 0.7, 0.1], [0.1, 0.2, 0.3]])
     assert recall_at_k(sim, [0, 1, 2], 1) == pytest.approx(2 / 3)
     assert recall_at_k(sim, [0, 1, 2], 2) == pytest.approx(1.0)
+
+
+def test_top_1_with_two_classes():
+    scores = [[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]
+    assert top_k_accuracy(scores, [1, 1, 0], 1) == pytest.approx(1 / 3)
+    assert top_k_accuracy(scores, [1, 0, 1], 1) == pytest.approx(1.0)

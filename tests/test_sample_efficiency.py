@@ -44,3 +44,30 @@ def test_paraphrase_sweep_adds_a_figure(tmp_path, cache_dir):
     assert (out / "paraphrase=0" / "report.md").is_file() and (out / "paraphrase=4" / "report.md").is_file()
     rows = [json.loads(l) for l in (out / "sweep.jsonl").read_text().splitlines()]
     assert {r["paraphrase"] for r in rows} == {0, 4} and len(rows) == 2 * 2 * 2
+
+
+def test_several_evaluation_sets_are_averaged(tmp_path, cache_dir):
+    import numpy as np
+    from PIL import Image
+
+    sets = []
+    for name, colours in (("reds", [(200, 30, 30), (150, 20, 20)]), ("blues", [(30, 30, 200), (20, 20, 150), (60, 60, 250)])):
+        lines = []
+        for i, c in enumerate(colours):
+            Image.fromarray(np.full((40, 40, 3), c, np.uint8)).save(tmp_path / f"{name}{i}.png")
+            lines.append(json.dumps({"id": f"{name}{i}", "media": f"{name}{i}.png", "captions": [f"a {name[:-1]} image", "a still frame"],
+                                     "label": f"{name[:-1]} {i % 2}", "split": "test"}))
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+        sets.append(str(tmp_path / f"{name}.jsonl"))
+    out = tmp_path / "se"
+    assert main(["sample-efficiency", "--config", str(SMOKE), "--out", str(out), f"cache_dir={cache_dir}",
+                 f"eval.sets=[{sets[0]},{sets[1]}]", "train.milestones=[32,64]"]) == 0
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 4
+    for r in rows:
+        assert set(r["sets"]) == {"reds", "blues"}
+        assert r["cider"] == np.mean([s["cider"] for s in r["sets"].values()])
+        assert r["top5"] == np.mean([s["top5"] for s in r["sets"].values()]) == 1.0  # <= 5 labels per set
+    base = json.loads((out / "baselines.json").read_text())
+    assert set(base["sets"]) == {"reds", "blues"} and base["eval_clips"] == 5
+    assert "Per evaluation set" in (out / "report.md").read_text()

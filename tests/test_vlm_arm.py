@@ -96,3 +96,11 @@ def test_lora_trains_only_adapters_and_projector(smoke_cfg, smoke_prepared):
     frozen_before = {n: p.detach().clone() for n, p in arm.named_parameters() if not p.requires_grad}
     overfit(arm, prep, steps=3)
     assert all(torch.equal(p, frozen_before[n]) for n, p in arm.named_parameters() if not p.requires_grad)
+
+
+def test_beam_search_captions(smoke_cfg, smoke_prepared):
+    prep = dataclasses.replace(smoke_prepared, cfg=smoke_cfg("vlm.num_beams=3"))
+    arm = build_seeded_arm(prep, "vlm").eval()
+    with torch.no_grad():
+        out = arm.caption(prep.features["test"][:2], ["describe"] * 2, max_new_tokens=5)
+    assert len(out) == 2 and all(isinstance(o, str) for o in out)
