@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import nn
-from tqdm.auto import tqdm
+from shared.progress import progress_bar
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from jepa_arm.config import YDecoderConfig
@@ -88,7 +88,7 @@ def fit(decoder: TrainedDecoder, embeddings: torch.Tensor, captions: list[str], 
 
 
 def _fit_steps(decoder, embeddings, captions, cfg, opt, sched, gen, losses, progress) -> list[float]:
-    for _ in tqdm(range(cfg.steps), desc="train Y-decoder", unit="step", leave=False, mininterval=2, disable=not progress):
+    for _ in progress_bar(range(cfg.steps), desc="train Y-decoder", unit="step", leave=False, disable=not progress):
         idx = torch.randint(len(captions), (cfg.batch_size,), generator=gen)
         emb = embeddings[idx]
         emb = emb + cfg.noise * torch.randn(emb.shape, generator=gen) / emb.shape[1] ** 0.5

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from shared.progress import progress_bar
 
 from jepa_arm.config import YEncoderConfig
 from shared.tensor_store import ShardStore
@@ -149,7 +149,7 @@ class TextEmbeddingCache:
         missing = [t for t in dict.fromkeys(texts) if self.key(t) not in self.store]
         bs = self.encoder.cfg.batch_size
         chunk = 8192  # texts per shard: bounds what a crash can lose
-        with tqdm(total=len(missing), desc=desc, unit="text", leave=False, mininterval=2, disable=not missing) as bar:
+        with progress_bar(total=len(missing), desc=desc, unit="text", leave=False, disable=not missing) as bar:
             for start in range(0, len(missing), chunk):
                 part = missing[start:start + chunk]
                 rows = []

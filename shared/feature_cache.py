@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from shared.progress import progress_bar
 
 from shared.data import ClipRecord
 from shared.encoder import DTYPES, FrozenEncoder
@@ -54,7 +54,7 @@ class FeatureCache:
             t0 = time.perf_counter()
             size = self.encoder.cfg.image_size
             per_batch = max(1, self.encoder.cfg.batch_frames // self.frames)
-            with tqdm(total=len(missing), desc=desc, unit="clip", leave=False, mininterval=2) as bar:
+            with progress_bar(total=len(missing), desc=desc, unit="clip", leave=False) as bar:
                 for start in range(0, len(missing), SHARD_CLIPS):
                     shard = missing[start:start + SHARD_CLIPS]
                     parts = []

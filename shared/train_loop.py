@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from shared.progress import progress_bar
 
 from shared.arm import Arm, Batch, build_arm
 from shared.checkpoint import (TrainState, find_resume, load_resume, milestone_dir, save_resume, save_weights)
@@ -151,8 +151,8 @@ def train_arm(prepared: Prepared, arm_name: str, run_dir: str | Path, stop_at_sa
     accelerator.init_trackers("train", config={"arm": arm_name, "seed": cfg.seed})
     trainable = [p for p in arm.parameters() if p.requires_grad]
 
-    bar = tqdm(total=total_steps, initial=state.step, desc=f"train {arm_name} seed {cfg.seed}", unit="step",
-               disable=not (progress and accelerator.is_main_process), mininterval=2, dynamic_ncols=True)
+    bar = progress_bar(total=total_steps, initial=state.step, desc=f"train {arm_name} seed {cfg.seed}", unit="step",
+               disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
     run_start, wall_before = time.perf_counter(), state.wall_s
     window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
     model.train()
