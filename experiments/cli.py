@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-COMMANDS = ("describe", "train", "sample_efficiency", "latency", "cache_benchmark", "report")
+COMMANDS = ("describe", "train", "sample_efficiency", "latency", "selective_decoding", "cache_benchmark", "report")
 
 EPILOG = """\
 overrides: any config key as dotted key=value after the options, in YAML syntax, e.g.

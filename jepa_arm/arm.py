@@ -153,6 +153,10 @@ class JepaArm(Arm):
         return F.normalize(self.predict(visual, queries).float(), dim=-1)
 
     @torch.no_grad()
+    def decode_embeddings(self, embeddings: torch.Tensor, max_new_tokens: int) -> list[str]:
+        return self._decode(embeddings, max_new_tokens)
+
+    @torch.no_grad()
     def reconstruct_texts(self, texts: list[str], max_new_tokens: int) -> list[str]:
         return self._decode(self.embed_texts(texts), max_new_tokens)
 

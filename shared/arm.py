@@ -116,6 +116,11 @@ class Arm(nn.Module):
         raise NotImplementedError(f"arm {self.name!r} has no text embedding")
 
     @torch.no_grad()
+    def decode_embeddings(self, embeddings: torch.Tensor, max_new_tokens: int) -> list[str]:
+        """Text for [N, E] embeddings from ``embed`` (or averages of them), for selective decoding (optional)."""
+        raise NotImplementedError(f"arm {self.name!r} cannot decode embeddings")
+
+    @torch.no_grad()
     def reconstruct_texts(self, texts: list[str], max_new_tokens: int) -> list[str] | None:
         """Texts sent through the arm's target space and decoded back, for arms that decode
         embeddings (the Y-decoder's ceiling); None for arms without one."""

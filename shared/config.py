@@ -141,6 +141,17 @@ class LatencyConfig:
 
 
 @dataclass
+class SelectiveConfig:
+    """Selective decoding of long streams (the paper's section 4.5)."""
+    arm: str = "jepa"  # an arm with embed() and decode_embeddings()
+    window_s: float = 2.0  # each window's span; its data.frames frames are spread uniformly over it
+    hop_s: float = 0.5  # window centres every hop_s seconds: 1 / hop_s is the highest decoding rate
+    frequencies_hz: list[float] = field(default_factory=lambda: [2.0, 1.0, 0.5, 0.35, 0.2, 0.1, 0.05, 0.02, 0.01])
+    poolings: list[Literal["exact", "mean"]] = field(default_factory=lambda: ["exact", "mean"])
+    batch_windows: int = 64  # windows read, encoded and embedded at a time
+
+
+@dataclass
 class Config:
     seed: int = 0  # training seed: arm initialisation, base LM initialisation, data order
     seeds: list[int] = field(default_factory=lambda: [0])  # sample-efficiency runs one arm per seed
@@ -153,6 +164,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    selective: SelectiveConfig = field(default_factory=SelectiveConfig)
     # Arm sections (name -> that arm's config dataclass), filled from the arm registry.
     arm: dict[str, Any] = field(default_factory=dict)
 
@@ -406,8 +418,9 @@ def split_sweeps(overrides: list[str]) -> tuple[list[str], dict[str, list[Any]]]
 
 
 # Keys that do not change what training computes: excluded from resume checks and control audits.
-NOT_TRAINING = ("seeds", "arms", "plugins", "cache_dir", "eval", "latency", "arm_name",
-                "train.log_every", "train.resume_every", "train.threads")
+NOT_TRAINING = ("seeds", "arms", "plugins", "cache_dir", "eval", "latency", "selective", "arm_name",
+                "train.log_every", "train.resume_every", "train.threads",
+                "data.synthetic.streams", "data.synthetic.stream_events", "data.manifest.streams_path")
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -21,7 +21,7 @@ from shared.progress import progress_bar
 
 from shared.arm import Arm, Batch, build_arm
 from shared.checkpoint import (TrainState, find_resume, load_resume, milestone_dir, save_resume, save_weights)
-from shared.config import Config, dump_yaml, to_dict, training_view
+from shared.config import Config, ConfigError, dump_yaml, to_dict, training_view
 from shared.data import TrainOrder
 from shared.pipeline import Prepared
 from shared.runinfo import append_jsonl, read_json, read_jsonl, versions, write_json_atomic, write_text_atomic
@@ -106,7 +106,7 @@ def check_same_config(run_dir: Path, cfg: Config, arm_name: str) -> None:
     new = training_view(to_dict(cfg), arm_name)
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
-        raise ValueError(f"{path}: this run directory was trained with another config (differs at {', '.join(diff[:8])}); "
+        raise ConfigError(f"{path}: this run directory was trained with another config (differs at {', '.join(diff[:8])}); "
                          "use a new --out directory or the original settings")
 
 

@@ -1,0 +1,228 @@
+"""``selective-decoding``: recover a long video's timestamped annotations with as few decodes as possible.
+
+The paper's section 4.5. An embedding arm embeds a window every selective.hop_s seconds of each
+stream; for each average decoding rate in selective.frequencies_hz, the stream is split into that
+many segments, uniformly (the baseline) or adaptively (Ward clustering with a temporal
+connectivity constraint), and one embedding per segment (its middle window's, or the segment
+mean) is decoded. Each annotation is matched to the decoded text nearest in time and scored by
+corpus CIDEr over all matched pairs. Results, figure and report land in --out; re-running resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shared.config import Config, ConfigError, dump_yaml, load_config
+from shared.runinfo import append_jsonl, read_json, read_jsonl, versions, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("uniform", "adaptive")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("selective-decoding", help="decode long streams only where the embedding changes (paper 4.5)",
+                       description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    from experiments.cli import add_config_args
+
+    add_config_args(p)
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="a milestone checkpoint folder, or an arm's run folder (its last milestone is used), e.g. "
+                        "runs/default/runs/jepa/seed0; default: train selective.arm into OUT/runs/<arm>/seed<k>")
+    p.set_defaults(run=run)
+
+
+def resolve_checkpoint(path: Path) -> tuple[Path, Path | None]:
+    """(milestone folder, its run folder if known) for a checkpoint or a run folder."""
+    path = Path(path)
+    if (path / "model.safetensors").is_file():
+        return path, path.parent.parent if path.parent.name == "checkpoints" else None
+    milestones = sorted(p for p in (path / "checkpoints").glob("samples_*") if p.name.split("_")[-1].isdigit())
+    if not milestones:
+        raise FileNotFoundError(f"--checkpoint {path}: neither a checkpoint (model.safetensors) "
+                                "nor a run folder with checkpoints/samples_*")
+    return milestones[-1], path
+
+
+def load_trained_arm(cfg: Config, out: Path, checkpoint: Path | None):
+    from shared.checkpoint import load_weights
+    from shared.pipeline import prepare
+    from shared.train_loop import build_seeded_arm, check_same_config, train_arm
+
+    name = cfg.selective.arm
+    if name not in cfg.arm:
+        raise ConfigError(f"selective.arm: unknown arm {name!r}; registered: {sorted(cfg.arm)}")
+    if checkpoint is None:
+        prepared = prepare(cfg, splits=("train",))
+        result = train_arm(prepared, name, out / "runs" / name / f"seed{cfg.seed}")
+        ckpt = Path(result.checkpoints[-1]["path"])
+    else:
+        prepared = prepare(cfg, splits=())
+        ckpt, run_dir = resolve_checkpoint(checkpoint)
+        if run_dir is not None:  # the checkpoint must be of this config's arm, or the weights won't fit
+            check_same_config(run_dir, cfg, name)
+    weights, state = load_weights(ckpt)
+    arm = build_seeded_arm(prepared, name)
+    if not arm.supports_embed:
+        raise ConfigError(f"selective.arm: arm {name!r} has no embedding output to segment")
+    arm.load_trainable_state_dict(weights)
+    arm.eval()
+    arm.prepare_evaluation()
+    return arm, ckpt, state
+
+
+def stream_features(stream, encoder, cfg: Config, cache: Path) -> tuple[np.ndarray, torch.Tensor]:
+    """Window centres and the frozen encoder's features of every window, cached per (encoder, windows)."""
+    from safetensors.torch import load_file, save_file
+
+    from shared.encoder import DTYPES
+    from shared.progress import progress_bar
+    from shared.streams import window_times
+
+    s = cfg.selective
+    centres, times = window_times(stream.duration, s.window_s, s.hop_s, cfg.data.frames)
+    key = hashlib.sha256(f"{encoder.fingerprint()}|{times.round(4).tobytes().hex()}".encode()).hexdigest()[:16]
+    path = cache / f"{stream.id}-{key}.safetensors"
+    if path.is_file():
+        return centres, load_file(str(path))["features"]
+    size = cfg.encoder.image_size
+    parts = []
+    for start in progress_bar(range(0, len(times), s.batch_windows), desc=f"encode {stream.id}", unit="batch", leave=False):
+        chunk = times[start:start + s.batch_windows]
+        frames = stream.read_frames(chunk.reshape(-1), size).reshape(*chunk.shape, size, size, 3)
+        parts.append(encoder.encode_clips(frames).to(DTYPES[cfg.encoder.cache_dtype]))
+    feats = torch.cat(parts)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"features": feats.contiguous()}, str(tmp))
+    tmp.replace(path)
+    return centres, feats
+
+
+@torch.no_grad()
+def embed_windows(arm, feats: torch.Tensor, cfg: Config) -> np.ndarray:
+    from shared.evaluate import autocast_for
+
+    out = []
+    for start in range(0, len(feats), cfg.selective.batch_windows):
+        visual = feats[start:start + cfg.selective.batch_windows].float()
+        with autocast_for(cfg):
+            out.append(arm.embed(visual, [cfg.data.query] * len(visual)).float())
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def decode(arm, embeddings: np.ndarray, cfg: Config) -> list[str]:
+    from shared.evaluate import autocast_for
+
+    texts = []
+    for start in range(0, len(embeddings), cfg.eval.batch_size):
+        with autocast_for(cfg):
+            texts += arm.decode_embeddings(torch.from_numpy(embeddings[start:start + cfg.eval.batch_size]).float(),
+                                           cfg.eval.caption_max_tokens)
+    return texts
+
+
+def sweep_point(arm, streams: list[dict], strategy: str, pooling: str, hz: float, cfg: Config,
+                memo: dict | None = None) -> dict:
+    """Decode every stream at an average rate of ``hz`` and score the matched annotations.
+
+    ``memo`` keeps decoded texts by (stream, segment, pooling) across sweep points: at high rates
+    both strategies pick the same one-window segments, whose exact and mean embeddings coincide.
+    """
+    memo = {} if memo is None else memo
+    from jepa_arm.selective_decoding import decode_points, nearest_decoded, segments_for
+    from shared.metrics import cider
+
+    t0 = time.perf_counter()
+    points, keys = [], []
+    for i, st in enumerate(streams):
+        n = max(1, round(hz * st["duration"]))
+        segments = segments_for(strategy, st["embeddings"], n)
+        points.append(decode_points(segments, st["embeddings"], st["centres"], pooling))
+        keys += [(i, a, b, pooling if b - a > 1 else "exact") for a, b in segments]
+    t_segment = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    embeddings = np.concatenate([e for _, e in points])
+    todo = [j for j, k in enumerate(keys) if k not in memo]
+    for j, text in zip(todo, decode(arm, embeddings[todo], cfg)):
+        memo[keys[j]] = text
+    texts = [memo[k] for k in keys]
+    t_decode = time.perf_counter() - t0
+    predictions, references, offset = [], [], 0
+    for st, (times, _) in zip(streams, points):
+        ann_t = np.array([t for t, _ in st["events"]])
+        match = nearest_decoded(times, ann_t)
+        predictions += [texts[offset + j] for j in match]
+        references += [[c] for _, c in st["events"]]
+        offset += len(times)
+    score, _ = cider(predictions, references)
+    total_s = sum(st["duration"] for st in streams)
+    return {"strategy": strategy, "pooling": pooling, "target_hz": hz, "decodes": len(texts),
+            "rate_hz": len(texts) / total_s, "cider": score, "annotations": len(predictions), "streams": len(streams),
+            "decoded_now": len(todo), "segment_s": round(t_segment, 3), "decode_s": round(t_decode, 3),
+            "examples": [{"reference": r[0], "decoded": p} for p, r in zip(predictions[:5], references[:5])]}
+
+
+def run_selective(cfg: Config, out: Path, checkpoint: Path | None) -> list[dict]:
+    from experiments.selective_report import write_selective_outputs
+    from shared.encoder import FrozenEncoder
+    from shared.metrics import cider
+    from shared.streams import load_streams
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "config.yaml", dump_yaml(cfg))
+    write_json_atomic(out / "versions.json", versions())
+    arm, ckpt, state = load_trained_arm(cfg, out, checkpoint)
+    meta = {"arm": cfg.selective.arm, "checkpoint": str(ckpt.resolve()), "samples_seen": state.get("samples_seen")}
+    meta_path, rows_path = out / "selective_meta.json", out / "selective_decoding.jsonl"
+    if meta_path.is_file() and read_json(meta_path)["checkpoint"] != meta["checkpoint"] and rows_path.exists():
+        raise ConfigError(f"{out}: holds results of another checkpoint ({read_json(meta_path)['checkpoint']}); "
+                          "use another --out")
+
+    t0 = time.perf_counter()
+    encoder = FrozenEncoder(cfg.encoder)
+    streams = []
+    for st in load_streams(cfg):
+        centres, feats = stream_features(st, encoder, cfg, out / "stream_features")
+        streams.append({"id": st.id, "duration": st.duration, "events": st.events, "centres": centres,
+                        "embeddings": embed_windows(arm, feats, cfg)})
+    if not streams:
+        raise ConfigError("no streams: set data.synthetic.streams > 0 or data.manifest.streams_path")
+    meta.update(streams=len(streams), windows=sum(len(s["centres"]) for s in streams),
+                annotations=sum(len(s["events"]) for s in streams), video_s=sum(s["duration"] for s in streams),
+                window_s=cfg.selective.window_s, hop_s=cfg.selective.hop_s, embed_s=round(time.perf_counter() - t0, 1))
+    captions = [c for s in streams for _, c in s["events"]]
+    ceiling = arm.reconstruct_texts(captions, cfg.eval.caption_max_tokens)
+    if ceiling is not None:  # decoding the annotations' own text embeddings: what a perfect predictor would get
+        meta["decoder_ceiling_cider"] = cider(ceiling, [[c] for c in captions])[0]
+    write_json_atomic(meta_path, meta)
+    log.info("%d streams, %.0f s of video, %d windows, %d annotations (embedding: %.1fs)", meta["streams"],
+             meta["video_s"], meta["windows"], meta["annotations"], meta["embed_s"])
+
+    done = {(r["strategy"], r["pooling"], r["target_hz"]) for r in read_jsonl(rows_path)}
+    memo: dict = {}
+    for pooling in cfg.selective.poolings:
+        for hz in cfg.selective.frequencies_hz:
+            for strategy in STRATEGIES:
+                if (strategy, pooling, hz) in done:
+                    continue
+                row = sweep_point(arm, streams, strategy, pooling, hz, cfg, memo)
+                append_jsonl(rows_path, row)
+                log.info("%-8s %-5s %.2f Hz: %d decodes, CIDEr %.3f", strategy, pooling, row["rate_hz"], row["decodes"],
+                         row["cider"])
+    write_selective_outputs(out)
+    return read_jsonl(rows_path)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    run_selective(cfg, args.out, args.checkpoint)
+    log.info("report: %s", args.out / "selective_report.md")
+    return 0

@@ -1,0 +1,73 @@
+import json
+
+import numpy as np
+import pytest
+
+from experiments.cli import main
+from jepa_arm.selective_decoding import adaptive_segments, decode_points, nearest_decoded, uniform_segments
+from shared.streams import window_times
+from tests.conftest import SMOKE
+
+
+def planted_stream(lengths, dim=8, noise=0.05, seed=0):
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(len(lengths), dim))
+    return np.concatenate([m + noise * rng.normal(size=(n, dim)) for m, n in zip(means, lengths)])
+
+
+def test_adaptive_segments_find_planted_boundaries_and_stay_contiguous():
+    emb = planted_stream([5, 9, 3, 7])
+    assert adaptive_segments(emb, 4) == [(0, 5), (5, 14), (14, 17), (17, 24)]
+    assert uniform_segments(24, 4) == [(0, 6), (6, 12), (12, 18), (18, 24)]
+    for n in (1, 2, 7, 24, 30):  # any count: contiguous, covering, never more segments than windows
+        segs = adaptive_segments(emb, n)
+        assert segs[0][0] == 0 and segs[-1][1] == 24 and len(segs) == min(n, 24)
+        assert all(a < b and b == c for (a, b), (c, _) in zip(segs, segs[1:] + [(24, 24)]))
+
+
+def test_decode_points_exact_and_mean():
+    emb = np.arange(12, dtype=float).reshape(6, 2)
+    times = np.arange(6) * 0.5
+    t, e = decode_points([(0, 2), (2, 6)], emb, times, "exact")
+    assert t.tolist() == [0.0, 1.5] and e.tolist() == [[0, 1], [6, 7]]  # middle windows 0 and 3
+    _, e = decode_points([(0, 2), (2, 6)], emb, times, "mean")
+    assert e.tolist() == [[1, 2], [7, 8]]
+    with pytest.raises(ValueError, match="pooling"):
+        decode_points([(0, 6)], emb, times, "max")
+
+
+def test_annotations_match_the_nearest_decode():
+    assert nearest_decoded(np.array([1.0, 5.0, 9.0]), np.array([0.0, 2.9, 3.1, 8.0, 20.0])).tolist() == [0, 0, 1, 2, 2]
+
+
+def test_windows_cover_the_stream_inside_the_video():
+    centres, times = window_times(10.0, window_s=2.0, hop_s=0.5, frames=4)
+    assert len(centres) == 20 and times.shape == (20, 4)
+    assert times.min() >= 0 and times.max() < 10.0
+    assert np.allclose(times[10], centres[10] + np.array([-0.75, -0.25, 0.25, 0.75]))
+
+
+def test_selective_decoding_run_writes_results_and_resumes(tmp_path, cache_dir):
+    run = tmp_path / "train"
+    common = [f"cache_dir={cache_dir}", "train.milestones=[64]"]
+    assert main(["train", "-c", str(SMOKE), "--arm", "jepa", "-o", str(run), *common]) == 0
+    out = tmp_path / "sel"
+    args = ["selective-decoding", "-c", str(SMOKE), "-o", str(out), "--checkpoint", str(run), *common,
+            "selective.frequencies_hz=[1,0.25]"]
+    assert main(args) == 0
+    rows = [json.loads(l) for l in (out / "selective_decoding.jsonl").read_text().splitlines()]
+    assert {(r["strategy"], r["pooling"], r["target_hz"]) for r in rows} == {
+        (s, p, hz) for s in ("uniform", "adaptive") for p in ("exact", "mean") for hz in (1.0, 0.25)}
+    for r in rows:
+        assert r["annotations"] == 4 and r["cider"] >= 0
+        assert r["decodes"] == (16 if r["target_hz"] == 1.0 else 4)  # the smoke stream lasts 16.x s
+    meta = json.loads((out / "selective_meta.json").read_text())
+    assert meta["samples_seen"] == 64 and meta["windows"] == 33 and "decoder_ceiling_cider" in meta
+    for name in ("selective_report.md", "selective_decoding.png", "selective_decoding.pdf", "config.yaml"):
+        assert (out / name).is_file(), name
+    assert "| 0.25 | 4 |" in (out / "selective_report.md").read_text()
+
+    assert main(args) == 0  # resumes: nothing recomputed, nothing appended
+    assert [json.loads(l) for l in (out / "selective_decoding.jsonl").read_text().splitlines()] == rows
+    # a checkpoint trained under another config does not fit this one: refused with the differing key
+    assert main([*args[:4], str(tmp_path / "other"), *args[5:], "lm.hidden_size=32"]) == 2
