@@ -114,3 +114,22 @@ def test_streams_manifest(media):
     bad = write_manifest(media / "bad.jsonl", [{"id": "s", "media": "clip.mp4", "events": [{"caption": "x"}]}])
     with pytest.raises(ManifestError, match=r"bad.jsonl:1: event 0 needs a numeric 't'"):
         read_streams(bad)
+
+
+def test_stream_windows_read_from_a_manifest_video(media, smoke_cfg):
+    from shared.streams import load_streams, window_times
+
+    path = write_manifest(media / "streams.jsonl", [
+        {"id": "s", "media": "clip.mp4", "events": [{"t": 0.5, "caption": "dark"}, {"t": 1.5, "caption": "light"}]}])
+    clips = write_manifest(media / "m.jsonl", good_lines())
+    cfg = lambda streams: smoke_cfg("data.source=manifest", f"data.manifest.path={clips}", f"data.manifest.streams_path={streams}")
+    s, = load_streams(cfg(path))
+    assert s.duration == pytest.approx(2.0, abs=0.11) and s.events[1] == (1.5, "light")
+    _, times = window_times(s.duration, window_s=0.4, hop_s=1.0, frames=2)  # windows at 0.5 s and 1.5 s
+    frames = s.read_frames(times.reshape(-1), 16)
+    assert frames.shape == (4, 16, 16, 3)
+    assert frames[:2].mean() < frames[2:].mean()  # the clip brightens over time
+
+    (media / "still_stream.jsonl").write_text(json.dumps({"id": "x", "media": "still.png", "events": [{"t": 0, "caption": "c"}]}) + "\n")
+    with pytest.raises(MediaError, match=r"still_stream.jsonl:1: a stream's media must be a video"):
+        load_streams(cfg(media / "still_stream.jsonl"))
