@@ -78,7 +78,11 @@ def load_trained_arm(cfg: Config, out: Path, checkpoint: Path | None):
 
 
 def stream_features(stream, encoder, cfg: Config, cache: Path) -> tuple[np.ndarray, torch.Tensor]:
-    """Window centres and the frozen encoder's features of every window, cached per (encoder, windows)."""
+    """Window centres and the frozen encoder's features of every window, cached per (encoder, windows).
+
+    Overlapping windows share most of their frame times, and the encoder works per frame, so each
+    distinct frame is read and encoded once and the windows gather their frames' tokens.
+    """
     from safetensors.torch import load_file, save_file
 
     from shared.encoder import DTYPES
@@ -91,13 +95,14 @@ def stream_features(stream, encoder, cfg: Config, cache: Path) -> tuple[np.ndarr
     path = cache / f"{stream.id}-{key}.safetensors"
     if path.is_file():
         return centres, load_file(str(path))["features"]
-    size = cfg.encoder.image_size
+    size, chunk = cfg.encoder.image_size, cfg.encoder.batch_frames
+    unique, where = np.unique(times.round(6), return_inverse=True)
     parts = []
-    for start in progress_bar(range(0, len(times), s.batch_windows), desc=f"encode {stream.id}", unit="batch", leave=False):
-        chunk = times[start:start + s.batch_windows]
-        frames = stream.read_frames(chunk.reshape(-1), size).reshape(*chunk.shape, size, size, 3)
-        parts.append(encoder.encode_clips(frames).to(DTYPES[cfg.encoder.cache_dtype]))
-    feats = torch.cat(parts)
+    for start in progress_bar(range(0, len(unique), chunk), desc=f"encode {stream.id}", unit="batch", leave=False):
+        frames = stream.read_frames(unique[start:start + chunk], size)
+        parts.append(encoder.encode_frames(torch.from_numpy(np.ascontiguousarray(frames))).to(DTYPES[cfg.encoder.cache_dtype]))
+    per_frame = torch.cat(parts)  # [F, tokens_per_frame, dim]
+    feats = per_frame[torch.from_numpy(where.reshape(times.shape))].flatten(1, 2)  # [W, frames * tokens, dim]
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     save_file({"features": feats.contiguous()}, str(tmp))

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from experiments.cli import main
@@ -71,3 +72,21 @@ def test_selective_decoding_run_writes_results_and_resumes(tmp_path, cache_dir):
     assert [json.loads(l) for l in (out / "selective_decoding.jsonl").read_text().splitlines()] == rows
     # a checkpoint trained under another config does not fit this one: refused with the differing key
     assert main([*args[:4], str(tmp_path / "other"), *args[5:], "lm.hidden_size=32"]) == 2
+
+
+def test_window_features_gathered_from_distinct_frames_equal_per_window_encoding(tmp_path, smoke_cfg):
+    from experiments.selective_decoding import stream_features
+    from shared.encoder import FrozenEncoder
+    from shared.streams import load_streams
+
+    cfg = smoke_cfg()
+    stream = load_streams(cfg)[0]
+    encoder = FrozenEncoder(cfg.encoder)
+    centres, feats = stream_features(stream, encoder, cfg, tmp_path)
+    _, times = window_times(stream.duration, cfg.selective.window_s, cfg.selective.hop_s, cfg.data.frames)
+    size = cfg.encoder.image_size
+    direct = encoder.encode_clips(stream.read_frames(times.reshape(-1), size).reshape(*times.shape, size, size, 3))
+    assert feats.shape == direct.shape and len(centres) == len(feats)
+    assert torch.equal(feats, direct)
+    again = stream_features(stream, encoder, cfg, tmp_path)[1]  # from the cache file
+    assert torch.equal(again, feats) and len(list(tmp_path.glob("*.safetensors"))) == 1
