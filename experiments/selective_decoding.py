@@ -185,21 +185,28 @@ def run_selective(cfg: Config, out: Path, checkpoint: Path | None) -> list[dict]
     write_text_atomic(out / "config.yaml", dump_yaml(cfg))
     write_json_atomic(out / "versions.json", versions())
     arm, ckpt, state = load_trained_arm(cfg, out, checkpoint)
-    meta = {"arm": cfg.selective.arm, "checkpoint": str(ckpt.resolve()), "samples_seen": state.get("samples_seen")}
+    sources = load_streams(cfg)
+    if not sources:
+        raise ConfigError("no streams: set data.synthetic.streams > 0 or data.manifest.streams_path")
+    # what the rows already in --out depend on: resuming under another setup would mix two experiments
+    setup = {"arm": cfg.selective.arm, "checkpoint": str(ckpt.resolve()), "window_s": cfg.selective.window_s,
+             "hop_s": cfg.selective.hop_s, "frames": cfg.data.frames, "query": cfg.data.query,
+             "caption_max_tokens": cfg.eval.caption_max_tokens, "stream_ids": [st.id for st in sources]}
     meta_path, rows_path = out / "selective_meta.json", out / "selective_decoding.jsonl"
-    if meta_path.is_file() and read_json(meta_path)["checkpoint"] != meta["checkpoint"] and rows_path.exists():
-        raise ConfigError(f"{out}: holds results of another checkpoint ({read_json(meta_path)['checkpoint']}); "
-                          "use another --out")
+    if meta_path.is_file() and read_jsonl(rows_path):
+        old = read_json(meta_path).get("setup", {})
+        diff = sorted(k for k in setup if old.get(k) != setup[k])
+        if diff:
+            raise ConfigError(f"{out}: holds results of another setup (differs at {', '.join(diff)}); use another --out")
+    meta = {"setup": setup, "arm": setup["arm"], "checkpoint": setup["checkpoint"], "samples_seen": state.get("samples_seen")}
 
     t0 = time.perf_counter()
     encoder = FrozenEncoder(cfg.encoder)
     streams = []
-    for st in load_streams(cfg):
+    for st in sources:
         centres, feats = stream_features(st, encoder, cfg, out / "stream_features")
         streams.append({"id": st.id, "duration": st.duration, "events": st.events, "centres": centres,
                         "embeddings": embed_windows(arm, feats, cfg)})
-    if not streams:
-        raise ConfigError("no streams: set data.synthetic.streams > 0 or data.manifest.streams_path")
     meta.update(streams=len(streams), windows=sum(len(s["centres"]) for s in streams),
                 annotations=sum(len(s["events"]) for s in streams), video_s=sum(s["duration"] for s in streams),
                 window_s=cfg.selective.window_s, hop_s=cfg.selective.hop_s, embed_s=round(time.perf_counter() - t0, 1))

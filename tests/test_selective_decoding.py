@@ -48,7 +48,7 @@ def test_windows_cover_the_stream_inside_the_video():
     assert np.allclose(times[10], centres[10] + np.array([-0.75, -0.25, 0.25, 0.75]))
 
 
-def test_selective_decoding_run_writes_results_and_resumes(tmp_path, cache_dir):
+def test_selective_decoding_run_writes_results_and_resumes(tmp_path, cache_dir, capsys):
     run = tmp_path / "train"
     common = [f"cache_dir={cache_dir}", "train.milestones=[64]"]
     assert main(["train", "-c", str(SMOKE), "--arm", "jepa", "-o", str(run), *common]) == 0
@@ -70,8 +70,13 @@ def test_selective_decoding_run_writes_results_and_resumes(tmp_path, cache_dir):
 
     assert main(args) == 0  # resumes: nothing recomputed, nothing appended
     assert [json.loads(l) for l in (out / "selective_decoding.jsonl").read_text().splitlines()] == rows
+    # the same --out under another setup is refused, naming what differs
+    capsys.readouterr()
+    assert main([*args, "selective.hop_s=0.25"]) == 2
+    assert "another setup (differs at hop_s)" in capsys.readouterr().err
     # a checkpoint trained under another config does not fit this one: refused with the differing key
     assert main([*args[:4], str(tmp_path / "other"), *args[5:], "lm.hidden_size=32"]) == 2
+    assert "lm.hidden_size" in capsys.readouterr().err
 
 
 def test_window_features_gathered_from_distinct_frames_equal_per_window_encoding(tmp_path, smoke_cfg):
