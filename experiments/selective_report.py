@@ -43,7 +43,8 @@ def selective_markdown(rows: list[dict], meta: dict) -> str:
         "(one reference each).",
     ]
     if ceiling is not None:
-        lines.append(f"- Y-decoder ceiling (decoding the annotations' own text embeddings): CIDEr {ceiling:.3f}.")
+        lines.append(f"- Y-decoder ceiling (decoding the annotations' own text embeddings): CIDEr {ceiling:.3f} "
+                     "(CIDEr-D gives 10 to a verbatim match).")
     lines += ["", "| target Hz | decodes | " + " | ".join(f"{s} {p}" for p in ("exact", "mean") for s in ("uniform", "adaptive")) + " |",
               "|---:|---:|" + "---:|" * 4]
     by = {(r["strategy"], r["pooling"], r["target_hz"]): r for r in rows}
@@ -59,8 +60,9 @@ def selective_markdown(rows: list[dict], meta: dict) -> str:
               "(a lower bound of the saving; the paper: adaptive at 0.35 Hz matches uniform at 1 Hz, 2.85x).", ""]
     for pooling in sorted({r["pooling"] for r in rows}):
         for d in decodes_saved(rows, pooling):
-            saved = (f"adaptive {d['adaptive_hz']:.3f} Hz, {d['fewer_decodes']:.2f}x fewer decodes"
-                     if d["adaptive_hz"] else "not reached by any adaptive rate measured")
+            r = d["fewer_decodes"]
+            saved = ("not reached by any adaptive rate measured" if r is None else
+                     f"adaptive {d['adaptive_hz']:.3f} Hz, " + (f"{r:.2f}x fewer decodes" if r >= 1 else f"{1 / r:.2f}x more decodes"))
             lines.append(f"- {pooling}: uniform {d['uniform_hz']:.3f} Hz (CIDEr {d['uniform_cider']:.3f}) → {saved}")
     lines += ["", "![selective decoding](selective_decoding.png)", ""]
     ex = next((r["examples"] for r in rows if r["strategy"] == "adaptive"), [])
@@ -73,5 +75,5 @@ def write_selective_outputs(out: Path) -> None:
     from plots.selective import selective_figure
 
     rows, meta = read_jsonl(out / "selective_decoding.jsonl"), read_json(out / "selective_meta.json")
-    selective_figure(rows, out, meta.get("decoder_ceiling_cider"))
+    selective_figure(rows, out, meta.get("decoder_ceiling_cider"), meta["annotations"] / meta["video_s"])
     write_text_atomic(out / "selective_report.md", selective_markdown(rows, meta))
