@@ -157,7 +157,8 @@ def test_sonar_encoder_and_decoder_load_from_tiny_random_configs(smoke_prepared,
 
 
 def test_embeddinggemma_loader_builds_from_a_tiny_sentence_transformer(smoke_prepared, tmp_path):
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as models
     from transformers import Gemma3TextConfig, Gemma3TextModel
 
     from jepa_arm.config import YEncoderConfig
