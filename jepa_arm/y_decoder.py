@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import nn
-from shared.progress import progress_bar
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from jepa_arm.config import YDecoderConfig
+from shared.progress import progress_bar
 from shared.runinfo import write_json_atomic
 
 log = logging.getLogger(__name__)

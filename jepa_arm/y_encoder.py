@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from shared.progress import progress_bar
 
 from jepa_arm.config import YEncoderConfig
+from shared.progress import progress_bar
 from shared.tensor_store import ShardStore
 
 # Published architectures, for meta-device parameter counts without any download.

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from shared.progress import progress_bar
 
 from shared.data import ClipRecord
 from shared.encoder import DTYPES, FrozenEncoder
+from shared.progress import progress_bar
 from shared.tensor_store import ShardStore
 
 log = logging.getLogger(__name__)

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from shared.progress import progress_bar
 
 from shared.arm import Arm, Batch, build_arm
 from shared.checkpoint import (TrainState, find_resume, load_resume, milestone_dir, save_resume, save_weights)
 from shared.config import Config, ConfigError, dump_yaml, to_dict, training_view
 from shared.data import TrainOrder
 from shared.pipeline import Prepared
+from shared.progress import progress_bar
 from shared.runinfo import append_jsonl, read_json, read_jsonl, versions, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
