@@ -49,13 +49,12 @@ def test_windows_cover_the_stream_inside_the_video():
 
 
 def test_selective_decoding_run_writes_results_and_resumes(tmp_path, cache_dir, capsys):
-    run = tmp_path / "train"
-    common = [f"cache_dir={cache_dir}", "train.milestones=[64]"]
-    assert main(["train", "-c", str(SMOKE), "--arm", "jepa", "-o", str(run), *common]) == 0
     out = tmp_path / "sel"
-    args = ["selective-decoding", "-c", str(SMOKE), "-o", str(out), "--checkpoint", str(run), *common,
+    args = ["selective-decoding", "-c", str(SMOKE), "-o", str(out), f"cache_dir={cache_dir}", "train.milestones=[64]",
             "selective.frequencies_hz=[1,0.25]"]
-    assert main(args) == 0
+    assert main(args) == 0  # no --checkpoint: trains the JEPA arm into OUT/runs/jepa/seed0 first
+    run = out / "runs" / "jepa" / "seed0"
+    assert (run / "checkpoints" / "samples_0000000064" / "model.safetensors").is_file()
     rows = [json.loads(l) for l in (out / "selective_decoding.jsonl").read_text().splitlines()]
     assert {(r["strategy"], r["pooling"], r["target_hz"]) for r in rows} == {
         (s, p, hz) for s in ("uniform", "adaptive") for p in ("exact", "mean") for hz in (1.0, 0.25)}
@@ -74,8 +73,14 @@ def test_selective_decoding_run_writes_results_and_resumes(tmp_path, cache_dir, 
     capsys.readouterr()
     assert main([*args, "selective.hop_s=0.25"]) == 2
     assert "another setup (differs at hop_s)" in capsys.readouterr().err
+    # an explicit checkpoint (a run folder: its last milestone) gives the same results in another --out
+    other = tmp_path / "from-checkpoint"
+    assert main([*args[:4], str(other), *args[5:], "--checkpoint", str(run)]) == 0
+    assert [json.loads(l)["cider"] for l in (other / "selective_decoding.jsonl").read_text().splitlines()] == \
+        [r["cider"] for r in rows]
     # a checkpoint trained under another config does not fit this one: refused with the differing key
-    assert main([*args[:4], str(tmp_path / "other"), *args[5:], "lm.hidden_size=32"]) == 2
+    capsys.readouterr()
+    assert main([*args[:4], str(tmp_path / "other"), *args[5:], "--checkpoint", str(run), "lm.hidden_size=32"]) == 2
     assert "lm.hidden_size" in capsys.readouterr().err
 
 
