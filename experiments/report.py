@@ -27,11 +27,22 @@ PAPER = [
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("report", help="redraw figures, control audit and report.md of a sample-efficiency run",
-                       description="Rebuild DIR's figures, control audit and report.md from its result files "
-                                   "(metrics.jsonl, baselines.json, runs/*/config.yaml); no model is loaded.")
-    p.add_argument("--out", "-o", required=True, type=Path, help="a sample-efficiency output directory")
-    p.set_defaults(run=lambda args: write_outputs(args.out) and 0)
+    p = sub.add_parser("report", help="redraw the figures and report of a sample-efficiency or selective-decoding run",
+                       description="Rebuild DIR's figures and report from its result files only (sample-efficiency: "
+                                   "metrics.jsonl, baselines.json, runs/*/config.yaml -> report.md and control audit; "
+                                   "selective-decoding: selective_decoding.jsonl -> selective_report.md); no model is loaded.")
+    p.add_argument("--out", "-o", required=True, type=Path, help="a sample-efficiency or selective-decoding output directory")
+    p.set_defaults(run=redraw)
+
+
+def redraw(args: argparse.Namespace) -> int:
+    from experiments.selective_report import write_selective_outputs
+
+    if (args.out / "selective_decoding.jsonl").is_file() and not (args.out / "metrics.jsonl").is_file():
+        write_selective_outputs(args.out)
+    else:
+        write_outputs(args.out)
+    return 0
 
 
 def _fmt(x, pct=False, nd=3):

@@ -67,6 +67,10 @@ def test_selective_decoding_run_writes_results_and_resumes(tmp_path, cache_dir, 
         assert (out / name).is_file(), name
     assert "| 0.25 | 4 |" in (out / "selective_report.md").read_text()
 
+    (out / "selective_report.md").unlink()
+    assert main(["report", "--out", str(out)]) == 0  # redrawn from the files alone
+    assert "| 0.25 | 4 |" in (out / "selective_report.md").read_text()
+
     assert main(args) == 0  # resumes: nothing recomputed, nothing appended
     assert [json.loads(l) for l in (out / "selective_decoding.jsonl").read_text().splitlines()] == rows
     # the same --out under another setup is refused, naming what differs
