@@ -40,6 +40,8 @@ def test_latency_json_schema_and_stages_add_up(tmp_path, cache_dir):
         assert stages["encoder_predictor"]["mean_ms"] >= arm["x_encoder_in_stage_ms"]
     s = r["streaming"]["jepa"]
     assert s["caption_ms"] > s["embed_ms"] > 0 and s["caption_over_embed"] > 1
+    assert s["new_frames_per_hop"] == 1  # smoke: 4 frames per 2 s window, a 0.5 s hop
+    assert s["embed_ms_overlapping"] > s["embed_ms_cached_frames"]  # plus the new frames' encoding
     t = r["training"]
     assert set(t["arms"]) == {"jepa", "vlm"} and t["peak_flops"]["bfloat16"] > 0
     for a in t["arms"].values():
