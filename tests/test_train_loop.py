@@ -102,3 +102,29 @@ def test_schedule_warms_up_then_decays(smoke_cfg):
     f = [lr_factor(s, 100, cfg) for s in range(100)]
     assert f[0] < f[5] < f[9] == pytest.approx(1.0)
     assert f[50] < f[20] and f[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_two_processes_train_like_one(tmp_path, cache_dir):
+    """The effective batch is split over processes (gloo on CPU) instead of accumulated: same samples,
+    same losses, same weights up to the all-reduce's float rounding."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, SMOKE
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["-m", "experiments", "train", "-c", str(SMOKE), "--arm", "jepa", f"cache_dir={cache_dir}",
+            "train.mixed_precision=no"]
+    one = [sys.executable, *args, "-o", str(tmp_path / "one")]
+    two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args,
+           "-o", str(tmp_path / "two")]
+    for cmd in (one, two):
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    logs = [[json.loads(l) for l in (tmp_path / d / "train_log.jsonl").read_text().splitlines()] for d in ("one", "two")]
+    assert len(logs[1]) == len(logs[0]) == 4  # written once, by the main process
+    for a, b in zip(*logs):
+        assert a["samples_seen"] == b["samples_seen"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    a, b = weights(tmp_path / "one", 256), weights(tmp_path / "two", 256)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
