@@ -141,9 +141,10 @@ def sweep_point(arm, streams: list[dict], strategy: str, pooling: str, hz: float
     ``memo`` keeps decoded texts by (stream, segment, pooling) across sweep points: at high rates
     both strategies pick the same one-window segments, whose exact and mean embeddings coincide.
     """
-    memo = {} if memo is None else memo
     from jepa_arm.selective_decoding import decode_points, nearest_decoded, segments_for
     from shared.metrics import cider
+
+    memo = {} if memo is None else memo
 
     t0 = time.perf_counter()
     points, keys = [], []
@@ -198,7 +199,7 @@ def run_selective(cfg: Config, out: Path, checkpoint: Path | None) -> list[dict]
         diff = sorted(k for k in setup if old.get(k) != setup[k])
         if diff:
             raise ConfigError(f"{out}: holds results of another setup (differs at {', '.join(diff)}); use another --out")
-    meta = {"setup": setup, "arm": setup["arm"], "checkpoint": setup["checkpoint"], "samples_seen": state.get("samples_seen")}
+    meta = {"setup": setup, "samples_seen": state.get("samples_seen")}
 
     t0 = time.perf_counter()
     encoder = FrozenEncoder(cfg.encoder)
@@ -209,7 +210,7 @@ def run_selective(cfg: Config, out: Path, checkpoint: Path | None) -> list[dict]
                         "embeddings": embed_windows(arm, feats, cfg)})
     meta.update(streams=len(streams), windows=sum(len(s["centres"]) for s in streams),
                 annotations=sum(len(s["events"]) for s in streams), video_s=sum(s["duration"] for s in streams),
-                window_s=cfg.selective.window_s, hop_s=cfg.selective.hop_s, embed_s=round(time.perf_counter() - t0, 1))
+                embed_s=round(time.perf_counter() - t0, 1))
     captions = [c for s in streams for _, c in s["events"]]
     ceiling = arm.reconstruct_texts(captions, cfg.eval.caption_max_tokens)
     if ceiling is not None:  # decoding the annotations' own text embeddings: what a perfect predictor would get

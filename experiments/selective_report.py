@@ -27,18 +27,18 @@ def decodes_saved(rows: list[dict], pooling: str) -> list[dict]:
 def equal_rate_gain(rows: list[dict], pooling: str) -> float:
     by = {(r["strategy"], r["target_hz"]): r for r in rows if r["pooling"] == pooling}
     gains = [by[("adaptive", hz)]["cider"] - u["cider"] for (s, hz), u in by.items()
-             if s == "uniform" and ("adaptive", hz) in by and u["decodes"] > u.get("streams", 1)]
+             if s == "uniform" and ("adaptive", hz) in by and u["decodes"] > u["streams"]]
     return sum(gains) / len(gains) if gains else float("nan")
 
 
 def selective_markdown(rows: list[dict], meta: dict) -> str:
-    ceiling = meta.get("decoder_ceiling_cider")
+    ceiling, setup = meta.get("decoder_ceiling_cider"), meta["setup"]
     lines = [
         "# Selective decoding of long streams",
         "",
-        f"- Arm `{meta['arm']}`, checkpoint `{meta['checkpoint']}` ({meta.get('samples_seen')} samples seen).",
+        f"- Arm `{setup['arm']}`, checkpoint `{setup['checkpoint']}` ({meta.get('samples_seen')} samples seen).",
         f"- {meta['streams']} streams, {meta['video_s']:.0f} s of video, {meta['annotations']} timestamped annotations; "
-        f"one embedding per {meta['hop_s']} s ({meta['windows']} windows of {meta['window_s']} s).",
+        f"one embedding per {setup['hop_s']} s ({meta['windows']} windows of {setup['window_s']} s).",
         "- Each annotation is matched to the decoded text nearest in time; score = corpus CIDEr over all pairs "
         "(one reference each).",
     ]
