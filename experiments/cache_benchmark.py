@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from shared.config import load_config
+from shared.precision import announce
 from shared.runinfo import versions, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def add_parser(sub) -> None:
 
 
 def timed_steps(arm, opt, cfg, batches, visual_fn) -> float:
-    from shared.evaluate import autocast_for
+    from shared.precision import autocast_for
 
     start = time.perf_counter()
     for batch in batches:
@@ -48,12 +49,14 @@ def timed_steps(arm, opt, cfg, batches, visual_fn) -> float:
 def run(args: argparse.Namespace) -> int:
     from shared.data import TrainOrder
     from shared.encoder import FrozenEncoder
+    from shared.optim import build_optimizer
     from shared.pipeline import prepare
     from shared.train_loop import build_seeded_arm, make_batch
 
     cfg = load_config(args.config, args.overrides)
+    announce(cfg)
     prepared = prepare(cfg, splits=("train",))
-    encoder = FrozenEncoder(cfg.encoder)
+    encoder = FrozenEncoder.from_config(cfg)
     records = prepared.dataset.split("train")
     order = TrainOrder(cfg.seed, [len(r.captions) for r in records])
     mb = cfg.train.micro_batch
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         arm = build_seeded_arm(prepared, name)
         arm.prepare_training()
         arm.train()
-        opt = torch.optim.AdamW([p for p in arm.parameters() if p.requires_grad], lr=cfg.train.lr)
+        opt = build_optimizer(arm, cfg)  # the optimizer training runs, so the step times compare
         timed_steps(arm, opt, cfg, batches()[:2], lambda b: b.visual)  # warm-up
         cached = timed_steps(arm, opt, cfg, batches(), lambda b: b.visual)
         fly = timed_steps(arm, opt, cfg, batches(), on_the_fly)

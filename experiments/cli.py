@@ -28,8 +28,8 @@ def setup_logging(out_dir: Path | None = None, verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def add_config_args(p: argparse.ArgumentParser, out: bool = True) -> None:
-    p.add_argument("--config", "-c", required=True, help="YAML preset, e.g. experiments/configs/default.yaml")
+def add_config_args(p: argparse.ArgumentParser, out: bool = True, config_required: bool = True) -> None:
+    p.add_argument("--config", "-c", required=config_required, help="YAML preset, e.g. experiments/configs/default.yaml")
     if out:
         p.add_argument("--out", "-o", required=True, type=Path, help="run directory (created; resumed if it exists)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys)")

@@ -1,4 +1,6 @@
-"""``describe``: the resolved config and each arm's parameter counts, built on the meta device."""
+"""``describe``: the resolved config and each arm's parameter counts, built on the meta device;
+``--hardware``: what this machine computes fast, and the precision ``auto`` picks here
+(experiments/hardware.py)."""
 from __future__ import annotations
 
 import argparse
@@ -9,17 +11,23 @@ import yaml
 
 from shared.arm import build_arm
 from shared.config import load_config, to_dict
+from shared.precision import decision
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("describe", help="resolved config and per-arm parameter counts (no weights needed)",
+    p = sub.add_parser("describe", help="resolved config and per-arm parameter counts (no weights needed); --hardware",
                        description="Print the resolved config and, for every arm, its total and trainable "
                                    "parameters. Models are built on the meta device, so paper.yaml needs no "
-                                   "weights, no hub and no GPU.")
+                                   "weights, no hub and no GPU. --hardware (config optional) prints this machine's "
+                                   "bf16 capability flags, measured fp32 and bf16 matmul GFLOP/s, and the precision "
+                                   "train.mixed_precision=auto resolves to here; with --config also each arm's "
+                                   "training step time under fp32 and under bf16, measured in the same process.")
     from experiments.cli import add_config_args
 
-    add_config_args(p, out=False)
+    add_config_args(p, out=False, config_required=False)
     p.add_argument("--json", action="store_true", help='machine-readable: {"arms": {...}, "config": {...}}')
+    p.add_argument("--hardware", action="store_true",
+                   help="one screen on this machine: capability flags, measured matmul GFLOP/s, the precision chosen")
     p.set_defaults(run=run)
 
 
@@ -35,7 +43,7 @@ def describe(cfg) -> dict:
 
         tokenizer = load_tokenizer(cfg, tokenizer_corpus(cfg, build_dataset(cfg)))
     meta = torch.device("meta")
-    encoder = FrozenEncoder(cfg.encoder, device=meta)
+    encoder = FrozenEncoder.from_config(cfg, device=meta)
     ctx = ArmContext(cfg=cfg, tokenizer=tokenizer, visual_dim=encoder.dim,
                      visual_tokens=encoder.tokens_per_clip(cfg.data.frames), device=meta)
     arms = {}
@@ -46,11 +54,22 @@ def describe(cfg) -> dict:
         "encoder": {"model": cfg.encoder.model, "total_params": sum(p.numel() for p in encoder.model.parameters()),
                     "trainable_params": 0, "tokens_per_clip": ctx.visual_tokens, "dim": encoder.dim},
         "config": to_dict(cfg),
+        "precision": decision(cfg),
     }
 
 
 def run(args: argparse.Namespace) -> int:
+    from shared.config import ConfigError
+
+    if args.config is None and not args.hardware:
+        raise ConfigError("describe: --config is required (only --hardware runs without one)")
     cfg = load_config(args.config, args.overrides)
+    if args.hardware:
+        from experiments.hardware import hardware, hardware_text
+
+        h = hardware(cfg, step_arms=args.config is not None)
+        print(json.dumps(h, indent=2) if args.json else hardware_text(h))
+        return 0
     info = describe(cfg)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -62,4 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if len(info["arms"]) >= 2:
         (a, ca), (b, cb) = list(info["arms"].items())[:2]
         print(f"trainable ratio {a}/{b}: {ca['trainable_params'] / max(1, cb['trainable_params']):.3f}")
+    p = info["precision"]
+    print(f"precision on this machine: {p['resolved']} (train.mixed_precision={p['requested']}: {p['reason']}); "
+          "describe --hardware measures it")
     return 0

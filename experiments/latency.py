@@ -9,7 +9,6 @@ measured matmul peak, all measured in the same run.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import platform
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 
 from shared.config import load_config
+from shared.precision import announce
 from shared.runinfo import versions, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def preload_video(prepared, frames: int):
 
 
 def arm_inference(prepared, encoder, name: str, video, window, device) -> dict:
-    from shared.evaluate import autocast_for
+    from shared.precision import autocast_for
     from shared.latency import summarize, time_stages
     from shared.train_loop import build_seeded_arm
 
@@ -98,7 +98,8 @@ def arm_inference(prepared, encoder, name: str, video, window, device) -> dict:
 
 def arm_training(prepared, name: str, steps: int, device, peak: float) -> dict:
     from shared.arm import Batch
-    from shared.evaluate import autocast_for
+    from shared.optim import build_optimizer
+    from shared.precision import autocast_for
     from shared.latency import count_flops
     from shared.train_loop import build_seeded_arm
 
@@ -107,7 +108,7 @@ def arm_training(prepared, name: str, steps: int, device, peak: float) -> dict:
     arm = build_seeded_arm(prepared, name, device)
     arm.prepare_training()
     arm.train()
-    opt = torch.optim.AdamW(arm.param_groups(t.lr, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2))
+    opt = build_optimizer(arm, cfg)
     records = prepared.dataset.split("train")[: t.micro_batch]
     g = torch.Generator().manual_seed(0)
     batch = Batch(ids=[r.id for r in records], queries=[cfg.data.query] * len(records),
@@ -163,9 +164,10 @@ def profile_steps(step, n: int) -> list[dict]:
 
 def run_latency(cfg, out: Path, train_steps: int) -> dict:
     from plots.latency import latency_figure
-    from shared.encoder import DTYPES, FrozenEncoder
-    from shared.latency import matmul_peak, summarize, time_stages
+    from shared.encoder import FrozenEncoder
+    from shared.latency import summarize, time_stages
     from shared.pipeline import prepare
+    from shared.precision import DTYPE_NAMES, decision, matmul_gflops
 
     out.mkdir(parents=True, exist_ok=True)
     from accelerate import PartialState
@@ -173,11 +175,13 @@ def run_latency(cfg, out: Path, train_steps: int) -> dict:
     device = PartialState().device  # whatever accelerate gives this process: CPU here, CUDA elsewhere
     torch.set_num_threads(cfg.train.threads or torch.get_num_threads())
     prepared = prepare(cfg, splits=())
-    encoder = FrozenEncoder(cfg.encoder).to(device)
+    encoder = FrozenEncoder.from_config(cfg).to(device)
     video = preload_video(prepared, cfg.latency.frames)
     window = preload_video(prepared, cfg.data.frames)
-    train_dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(cfg.train.mixed_precision, "float32")
-    result = {"device": str(device), "dtype": train_dtype, "encoder_dtype": cfg.encoder.dtype,
+    precision = decision(cfg, device)
+    train_dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(precision["resolved"], "float32")
+    result = {"device": str(device), "dtype": train_dtype, "encoder_dtype": precision["encoder_dtype"],
+              "precision": precision,
               "threads": torch.get_num_threads(), "frames": cfg.latency.frames, "repeats": cfg.latency.repeats,
               "caption_tokens": cfg.latency.caption_tokens, "cpu": platform.processor() or platform.machine(),
               "versions": versions(), "arms": {}}
@@ -190,12 +194,13 @@ def run_latency(cfg, out: Path, train_steps: int) -> dict:
         result["arms"][name] = arm_inference(prepared, encoder, name, video, window, device)
     result["streaming"] = streaming_summary(result["arms"])
     if train_steps > 0:
-        peak = {d: matmul_peak(DTYPES[d], device) for d in ("float32", "bfloat16")}
+        # both peaks for the record; MFU divides by the peak of the dtype that actually runs
+        peak = {d: matmul_gflops(DTYPE_NAMES[d], device) for d in dict.fromkeys(("float32", "bfloat16", train_dtype))}
         training = {"peak_flops": peak, "peak_dtype": train_dtype, "steps": train_steps, "arms": {}}
         for name in cfg.arms:
             log.info("throughput: %s, %d steps of %d samples", name, train_steps, cfg.train.micro_batch)
             training["arms"][name] = arm_training(prepared, name, train_steps, device,
-                                                  peak.get(train_dtype, peak["float32"]))
+                                                  peak[train_dtype])
         names = list(training["arms"])
         if len(names) >= 2:
             a, b = names[:2]
@@ -249,8 +254,10 @@ def latency_markdown(r: dict) -> str:
     if r.get("training"):
         t = r["training"]
         L += ["", "## Training throughput", "",
-              f"Measured matmul peak: {t['peak_flops']['bfloat16'] / 1e9:.0f} GFLOP/s bf16, "
-              f"{t['peak_flops']['float32'] / 1e9:.0f} GFLOP/s fp32 (2048² products).", "",
+              f"Measured matmul peak: {t['peak_flops']['bfloat16'] / 1e9:.1f} GFLOP/s bf16, "
+              f"{t['peak_flops']['float32'] / 1e9:.1f} GFLOP/s fp32; training ran in {t['peak_dtype']} "
+              f"({r['precision']['requested']}: {r['precision']['reason']}), so MFU is against the "
+              f"{t['peak_dtype']} peak.", "",
               "| arm | samples/s | tokens/s | GFLOP per step | achieved GFLOP/s | MFU |", "|---|---:|---:|---:|---:|---:|"]
         for name, a in t["arms"].items():
             L.append(f"| {name} | {a['samples_per_s']:.1f} | {a['tokens_per_s']:.0f} | {a['flops_per_step'] / 1e9:.2f} | "
@@ -266,6 +273,7 @@ def latency_markdown(r: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     overrides = (RANDOM_WEIGHTS if args.random_weights else []) + list(args.overrides)
     cfg = load_config(args.config, overrides)
+    announce(cfg)
     result = run_latency(cfg, args.out, args.train_steps)
     for name, a in result["arms"].items():
         log.info("%s: %s total %.1f ms", name, ", ".join(f"{k} {v['mean_ms']:.1f}" for k, v in a["stages"].items()), a["total_ms"])

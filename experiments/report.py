@@ -135,6 +135,13 @@ def write_outputs(out: Path) -> bool:
     return True
 
 
+def _precision(cfg, summary) -> str:
+    p = summary.get("precision")
+    if not p:  # a run from before precision was recorded
+        return cfg["train"]["mixed_precision"]
+    return f"{p['resolved']} (train.mixed_precision={p['requested']}: {p['reason']})"
+
+
 def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, milestones) -> str:
     d = cfg["data"]
     data_desc = (f"synthetic benchmark: {d['synthetic']['train_clips']} train / {d['synthetic']['test_clips']} test clips, "
@@ -148,7 +155,7 @@ def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, mi
          + ("" if cfg["encoder"]["weights"] else " (seeded random init: no pretrained weights offline)") + ".",
          f"- Base LM: {'`' + cfg['lm']['weights'] + '`' if cfg['lm']['weights'] else 'Llama architecture, ' + str(cfg['lm']['num_layers']) + ' layers, width ' + str(cfg['lm']['hidden_size']) + ', seeded random init'}.",
          f"- Training: effective batch {cfg['train']['effective_batch']}, lr {cfg['train']['lr']} ({cfg['train']['schedule']}), "
-         f"{cfg['train']['mixed_precision']}, milestones {', '.join(f'{m:,}' for m in milestones)} samples; seeds {seeds}.",
+         f"precision {_precision(cfg, summary)}, milestones {', '.join(f'{m:,}' for m in milestones)} samples; seeds {seeds}.",
          f"- Evaluation: {base.get('eval_clips', '?')} clips of the `{cfg['eval']['split']}` split"
          + (f" of {len(base['sets'])} sets ({', '.join(base['sets'])}), metrics averaged over sets" if "sets" in base else "")
          + "; corpus CIDEr-D "

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from shared.config import ConfigError, Config, dump_yaml, load_config, split_sweeps
+from shared.precision import announce
 from shared.runinfo import append_jsonl, read_jsonl, versions, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def run_comparison(cfg: Config, out: Path) -> list[dict]:
     write_json_atomic(out / "versions.json", versions())
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"phases": {}}
+    summary["precision"] = announce(cfg)  # each run's config.yaml holds the resolved value
     start = time.perf_counter()
 
     t = time.perf_counter()

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from shared.config import Config, ConfigError, dump_yaml, load_config
+from shared.precision import announce
 from shared.runinfo import append_jsonl, read_json, read_jsonl, versions, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def load_trained_arm(cfg: Config, out: Path, checkpoint: Path | None):
         prepared = prepare(cfg, splits=())
         ckpt, run_dir = resolve_checkpoint(checkpoint)
         if run_dir is not None:  # the checkpoint must be of this config's arm, or the weights won't fit
-            check_same_config(run_dir, cfg, name)
+            check_same_config(run_dir, cfg, name, evaluating=True)
     weights, state = load_weights(ckpt)
     arm = build_seeded_arm(prepared, name)
     if not arm.supports_embed:
@@ -85,7 +86,7 @@ def stream_features(stream, encoder, cfg: Config, cache: Path) -> tuple[np.ndarr
     """
     from safetensors.torch import load_file, save_file
 
-    from shared.encoder import DTYPES
+    from shared.precision import DTYPE_NAMES
     from shared.progress import progress_bar
     from shared.streams import window_times
 
@@ -100,7 +101,7 @@ def stream_features(stream, encoder, cfg: Config, cache: Path) -> tuple[np.ndarr
     parts = []
     for start in progress_bar(range(0, len(unique), chunk), desc=f"encode {stream.id}", unit="batch", leave=False):
         frames = stream.read_frames(unique[start:start + chunk], size)
-        parts.append(encoder.encode_frames(torch.from_numpy(np.ascontiguousarray(frames))).to(DTYPES[cfg.encoder.cache_dtype]))
+        parts.append(encoder.encode_frames(torch.from_numpy(np.ascontiguousarray(frames))).to(DTYPE_NAMES[cfg.encoder.cache_dtype]))
     per_frame = torch.cat(parts)  # [F, tokens_per_frame, dim]
     feats = per_frame[torch.from_numpy(where.reshape(times.shape))].flatten(1, 2)  # [W, frames * tokens, dim]
     cache.mkdir(parents=True, exist_ok=True)
@@ -112,7 +113,7 @@ def stream_features(stream, encoder, cfg: Config, cache: Path) -> tuple[np.ndarr
 
 @torch.no_grad()
 def embed_windows(arm, feats: torch.Tensor, cfg: Config) -> np.ndarray:
-    from shared.evaluate import autocast_for
+    from shared.precision import autocast_for
 
     out = []
     for start in range(0, len(feats), cfg.selective.batch_windows):
@@ -124,7 +125,7 @@ def embed_windows(arm, feats: torch.Tensor, cfg: Config) -> np.ndarray:
 
 @torch.no_grad()
 def decode(arm, embeddings: np.ndarray, cfg: Config) -> list[str]:
-    from shared.evaluate import autocast_for
+    from shared.precision import autocast_for
 
     texts = []
     for start in range(0, len(embeddings), cfg.eval.batch_size):
@@ -202,7 +203,7 @@ def run_selective(cfg: Config, out: Path, checkpoint: Path | None) -> list[dict]
     meta = {"setup": setup, "samples_seen": state.get("samples_seen")}
 
     t0 = time.perf_counter()
-    encoder = FrozenEncoder(cfg.encoder)
+    encoder = FrozenEncoder.from_config(cfg)
     streams = []
     for st in sources:
         centres, feats = stream_features(st, encoder, cfg, out / "stream_features")
@@ -236,6 +237,7 @@ def run_selective(cfg: Config, out: Path, checkpoint: Path | None) -> list[dict]
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
+    announce(cfg)
     run_selective(cfg, args.out, args.checkpoint)
     log.info("report: %s", args.out / "selective_report.md")
     return 0

@@ -5,6 +5,7 @@ import argparse
 import logging
 
 from shared.config import load_config
+from shared.precision import announce
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from shared.train_loop import train_arm
 
     cfg = load_config(args.config, args.overrides)
+    announce(cfg)
     if args.arm not in cfg.arm:
         raise ConfigError(f"--arm: unknown arm {args.arm!r}; registered: {sorted(cfg.arm)}")
     prepared = prepare(cfg, splits=("train",))

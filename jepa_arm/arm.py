@@ -127,7 +127,8 @@ class JepaArm(Arm):
             space.update(self.y_head.weight.detach().float().numpy().tobytes())
         decoder, self.decoder_meta = load_or_train(
             dim, self.tokenizer, dc, space.hexdigest()[:16],
-            self.ctx.train_captions, self.embed_texts, self.cfg.cache_path, self.cfg.lm.attn_implementation)
+            self.ctx.train_captions, self.embed_texts, self.cfg.cache_path, self.cfg.lm.attn_implementation,
+            self.cfg.train.mixed_precision)
         self._set_decoder(decoder)
 
     def _set_decoder(self, decoder: nn.Module) -> None:

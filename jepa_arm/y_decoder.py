@@ -22,6 +22,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from jepa_arm.config import YDecoderConfig
+from shared.precision import autocast, resolve
 from shared.progress import progress_bar
 from shared.runinfo import write_json_atomic
 
@@ -75,8 +76,10 @@ class TrainedDecoder(nn.Module):
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
-def fit(decoder: TrainedDecoder, embeddings: torch.Tensor, captions: list[str], progress: bool = True) -> list[float]:
-    """Text-only training: reconstruct each caption from its (noised) embedding."""
+def fit(decoder: TrainedDecoder, embeddings: torch.Tensor, captions: list[str], progress: bool = True,
+        precision: str = "auto") -> list[float]:
+    """Text-only training: reconstruct each caption from its (noised) embedding, under the run's
+    precision (``train.mixed_precision``)."""
     cfg = decoder.cfg
     opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
@@ -84,15 +87,15 @@ def fit(decoder: TrainedDecoder, embeddings: torch.Tensor, captions: list[str], 
     losses = []
     decoder.train()
     with torch.enable_grad():  # may be called from inside an evaluation's no_grad
-        return _fit_steps(decoder, embeddings, captions, cfg, opt, sched, gen, losses, progress)
+        return _fit_steps(decoder, embeddings, captions, cfg, opt, sched, gen, losses, progress, precision)
 
 
-def _fit_steps(decoder, embeddings, captions, cfg, opt, sched, gen, losses, progress) -> list[float]:
+def _fit_steps(decoder, embeddings, captions, cfg, opt, sched, gen, losses, progress, precision) -> list[float]:
     for _ in progress_bar(range(cfg.steps), desc="train Y-decoder", unit="step", leave=False, disable=not progress):
         idx = torch.randint(len(captions), (cfg.batch_size,), generator=gen)
         emb = embeddings[idx]
         emb = emb + cfg.noise * torch.randn(emb.shape, generator=gen) / emb.shape[1] ** 0.5
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast(precision):
             loss = decoder.loss(emb, [captions[i] for i in idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -104,25 +107,27 @@ def _fit_steps(decoder, embeddings, captions, cfg, opt, sched, gen, losses, prog
     return losses
 
 
-def decoder_key(y_fingerprint: str, corpus: list[str], cfg: YDecoderConfig, tokenizer) -> str:
+def decoder_key(y_fingerprint: str, corpus: list[str], cfg: YDecoderConfig, tokenizer, precision: str) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([y_fingerprint, sorted(set(corpus)), vars(cfg)], sort_keys=True, default=str).encode())
+    h.update(json.dumps([y_fingerprint, sorted(set(corpus)), vars(cfg), precision], sort_keys=True, default=str).encode())
     h.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
 def load_or_train(emb_dim: int, tokenizer, cfg: YDecoderConfig, y_fingerprint: str, corpus: list[str],
-                  embed_texts, cache_root: Path, attn_implementation: str = "sdpa") -> tuple[TrainedDecoder, dict]:
-    """The cached decoder for this (Y-encoder, corpus), training it first if needed."""
-    folder = Path(cache_root) / "y_decoders" / decoder_key(y_fingerprint, corpus, cfg, tokenizer)
+                  embed_texts, cache_root: Path, attn_implementation: str = "sdpa",
+                  precision: str = "auto") -> tuple[TrainedDecoder, dict]:
+    """The cached decoder for this (Y-encoder, corpus, precision), training it first if needed."""
+    precision = resolve(precision)  # a decoder fitted in bf16 is not the fp32 one
+    folder = Path(cache_root) / "y_decoders" / decoder_key(y_fingerprint, corpus, cfg, tokenizer, precision)
     decoder = TrainedDecoder(emb_dim, tokenizer, cfg, attn_implementation)
     if (folder / "model.safetensors").is_file():
         load_model(decoder, str(folder / "model.safetensors"))
         return decoder.eval(), json.loads((folder / "meta.json").read_text())
     texts = sorted(set(corpus))
     t0 = time.perf_counter()
-    losses = fit(decoder, embed_texts(texts), texts)
-    meta = {"train_texts": len(texts), "steps": cfg.steps, "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+    losses = fit(decoder, embed_texts(texts), texts, precision=precision)
+    meta = {"train_texts": len(texts), "steps": cfg.steps, "precision": precision, "final_loss": sum(losses[-20:]) / len(losses[-20:]),
             "train_s": round(time.perf_counter() - t0, 2)}
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "model.safetensors.tmp"

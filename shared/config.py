@@ -67,7 +67,8 @@ class EncoderConfig:
     image_size: int = 64
     init_seed: int = 0  # only used without weights
     pool_grid: int = 2  # spatial tokens per frame side after average pooling; 0 = keep all
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    # weights and compute dtype; "auto" = the resolved training precision's (shared/precision.py)
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     cache_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     batch_frames: int = 256
 
@@ -114,7 +115,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     # Checkpoints at these numbers of samples seen; training stops at the last one.
     milestones: list[int] = field(default_factory=lambda: [1024, 4096, 16384])
-    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    # "auto": bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), fp32 ("no") elsewhere;
+    # resolved once per run (shared/precision.py) and recorded resolved in the run's config.yaml
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     threads: int = 0  # torch threads; 0 = all cores
     log_every: int = 10  # optimizer steps between log lines
     resume_every: int = 100  # optimizer steps between resume points (besides milestones)

@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared.config import EncoderConfig
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from shared.precision import DTYPE_NAMES, encoder_dtype
 
 
 def create_pe_model(cfg: EncoderConfig, device: str | torch.device = "cpu") -> nn.Module:
@@ -41,12 +40,15 @@ def create_pe_model(cfg: EncoderConfig, device: str | torch.device = "cpu") -> n
 
 
 class FrozenEncoder(nn.Module):
-    def __init__(self, cfg: EncoderConfig, device: str | torch.device = "cpu"):
+    """``precision`` is the run's ``train.mixed_precision``: ``encoder.dtype: auto`` follows it."""
+
+    def __init__(self, cfg: EncoderConfig, device: str | torch.device = "cpu", precision: str = "auto"):
         super().__init__()
         self.cfg = cfg
+        self.dtype = encoder_dtype(cfg.dtype, precision)
         self.model = create_pe_model(cfg, device).eval().requires_grad_(False)
         if str(device) != "meta":
-            self.model.to(DTYPES[cfg.dtype])
+            self.model.to(self.dtype)
         data_cfg = self.model.pretrained_cfg
         self.register_buffer("mean", torch.tensor(data_cfg.get("mean", (0.5,) * 3)).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(data_cfg.get("std", (0.5,) * 3)).view(1, 3, 1, 1), persistent=False)
@@ -58,6 +60,11 @@ class FrozenEncoder(nn.Module):
             raise ValueError(f"encoder.pool_grid={g} exceeds the patch grid {self.grid}")
         self.tokens_per_frame = g * g if g else self.grid[0] * self.grid[1]
 
+    @classmethod
+    def from_config(cls, cfg, device: str | torch.device = "cpu") -> "FrozenEncoder":
+        """The encoder of a full Config, in the dtype its precision resolves to."""
+        return cls(cfg.encoder, device, cfg.train.mixed_precision)
+
     def tokens_per_clip(self, frames: int) -> int:
         return frames * self.tokens_per_frame
 
@@ -65,7 +72,7 @@ class FrozenEncoder(nn.Module):
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [N, H, W, 3] -> [N, tokens_per_frame, dim] float32."""
         x = frames.permute(0, 3, 1, 2).float().div_(255)
-        x = ((x - self.mean) / self.std).to(DTYPES[self.cfg.dtype])
+        x = ((x - self.mean) / self.std).to(self.dtype)
         tokens = self.model.forward_features(x)[:, self.model.num_prefix_tokens:]
         if self.cfg.pool_grid:
             n, _, d = tokens.shape
@@ -84,7 +91,8 @@ class FrozenEncoder(nn.Module):
         """Identity of the features this encoder produces: config plus a hash of the weights."""
         h = hashlib.sha256()
         c = self.cfg
-        h.update(f"{c.model}|{c.image_size}|{c.pool_grid}|{c.dtype}|timm={timm.__version__}".encode())
+        dtype = {v: k for k, v in DTYPE_NAMES.items()}[self.dtype]  # the resolved name: "auto" keys nothing
+        h.update(f"{c.model}|{c.image_size}|{c.pool_grid}|{dtype}|timm={timm.__version__}".encode())
         for name, t in sorted(self.model.state_dict().items()):
             h.update(name.encode())
             # a strided sample keeps hashing cheap for large encoders while catching any reinit

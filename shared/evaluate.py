@@ -7,7 +7,6 @@ data's own split, or several manifests averaged as the paper averages its benchm
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -20,14 +19,7 @@ from shared.arm import Arm
 from shared.data import ClipRecord
 from shared.metrics import cider, recall_at_k, top_k_accuracy
 from shared.pipeline import Prepared
-
-
-def autocast_for(cfg) -> contextlib.AbstractContextManager:
-    if cfg.train.mixed_precision == "bf16":
-        return torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16)
-    if cfg.train.mixed_precision == "fp16":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
+from shared.precision import autocast_for
 
 
 @dataclass
@@ -65,7 +57,7 @@ def eval_sets(prepared: Prepared) -> list[EvalSet]:
     from shared.encoder import FrozenEncoder
     from shared.feature_cache import FeatureCache
 
-    cache = FeatureCache(cfg.cache_path, FrozenEncoder(cfg.encoder), cfg.data.frames)
+    cache = FeatureCache(cfg.cache_path, FrozenEncoder.from_config(cfg), cfg.data.frames)
     out = []
     for path in cfg.eval.sets:
         records, labels = manifest_records(path)

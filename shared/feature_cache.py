@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from shared.data import ClipRecord
-from shared.encoder import DTYPES, FrozenEncoder
+from shared.encoder import FrozenEncoder
+from shared.precision import DTYPE_NAMES
 from shared.progress import progress_bar
 from shared.tensor_store import ShardStore
 
@@ -41,7 +42,7 @@ class FeatureCache:
         self.encoder = encoder
         self.frames = frames
         folder = Path(root) / "features" / f"{encoder.fingerprint()}-f{frames}-{SAMPLING_VERSION}"
-        self.store = ShardStore(folder, DTYPES[encoder.cfg.cache_dtype])
+        self.store = ShardStore(folder, DTYPE_NAMES[encoder.cfg.cache_dtype])
 
     def __contains__(self, rec: ClipRecord) -> bool:
         return clip_key(rec) in self.store

@@ -1,4 +1,4 @@
-"""Timing harness: per-stage inference latency, training throughput, FLOPs and the matmul peak.
+"""Timing harness: per-stage inference latency, training throughput and FLOPs (matmul peaks: shared/precision.py).
 
 Clocks: ``time.perf_counter`` around each stage, with ``torch.cuda.synchronize`` before every
 reading on CUDA so asynchronous kernels are not mistaken for fast ones. All numbers that are
@@ -47,21 +47,6 @@ def time_stages(stages: list[tuple[str, Callable[[Any], Any]]], first_input: Any
                 per_stage[name].append(ms)
             totals.append(total)
     return per_stage, totals
-
-
-def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, seconds: float = 1.5) -> float:
-    """Measured dense matmul throughput (FLOP/s) of this machine for ``dtype``."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    for _ in range(2):
-        a @ b
-    synchronize(device)
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        count += 1
-        synchronize(device)
-    return 2 * n**3 * count / (time.perf_counter() - start)
 
 
 def count_flops(fn: Callable[[], Any]) -> int:

@@ -45,7 +45,7 @@ def tokenizer_corpus(cfg: Config, dataset: Dataset) -> list[str]:
 def prepare(cfg: Config, splits: tuple[str, ...] = ("train", "val", "test")) -> Prepared:
     dataset = build_dataset(cfg)
     tokenizer = load_tokenizer(cfg, tokenizer_corpus(cfg, dataset))
-    encoder = FrozenEncoder(cfg.encoder)
+    encoder = FrozenEncoder.from_config(cfg)
     torch.set_num_threads(cfg.train.threads or torch.get_num_threads())
     cache = FeatureCache(cfg.cache_path, encoder, cfg.data.frames)
     prepared = Prepared(cfg, dataset, tokenizer, encoder.dim, encoder.tokens_per_clip(cfg.data.frames))

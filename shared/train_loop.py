@@ -9,6 +9,7 @@ same run directory continues from it with the same result as an uninterrupted ru
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -22,7 +23,9 @@ from shared.arm import Arm, Batch, build_arm
 from shared.checkpoint import (TrainState, find_resume, load_resume, milestone_dir, save_resume, save_weights)
 from shared.config import Config, ConfigError, dump_yaml, to_dict, training_view
 from shared.data import TrainOrder
+from shared.optim import build_optimizer, build_scheduler
 from shared.pipeline import Prepared
+from shared.precision import decision, resolve_config
 from shared.progress import progress_bar
 from shared.runinfo import append_jsonl, read_json, read_jsonl, versions, write_json_atomic, write_text_atomic
 
@@ -37,19 +40,6 @@ class TrainResult:
     samples_per_s: float = 0.0
     trainable_params: int = 0
     completed: bool = False
-
-
-def lr_factor(step: int, total: int, cfg: Config) -> float:
-    """Warmup then cosine/linear decay to ``min_lr_ratio`` over the whole run (shared by all arms)."""
-    t = cfg.train
-    warmup = max(1, round(t.warmup_frac * total))
-    if step < warmup:
-        return (step + 1) / warmup
-    if t.schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    shape = 0.5 * (1 + math.cos(math.pi * progress)) if t.schedule == "cosine" else 1 - progress
-    return t.min_lr_ratio + (1 - t.min_lr_ratio) * shape
 
 
 def make_batch(prepared: Prepared, split: str, clip_idx, cap_idx) -> Batch:
@@ -84,10 +74,12 @@ def build_seeded_arm(prepared: Prepared, name: str, device="cpu") -> Arm:
     return build_arm(name, prepared.context(device))
 
 
-def write_run_header(run_dir: Path, cfg: Config, arm_name: str, order: TrainOrder, total_samples: int) -> None:
+def write_run_header(run_dir: Path, cfg: Config, arm_name: str, order: TrainOrder, total_samples: int,
+                     precision: dict) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", f"# resolved config of arm {arm_name!r}\narm_name: {arm_name}\n" + dump_yaml(cfg))
     write_json_atomic(run_dir / "versions.json", versions())
+    write_json_atomic(run_dir / "precision.json", precision)
     first, caps = order.take(0, min(16, total_samples))
     write_json_atomic(run_dir / "data_order.json", {
         "seed": cfg.seed, "samples": total_samples, "sha256": order.digest(total_samples),
@@ -95,16 +87,26 @@ def write_run_header(run_dir: Path, cfg: Config, arm_name: str, order: TrainOrde
     })
 
 
-def check_same_config(run_dir: Path, cfg: Config, arm_name: str) -> None:
-    """Refuse to resume a run directory with another training config: the result would be neither run."""
+def check_same_config(run_dir: Path, cfg: Config, arm_name: str, why: str = "", evaluating: bool = False) -> None:
+    """Refuse to resume a run directory with another training config: the result would be neither run.
+    ``evaluating``: only reading its checkpoints, which any precision can evaluate."""
     import yaml
 
     path = run_dir / "config.yaml"
     if not path.is_file():
         return
+    cfg = resolve_config(cfg)
     old = training_view(yaml.safe_load(path.read_text()), arm_name)
     new = training_view(to_dict(cfg), arm_name)
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    key = "train.mixed_precision"
+    if evaluating and key in diff:
+        log.warning("%s: trained under %s=%s, evaluated here under %s", path, key, old.get(key), new.get(key))
+        diff = [k for k in diff if k not in (key, "encoder.dtype")]
+    elif key in diff:  # the usual cause: auto resolves differently on this machine
+        raise ConfigError(f"{path}: this run trained under {key}={old.get(key)} but would resume under "
+                          f"{new.get(key)} (resolved on this machine: {why or 'set explicitly'}); resume with "
+                          f"{key}={old.get(key)} or use a new --out directory")
     if diff:
         raise ConfigError(f"{path}: this run directory was trained with another config (differs at {', '.join(diff[:8])}); "
                          "use a new --out directory or the original settings")
@@ -112,7 +114,11 @@ def check_same_config(run_dir: Path, cfg: Config, arm_name: str) -> None:
 
 def train_arm(prepared: Prepared, arm_name: str, run_dir: str | Path, stop_at_samples: int | None = None,
               progress: bool = True) -> TrainResult:
-    cfg = prepared.cfg
+    precision = decision(prepared.cfg)
+    cfg = resolve_config(prepared.cfg)  # recorded, audited and checked on resume as resolved
+    prepared = dataclasses.replace(prepared, cfg=cfg)
+    log.info("train %s seed %d: precision %s (%s: %s)", arm_name, cfg.seed, precision["resolved"],
+             precision["requested"], precision["reason"])
     run_dir = Path(run_dir)
     t = cfg.train
     total_samples = t.milestones[-1]
@@ -129,19 +135,19 @@ def train_arm(prepared: Prepared, arm_name: str, run_dir: str | Path, stop_at_sa
     order = TrainOrder(cfg.seed, [len(r.captions) for r in prepared.dataset.split("train")])
     arm = build_seeded_arm(prepared, arm_name, accelerator.device)
     arm.prepare_training()
-    optimizer = torch.optim.AdamW(arm.param_groups(t.lr, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, cfg))
+    optimizer = build_optimizer(arm, cfg)
+    scheduler = build_scheduler(optimizer, total_steps, cfg)
     result.trainable_params = arm.parameter_counts()["trainable_params"]
 
     state = TrainState()
     resume = find_resume(run_dir)
     if resume is not None:
-        check_same_config(run_dir, cfg, arm_name)
+        check_same_config(run_dir, cfg, arm_name, f"{precision['requested']} -> {precision['resolved']}, {precision['reason']}")
         weights, state = load_resume(resume, optimizer, scheduler)
         arm.load_trainable_state_dict(weights)
         log.info("%s: resuming from step %d (%d samples seen)", run_dir, state.step, state.samples_seen)
     elif accelerator.is_main_process:
-        write_run_header(run_dir, cfg, arm_name, order, total_samples)
+        write_run_header(run_dir, cfg, arm_name, order, total_samples, precision)
     log_path = run_dir / "train_log.jsonl"
     if accelerator.is_main_process:  # drop log rows past the resume point: they will be redone
         rows = [r for r in read_jsonl(log_path) if r["step"] <= state.step]

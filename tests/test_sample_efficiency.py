@@ -1,11 +1,14 @@
 import json
 
+import pytest
+
 from experiments.cli import main
 from tests.conftest import SMOKE
 
 ROW_FIELDS = {"arm", "seed", "step", "samples_seen", "cider", "top1", "top5", "train_loss", "trainable_params", "wall_s"}
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_every_file_and_resumes(tmp_path, cache_dir):
     out = tmp_path / "se"
     args = ["sample-efficiency", "--config", str(SMOKE), "--out", str(out), f"cache_dir={cache_dir}"]
@@ -35,6 +38,7 @@ def test_smoke_run_writes_every_file_and_resumes(tmp_path, cache_dir):
     assert again == rows
 
 
+@pytest.mark.slow
 def test_paraphrase_sweep_adds_a_figure(tmp_path, cache_dir):
     out = tmp_path / "sweep"
     args = ["sample-efficiency", "--config", str(SMOKE), "--out", str(out), f"cache_dir={cache_dir}",
@@ -46,6 +50,7 @@ def test_paraphrase_sweep_adds_a_figure(tmp_path, cache_dir):
     assert {r["paraphrase"] for r in rows} == {0, 4} and len(rows) == 2 * 2 * 2
 
 
+@pytest.mark.slow
 def test_several_evaluation_sets_are_averaged(tmp_path, cache_dir):
     import numpy as np
     from PIL import Image

@@ -48,6 +48,7 @@ def test_windows_cover_the_stream_inside_the_video():
     assert np.allclose(times[10], centres[10] + np.array([-0.75, -0.25, 0.25, 0.75]))
 
 
+@pytest.mark.slow
 def test_selective_decoding_run_writes_results_and_resumes(tmp_path, cache_dir, capsys):
     out = tmp_path / "sel"
     args = ["selective-decoding", "-c", str(SMOKE), "-o", str(out), f"cache_dir={cache_dir}", "train.milestones=[64]",

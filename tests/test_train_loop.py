@@ -5,7 +5,8 @@ import torch
 from safetensors.torch import load_file
 
 from shared.data import TrainOrder
-from shared.train_loop import lr_factor, train_arm
+from shared.optim import lr_factor
+from shared.train_loop import train_arm
 
 
 @pytest.fixture
@@ -104,6 +105,7 @@ def test_schedule_warms_up_then_decays(smoke_cfg):
     assert f[50] < f[20] and f[-1] == pytest.approx(0.1, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path, cache_dir):
     """The effective batch is split over processes (gloo on CPU) instead of accumulated: same samples,
     same losses, same weights up to the all-reduce's float rounding."""

@@ -56,13 +56,17 @@ def test_overfit_generation_stops_at_eos_and_ranks_by_perplexity(smoke_prepared,
             assert vlm.score_candidates(v, q, candidates).argmax().item() == 15
 
 
-def test_cached_prefix_scores_equal_full_forward(smoke_prepared, vlm):
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_trie_scores_equal_full_forward(smoke_prepared, vlm, attn):
     vlm.eval()
+    vlm.lm.config._attn_implementation = attn  # the tree mask takes each implementation's form
     tok = smoke_prepared.tokenizer
     v = smoke_prepared.features["test"][:3]
     q = ["describe the video ."] * 3
-    candidates = ["a red square moves left", "a cross", "there is a blue circle that grows"]
-    vlm.arm_cfg = dataclasses.replace(vlm.arm_cfg, score_chunk=4)  # several chunks: one cache copy each
+    # shared prefixes, and one candidate that is a prefix of another: a trie with inner end nodes
+    candidates = ["a red square moves left", "a cross", "there is a blue circle that grows", "a cross moves",
+                  "a red square moves right"]
+    vlm.arm_cfg = dataclasses.replace(vlm.arm_cfg, score_chunk=40)  # 2 clips per forward: two chunks
     with torch.no_grad():
         fast = vlm.score_candidates(v, q, candidates)
         x, mask = vlm.prefix(v, q)
@@ -104,3 +108,20 @@ def test_beam_search_captions(smoke_cfg, smoke_prepared):
     with torch.no_grad():
         out = arm.caption(prep.features["test"][:2], ["describe"] * 2, max_new_tokens=5)
     assert len(out) == 2 and all(isinstance(o, str) for o in out)
+
+
+def test_candidate_trie_shares_prefixes():
+    from vlm_arm.candidate_trie import build_trie
+
+    trie = build_trie([[1, 2, 3], [1, 2, 4], [1, 5], [1, 2]])
+    assert trie.tokens.tolist() == [1, 2, 3, 4, 5] and trie.depth.tolist() == [0, 1, 2, 2, 1]
+    # node 2 (token 3) sees itself and its ancestors (tokens 1, 2); node 4 (token 5) sees 1 and itself
+    assert trie.visible[2].tolist() == [True, True, True, False, False]
+    assert trie.visible[4].tolist() == [True, False, False, False, True]
+    assert trie.first.tolist() == [1, 1, 1, 1] and trie.lengths.tolist() == [3, 3, 2, 2]
+    # token j of a candidate is predicted by the node of its token j-1; -1 pads shorter candidates
+    assert trie.steps.tolist() == [[0, 1], [0, 1], [0, -1], [0, -1]]
+    assert trie.next_tokens.tolist() == [[2, 3], [2, 4], [5, 0], [2, 0]]
+    assert trie.parents.tolist() == [0, 1]
+    with pytest.raises(ValueError, match="at least one token"):
+        build_trie([[1], []])

@@ -4,11 +4,9 @@ Cached visual tokens -> PerceptionLM's projector (Linear-GELU-Linear, optional 2
 frame) -> the whole base causal LM, on the sequence [BOS, visual, query, caption, EOS] with the
 loss on caption and EOS tokens only. Classification ranks candidate texts by their likelihood
 given the visual tokens and query (lowest perplexity first), with the prefix computed once per
-clip and its KV cache shared by all candidates.
+clip and a prefix shared by several candidates read once (a token trie under a tree attention mask).
 """
 from __future__ import annotations
-
-import copy
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +14,7 @@ from transformers import LlamaConfig, PerceptionLMConfig, TimmWrapperConfig
 from transformers.models.perception_lm.modeling_perception_lm import PerceptionLMMultiModalProjector
 
 from shared.arm import Arm, ArmContext, Batch, register_arm
+from vlm_arm.candidate_trie import build_trie
 from vlm_arm.config import VlmConfig
 
 
@@ -94,32 +93,43 @@ class VlmArm(Arm):
 
     @torch.no_grad()
     def score_candidates(self, visual: torch.Tensor, queries: list[str], candidates: list[str]) -> torch.Tensor:
-        """[B, C] log-likelihood scores of each candidate text (higher = lower perplexity)."""
+        """[B, C] log-likelihood scores of each candidate text (higher = lower perplexity).
+
+        Per clip: the prefix [BOS, visual, query] once, then every candidate at once as a token trie
+        under a tree attention mask (vlm_arm/candidate_trie.py), logits only at nodes with children.
+        """
         c = self.arm_cfg
-        b = visual.shape[0]
-        x, mask = self.prefix(visual, queries)
-        out = self.lm(inputs_embeds=x, attention_mask=mask, use_cache=True)
-        first_logp = F.log_softmax(out.logits[:, -1].float(), dim=-1)  # predicts each candidate's first token
-        cand_ids, cand_mask = self._ids(candidates, eos=c.score_eos)
-        cand_ids, cand_mask = cand_ids.to(x.device), cand_mask.to(x.device)
-        k = max(1, c.score_chunk // b)
-        scores = torch.empty(b, len(candidates))
-        for s in range(0, len(candidates), k):
-            ids, cm = cand_ids[s:s + k], cand_mask[s:s + k]
-            n = len(ids)
-            cache = copy.deepcopy(out.past_key_values)  # the shared prefix, reused by every candidate
-            cache.batch_repeat_interleave(n)
-            rows_ids, rows_mask = ids.repeat(b, 1), cm.repeat(b, 1)
-            logits = self.lm(inputs_embeds=self.embed_ids(rows_ids).to(x.dtype),
-                             attention_mask=torch.cat([mask.repeat_interleave(n, 0), rows_mask], dim=1),
-                             past_key_values=cache, use_cache=True).logits
-            lp_first = first_logp.repeat_interleave(n, 0).gather(1, rows_ids[:, :1])
-            lp_rest = F.log_softmax(logits[:, :-1].float(), dim=-1).gather(2, rows_ids[:, 1:, None]).squeeze(-1)
-            logp = (torch.cat([lp_first, lp_rest], dim=1) * rows_mask).sum(1)
+        ids = self.tokenizer(candidates, add_special_tokens=False)["input_ids"]
+        trie = build_trie([t + ([self.eos] if c.score_eos else []) for t in ids])
+        n, parents = len(trie.tokens), trie.parents
+        row = torch.full((n,), -1, dtype=torch.long)
+        row[parents] = torch.arange(len(parents))
+        step_rows, valid = row[trie.steps.clamp_min(0)], trie.steps >= 0
+        per_forward = max(1, c.score_chunk // n)  # clips per forward: score_chunk bounds (clip, node) pairs
+        scores = []
+        for s in range(0, visual.shape[0], per_forward):
+            x, mask = self.prefix(visual[s:s + per_forward], queries[s:s + per_forward])
+            b, p, dev = mask.shape[0], mask.shape[1], x.device
+            out = self.lm(inputs_embeds=x, attention_mask=mask, use_cache=True)
+            first = F.log_softmax(out.logits[:, -1].float(), dim=-1)[:, trie.first.to(dev)]  # [b, C]
+            # a node sees the clip's real prefix tokens and its own ancestors (itself included)
+            sees = torch.cat([mask.bool()[:, None, :].expand(b, n, p), trie.visible.to(dev).expand(b, n, n)], dim=2)
+            logits = self.lm(input_ids=trie.tokens.to(dev).expand(b, n), attention_mask=self._tree_mask(sees),
+                             position_ids=(p + trie.depth.to(dev)).expand(b, n), past_key_values=out.past_key_values,
+                             logits_to_keep=parents.to(dev)).logits
+            logp = F.log_softmax(logits.float(), dim=-1)  # [b, parents, V]
+            rest = logp[:, step_rows.to(dev), trie.next_tokens.to(dev)] * valid.to(dev)  # [b, C, L-1]
+            total = first + rest.sum(-1)
             if c.length_norm == "mean":
-                logp = logp / rows_mask.sum(1)
-            scores[:, s:s + n] = logp.view(b, n).float().cpu()
-        return scores
+                total = total / trie.lengths.to(dev)
+            scores.append(total.cpu())
+        return torch.cat(scores)
+
+    def _tree_mask(self, sees: torch.Tensor) -> torch.Tensor:
+        """[b, 1, q, k] mask in the form the LM's attention takes as given: additive for eager, boolean otherwise."""
+        if self.lm.config._attn_implementation == "eager":
+            return torch.zeros(sees.shape, device=sees.device).masked_fill_(~sees, torch.finfo(torch.float32).min)[:, None]
+        return sees[:, None]
 
     def inference_stages(self, queries: list[str], max_new_tokens: int):
         """encoder+predictor (projector and prefill of [BOS, visual]), query embedding (prompt prefill

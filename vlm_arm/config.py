@@ -17,4 +17,4 @@ class VlmConfig:
     # "sum" by its total NLL (favours short candidates)
     length_norm: Literal["mean", "sum"] = "mean"
     score_eos: bool = True  # include the end-of-text token in a candidate's likelihood
-    score_chunk: int = 1024  # (clip, candidate) pairs per forward pass when scoring
+    score_chunk: int = 8192  # (clip, candidate-trie node) pairs per forward pass when scoring: bounds memory

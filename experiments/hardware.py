@@ -1,0 +1,90 @@
+"""``describe --hardware``: what this machine computes fast, and the precision ``auto`` picks here.
+
+Flags (AVX512-BF16, AMX, oneDNN's ISA cap, the CUDA device), dense matmul GFLOP/s in fp32 and bf16,
+and, given a config, one training step of each arm under each precision, all measured in one
+process one after the other, so the ratios hold on a noisy machine.
+"""
+from __future__ import annotations
+
+import platform
+import time
+
+import torch
+
+from shared.precision import DTYPE_NAMES, autocast, decision, matmul_gflops
+
+PRECISIONS = ("no", "bf16")
+
+
+def arm_step_ms(cfg, steps: int = 2) -> dict[str, dict[str, float]]:
+    """{arm: {precision: ms per training step}} on the preset's micro-batch (random visual tokens)."""
+    from shared.arm import Batch
+    from shared.optim import build_optimizer
+    from shared.pipeline import prepare
+    from shared.train_loop import build_seeded_arm
+
+    prepared = prepare(cfg, splits=())
+    records = prepared.dataset.split("train")[: cfg.train.micro_batch]
+    g = torch.Generator().manual_seed(0)
+    visual = torch.randn(len(records), prepared.visual_tokens, prepared.visual_dim, generator=g)
+    batch = Batch(ids=[r.id for r in records], visual=visual, queries=[cfg.data.query] * len(records),
+                  captions=[r.captions[0] for r in records])
+    out: dict[str, dict[str, float]] = {}
+    for name in cfg.arms:
+        out[name] = {}
+        for precision in PRECISIONS:
+            arm = build_seeded_arm(prepared, name)
+            arm.prepare_training()
+            arm.train()
+            opt = build_optimizer(arm, cfg)
+
+            def step():
+                with autocast(precision, "cpu"):
+                    loss = arm(batch)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+            step()  # warm-up: allocation, kernel selection
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            out[name][precision] = 1000 * (time.perf_counter() - start) / steps
+    return out
+
+
+def hardware(cfg, step_arms: bool = False) -> dict:
+    d = decision(cfg)
+    gflops = {name: matmul_gflops(DTYPE_NAMES[name]) / 1e9 for name in ("float32", "bfloat16")}
+    h = {"decision": d, "matmul_gflops": gflops, "bf16_over_fp32": gflops["bfloat16"] / gflops["float32"],
+         "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if step_arms and d["hardware"]["device"] == "cpu":
+        h["train_step_ms"] = arm_step_ms(cfg)
+    return h
+
+
+def hardware_text(h: dict) -> str:
+    d, hw = h["decision"], h["decision"]["hardware"]
+
+    def yes(b: bool) -> str:
+        return "yes" if b else "no"
+
+    cuda = f" ({hw['cuda_name']}, bf16 {yes(hw['cuda_bf16'])})" if hw["cuda_name"] else ""
+    lines = [f"device              {hw['device']}{cuda}",
+             f"cpu                 {hw['cpu']}  ({h['threads']} torch threads, kernels {h['torch_cpu_capability']})",
+             f"AVX512-BF16         {yes(hw['avx512_bf16'])}",
+             f"AMX                 {yes(hw['amx'])}",
+             f"ONEDNN_MAX_CPU_ISA  {hw['onednn_isa_cap'] or '(not set)'}",
+             f"matmul fp32         {h['matmul_gflops']['float32']:8.1f} GFLOP/s",
+             f"matmul bf16         {h['matmul_gflops']['bfloat16']:8.1f} GFLOP/s   "
+             f"(bf16/fp32 = {h['bf16_over_fp32']:.2f}x)"]
+    for name, ms in h.get("train_step_ms", {}).items():
+        lines.append(f"train step {name:<8} {ms['no']:8.1f} ms fp32, {ms['bf16']:8.1f} ms bf16   "
+                     f"(bf16 is {ms['no'] / ms['bf16']:.2f}x the speed of fp32)")
+    lines += [f"precision           {d['resolved']}   (train.mixed_precision={d['requested']}: {d['reason']})",
+              f"encoder dtype       {d['encoder_dtype']}"]
+    if hw["device"] == "cpu" and (d["resolved"] == "bf16") != (h["bf16_over_fp32"] > 1):
+        lines.append("note: the measured speeds disagree with the flags; set train.mixed_precision="
+                     f"{'bf16' if h['bf16_over_fp32'] > 1 else 'no'} explicitly if this holds")
+    return "\n".join(lines)
