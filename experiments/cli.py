@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-COMMANDS = ("describe", "train", "sample_efficiency", "latency", "selective_decoding", "cache_benchmark", "report")
+COMMANDS = ("describe", "train", "sample_efficiency", "latency", "selective_decoding", "validate", "data_bench", "report")
 
 EPILOG = """\
 overrides: any config key as dotted key=value after the options, in YAML syntax, e.g.
@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*getattr(args, "overrides", []), *extra]
     setup_logging(getattr(args, "out", None), getattr(args, "verbose", False))
     from shared.config import ConfigError
-    from shared.manifest import ManifestError
-    from shared.media import MediaError
+    from shared.data.manifest import ManifestError
+    from shared.data.media import MediaError
 
     try:
         return args.run(args) or 0

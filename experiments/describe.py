@@ -33,11 +33,11 @@ def add_parser(sub) -> None:
 
 def describe(cfg) -> dict:
     from shared.arm import ArmContext
-    from shared.encoder import FrozenEncoder
+    from shared.features.encoder import FrozenEncoder
 
     tokenizer = None
     if cfg.lm.vocab_size is None:  # the captions tokenizer's size depends on the data
-        from shared.data import build_dataset
+        from shared.data.sources import build_dataset
         from shared.lm import load_tokenizer
         from shared.pipeline import tokenizer_corpus
 

@@ -18,17 +18,12 @@ PRECISIONS = ("no", "bf16")
 
 def arm_step_ms(cfg, steps: int = 2) -> dict[str, dict[str, float]]:
     """{arm: {precision: ms per training step}} on the preset's micro-batch (random visual tokens)."""
-    from shared.arm import Batch
     from shared.optim import build_optimizer
-    from shared.pipeline import prepare
+    from shared.pipeline import prepare, random_visual_batch
     from shared.train_loop import build_seeded_arm
 
     prepared = prepare(cfg, splits=())
-    records = prepared.dataset.split("train")[: cfg.train.micro_batch]
-    g = torch.Generator().manual_seed(0)
-    visual = torch.randn(len(records), prepared.visual_tokens, prepared.visual_dim, generator=g)
-    batch = Batch(ids=[r.id for r in records], visual=visual, queries=[cfg.data.query] * len(records),
-                  captions=[r.captions[0] for r in records])
+    batch = random_visual_batch(prepared, cfg.train.micro_batch, "cpu")
     out: dict[str, dict[str, float]] = {}
     for name in cfg.arms:
         out[name] = {}

@@ -40,8 +40,9 @@ def add_parser(sub) -> None:
 
 
 def preload_video(prepared, frames: int):
-    records = prepared.dataset.split("test") or prepared.dataset.split("train")
-    return records[0].frames(frames, prepared.cfg.encoder.image_size)[None]  # uint8 [1, T, H, W, 3]
+    source = prepared.dataset.split("test")
+    source = source if len(source) else prepared.dataset.split("train")
+    return source.frames(0, frames, prepared.cfg.encoder.image_size)[None]  # uint8 [1, T, H, W, 3]
 
 
 def arm_inference(prepared, encoder, name: str, video, window, device) -> dict:
@@ -97,8 +98,8 @@ def arm_inference(prepared, encoder, name: str, video, window, device) -> dict:
 
 
 def arm_training(prepared, name: str, steps: int, device, peak: float) -> dict:
-    from shared.arm import Batch
     from shared.optim import build_optimizer
+    from shared.pipeline import random_visual_batch
     from shared.precision import autocast_for
     from shared.latency import count_flops
     from shared.train_loop import build_seeded_arm
@@ -109,11 +110,8 @@ def arm_training(prepared, name: str, steps: int, device, peak: float) -> dict:
     arm.prepare_training()
     arm.train()
     opt = build_optimizer(arm, cfg)
-    records = prepared.dataset.split("train")[: t.micro_batch]
-    g = torch.Generator().manual_seed(0)
-    batch = Batch(ids=[r.id for r in records], queries=[cfg.data.query] * len(records),
-                  captions=[r.captions[0] for r in records],
-                  visual=torch.randn(len(records), prepared.visual_tokens, prepared.visual_dim, generator=g).to(device))
+    batch = random_visual_batch(prepared, t.micro_batch, device)
+    records = batch.captions
 
     def fwd_bwd():
         with autocast_for(cfg):
@@ -138,7 +136,7 @@ def arm_training(prepared, name: str, steps: int, device, peak: float) -> dict:
     synchronize(device)
     step_s = (time.perf_counter() - start) / steps
     tok = prepared.tokenizer
-    text_tokens = sum(len(tok(r.captions[0] + " " + cfg.data.query, add_special_tokens=False)["input_ids"]) for r in records)
+    text_tokens = sum(len(tok(c + " " + cfg.data.query, add_special_tokens=False)["input_ids"]) for c in records)
     tokens_per_sample = prepared.visual_tokens + text_tokens / len(records)
     samples_per_s = len(records) / step_s
     profile = profile_steps(step, 2)
@@ -164,7 +162,7 @@ def profile_steps(step, n: int) -> list[dict]:
 
 def run_latency(cfg, out: Path, train_steps: int) -> dict:
     from plots.latency import latency_figure
-    from shared.encoder import FrozenEncoder
+    from shared.features.encoder import FrozenEncoder
     from shared.latency import summarize, time_stages
     from shared.pipeline import prepare
     from shared.precision import DTYPE_NAMES, decision, matmul_gflops

@@ -68,7 +68,7 @@ def run_comparison(cfg: Config, out: Path) -> list[dict]:
     sets = eval_sets(prepared)
     write_json_atomic(out / "baselines.json", combined_baselines({s.name: baselines(prepared, s) for s in sets}))
     summary["phases"]["prepare_s"] = round(time.perf_counter() - t, 1)
-    summary["cache"] = {s: dataclasses.asdict(v) for s, v in prepared.cache_stats.items()}
+    summary["cache"] = {s: dataclasses.asdict(v) for s, v in prepared.features.stats.items()}
 
     metrics_path = out / "metrics.jsonl"
     done = {(r["arm"], r["seed"], r["milestone"]) for r in read_jsonl(metrics_path)}

@@ -88,7 +88,7 @@ def stream_features(stream, encoder, cfg: Config, cache: Path) -> tuple[np.ndarr
 
     from shared.precision import DTYPE_NAMES
     from shared.progress import progress_bar
-    from shared.streams import window_times
+    from shared.data.streams import window_times
 
     s = cfg.selective
     centres, times = window_times(stream.duration, s.window_s, s.hop_s, cfg.data.frames)
@@ -120,7 +120,7 @@ def embed_windows(arm, feats: torch.Tensor, cfg: Config) -> np.ndarray:
         visual = feats[start:start + cfg.selective.batch_windows].float()
         with autocast_for(cfg):
             out.append(arm.embed(visual, [cfg.data.query] * len(visual)).float())
-    return torch.cat(out).numpy()
+    return torch.cat(out).cpu().numpy()
 
 
 @torch.no_grad()
@@ -179,9 +179,9 @@ def sweep_point(arm, streams: list[dict], strategy: str, pooling: str, hz: float
 
 def run_selective(cfg: Config, out: Path, checkpoint: Path | None) -> list[dict]:
     from experiments.selective_report import write_selective_outputs
-    from shared.encoder import FrozenEncoder
+    from shared.features.encoder import FrozenEncoder
     from shared.metrics import cider
-    from shared.streams import load_streams
+    from shared.data.streams import load_streams
 
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "config.yaml", dump_yaml(cfg))

@@ -31,29 +31,26 @@ class JepaArm(Arm):
         out_dim = c.shared_dim or self.y_encoder.dim
         self.predictor = Predictor(ctx.base_lm(), (c.layers[0], c.layers[1]), c.causal, ctx.visual_dim, out_dim)
         self.y_head = nn.Linear(self.y_encoder.dim, c.shared_dim, device=ctx.device) if c.shared_dim else None
-        self._targets: dict[str, int] = {}  # training caption -> row of _target_rows (frozen Y-encoder)
-        self._target_rows: torch.Tensor | None = None
         self._text_cache: TextEmbeddingCache | None = None
         self.decoder = None
         self.decoder_meta: dict = {}
 
     # ---- text side -----------------------------------------------------------------------
-    @property
-    def frozen_targets(self) -> bool:
-        return not self.arm_cfg.y_encoder.trainable and self.y_head is None
-
     def _y_embed(self, texts: list[str]) -> torch.Tensor:
-        """Y-encoder embeddings (unit norm); cached on disk when the Y-encoder is frozen."""
-        if self.arm_cfg.y_encoder.trainable:
+        """Y-encoder embeddings (unit norm) on the arm's device: read from the on-disk text cache when
+        the Y-encoder is frozen and ``jepa.y_encoder.cache`` is on, else computed in the step."""
+        c = self.arm_cfg.y_encoder
+        if c.trainable:
             return self.y_encoder(texts)
+        if not c.cache:
+            with torch.no_grad():
+                return self.y_encoder(texts)
         if self._text_cache is None:
             self._text_cache = TextEmbeddingCache(self.y_encoder, self.cfg.cache_path)
-        return self._text_cache.embed(texts)
+        return self._text_cache.embed(texts).to(self.ctx.device)
 
     def target_embeddings(self, texts: list[str]) -> torch.Tensor:
         """S_Y in the space the predictor regresses to."""
-        if self._target_rows is not None and all(t in self._targets for t in texts):
-            return self._target_rows[[self._targets[t] for t in texts]]
         emb = self._y_embed(texts)
         return self.y_head(emb) if self.y_head is not None else emb
 
@@ -62,10 +59,9 @@ class JepaArm(Arm):
         return F.normalize(self.target_embeddings(texts).float(), dim=-1)
 
     def prepare_training(self) -> None:
-        if self.frozen_targets:  # embed every training caption once; training then only looks rows up
-            texts = list(dict.fromkeys(self.ctx.train_captions))
-            self._target_rows = self._y_embed(texts)
-            self._targets = {t: i for i, t in enumerate(texts)}
+        c = self.arm_cfg.y_encoder
+        if not c.trainable and c.cache:  # fill the disk cache once; the steps then read their rows from it
+            self._y_embed(list(dict.fromkeys(self.ctx.train_captions())))
 
     # ---- predictor -----------------------------------------------------------------------
     def _tokenize(self, queries: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +112,7 @@ class JepaArm(Arm):
             if not dc.weights:
                 raise ValueError("jepa.y_decoder.weights: required for the sonar decoder (hub id or folder)")
             self._set_decoder(SonarDecoder(dc.weights))
-            sample = list(dict.fromkeys(self.ctx.train_captions))[:256]
+            sample = list(dict.fromkeys(self.ctx.train_captions(256)))[:256]
             with torch.no_grad():  # SONAR decodes raw (not unit) embeddings: restore their typical norm
                 self._decode_scale = float(self.y_encoder(sample, normalize=False).norm(dim=-1).mean())
             return
@@ -124,10 +120,10 @@ class JepaArm(Arm):
 
         space = hashlib.sha256(self.y_encoder.fingerprint().encode())
         if self.y_head is not None:
-            space.update(self.y_head.weight.detach().float().numpy().tobytes())
+            space.update(self.y_head.weight.detach().float().cpu().numpy().tobytes())
         decoder, self.decoder_meta = load_or_train(
             dim, self.tokenizer, dc, space.hexdigest()[:16],
-            self.ctx.train_captions, self.embed_texts, self.cfg.cache_path, self.cfg.lm.attn_implementation,
+            self.ctx.train_captions(), self.embed_texts, self.cfg.cache_path, self.cfg.lm.attn_implementation,
             self.cfg.train.mixed_precision)
         self._set_decoder(decoder)
 

@@ -21,6 +21,10 @@ class YEncoderConfig:
     weights: str | None = None
     max_length: int = 64
     trainable: bool = False  # the sample-efficiency default keeps it frozen (predictions stay decodable)
+    # frozen only: true = embed every distinct training caption once into an on-disk cache that the
+    # steps read (cheap for a small corpus); false = embed each batch's captions on the device in
+    # the step (paper scale: no caption table anywhere)
+    cache: bool = True
     lr_mult: float = 0.05  # the paper's learning-rate multiplier for a trainable Y-encoder
     batch_size: int = 256
 

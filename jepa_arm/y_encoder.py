@@ -62,7 +62,7 @@ class YEncoder(nn.Module):
         elif cfg.kind == "embeddinggemma":
             from sentence_transformers import SentenceTransformer
 
-            self.st = SentenceTransformer(str(self.weights), device="cpu")
+            self.st = SentenceTransformer(str(self.weights), device=str(device))
             self.st.max_seq_length = cfg.max_length
             self.dim = self.st.get_embedding_dimension() if hasattr(self.st, "get_embedding_dimension") \
                 else self.st.get_sentence_embedding_dimension()
@@ -79,6 +79,8 @@ class YEncoder(nn.Module):
             else:
                 self.model = AutoModel.from_pretrained(str(self.weights))
             self.dim = self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.d_model
+        if not on_meta:
+            self.to(device)  # everything an arm builds lives on its device from the start
         self.requires_grad_(cfg.trainable)
         if not cfg.trainable:
             self.eval()
@@ -114,12 +116,14 @@ class YEncoder(nn.Module):
         """[N, dim] embeddings, unit-norm unless ``normalize`` is False (SONAR's decoder wants raw ones)."""
         if hasattr(self, "st"):
             features = self.st.preprocess(texts) if hasattr(self.st, "preprocess") else self.st.tokenize(texts)
-            features = {k: v for k, v in features.items() if isinstance(v, torch.Tensor)}
+            features = {k: v.to(self.st.device) for k, v in features.items() if isinstance(v, torch.Tensor)}
             emb = self.st(features)["sentence_embedding"]
         else:
             enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.cfg.max_length, return_tensors="pt")
-            out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
-            emb = masked_mean(out.last_hidden_state, enc["attention_mask"])
+            device = next(self.model.parameters()).device
+            ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+            out = self.model(input_ids=ids, attention_mask=mask)
+            emb = masked_mean(out.last_hidden_state, mask)
             if hasattr(self, "dense"):
                 emb = self.dense(emb)
         return F.normalize(emb.float(), dim=-1) if normalize else emb.float()
@@ -129,7 +133,7 @@ class YEncoder(nn.Module):
         for name, t in sorted(self.state_dict().items()):
             flat = t.detach().reshape(-1)
             h.update(name.encode())
-            h.update(flat[:: max(1, math.ceil(flat.numel() / 4096))].float().numpy().tobytes())
+            h.update(flat[:: max(1, math.ceil(flat.numel() / 4096))].float().cpu().numpy().tobytes())
         return h.hexdigest()[:16]
 
 

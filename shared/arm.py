@@ -19,16 +19,30 @@ BUILTIN_PLUGINS = ("jepa_arm", "vlm_arm")
 
 @dataclass
 class Batch:
-    """One micro-batch, identical for every arm: cached visual tokens, the query, one target caption."""
+    """One micro-batch, identical for every arm: visual tokens, the query, one target caption.
+
+    The loader fills ``visual`` (cached features) or ``frames`` (online mode: decoded uint8 frames
+    that the frozen encoder turns into ``visual`` on the device before the arm sees the batch).
+    """
 
     ids: list[str]
-    visual: torch.Tensor  # [B, L, D] frozen X-encoder tokens
     queries: list[str]
     captions: list[str]  # the target text Y sampled for this step
-    labels: torch.Tensor | None = None
+    visual: torch.Tensor | None = None  # [B, L, D] frozen X-encoder tokens
+    frames: torch.Tensor | None = None  # uint8 [B, T, H, W, 3]
+    labels: torch.Tensor | None = None  # [B] class index, -1 = none (evaluation)
+    references: list[tuple[str, ...]] | None = None  # every caption of each clip (evaluation)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def pin_memory(self) -> "Batch":
+        """Called by the DataLoader's pin-memory thread (CUDA), so host-to-device copies can overlap."""
+        for name in ("visual", "frames"):
+            t = getattr(self, name)
+            if t is not None:
+                setattr(self, name, t.pin_memory())
+        return self
 
 
 @dataclass
@@ -40,11 +54,12 @@ class ArmContext:
     visual_dim: int  # channels of the X-encoder tokens
     visual_tokens: int  # X-encoder tokens per clip
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    train_captions: list[str] = field(default_factory=list)  # training split only (text-only uses)
+    # the training split's captions, read on demand (text-only uses such as fitting a Y-decoder)
+    captions_of_train: Callable[[int | None], list[str]] | None = None
 
-    @property
-    def on_meta(self) -> bool:
-        return self.device.type == "meta"
+    def train_captions(self, limit: int | None = None) -> list[str]:
+        """Every caption of the first ``limit`` training clips (all by default)."""
+        return self.captions_of_train(limit) if self.captions_of_train is not None else []
 
     def base_lm(self) -> nn.Module:
         """A fresh copy of the shared base causal LM (same weights for every arm of a seed)."""

@@ -45,8 +45,10 @@ class SyntheticConfig:
 
 @dataclass
 class ManifestConfig:
-    path: str | None = None  # JSONL of clips (see shared/manifest.py)
+    path: str | None = None  # JSONL of clips (see shared/data/manifest.py)
     streams_path: str | None = None  # JSONL of long videos with timestamped events
+    # a `validate` report (its invalid.jsonl): the clips it lists are skipped, counted in the log
+    exclude: str | None = None
 
 
 @dataclass
@@ -54,6 +56,10 @@ class DataConfig:
     source: Literal["synthetic", "manifest"] = "synthetic"
     frames: int = 16  # frames sampled uniformly per clip
     query: str = "Describe the video."  # the prompt X_Q given to both arms
+    # DataLoader worker processes that read clips (decode and resize frames, or read cached
+    # features); 0 = in the training process. prefetch = batches each worker keeps ready.
+    workers: int = 0
+    prefetch: int = 2
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     manifest: ManifestConfig = field(default_factory=ManifestConfig)
 
@@ -62,6 +68,10 @@ class DataConfig:
 class EncoderConfig:
     """The frozen X-encoder shared by every arm (a Perception Encoder from timm)."""
 
+    # "cache": features computed once, stored in memory-mapped shards and read by the loader;
+    # "online": the encoder runs on the training device inside each step, on frames the loader
+    # decodes (the PerceptionLM way; no feature storage, the mode for paper scale). Same batches.
+    features: Literal["cache", "online"] = "cache"
     model: str = "vit_pe_core_tiny_patch16_384"
     weights: str | None = None  # local file/dir or hub id; None = seeded random init (frozen)
     image_size: int = 64
@@ -423,7 +433,8 @@ def split_sweeps(overrides: list[str]) -> tuple[list[str], dict[str, list[Any]]]
 # Keys that do not change what training computes: excluded from resume checks and control audits.
 NOT_TRAINING = ("seeds", "arms", "plugins", "cache_dir", "eval", "latency", "selective", "arm_name",
                 "train.log_every", "train.resume_every", "train.threads",
-                "data.synthetic.streams", "data.synthetic.stream_events", "data.manifest.streams_path")
+                "data.synthetic.streams", "data.synthetic.stream_events", "data.manifest.streams_path",
+                "data.workers", "data.prefetch")
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

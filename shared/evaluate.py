@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from shared.arm import Arm
-from shared.data import ClipRecord
+from shared.data.loader import ClipBatches, EvalPlan, batches, make_loader
+from shared.data.sources import ClipSource, manifest_dataset
 from shared.metrics import cider, recall_at_k, top_k_accuracy
 from shared.pipeline import Prepared
 from shared.precision import autocast_for
@@ -24,121 +25,122 @@ from shared.precision import autocast_for
 
 @dataclass
 class EvalSet:
-    """The clips of one evaluation set (capped by eval.max_clips) and its candidate label texts."""
+    """One evaluation set: a split's clips (capped by eval.max_clips) and its candidate label texts."""
 
     name: str
-    ids: list[str]
-    visual: torch.Tensor
-    references: list[list[str]]
-    labels: np.ndarray  # -1 where a clip has no label
+    source: ClipSource
     label_texts: list[str]
+    n: int  # clips evaluated: the first n of the source
 
     @staticmethod
-    def from_records(name: str, records: list[ClipRecord], visual: torch.Tensor, label_texts: list[str],
-                     max_clips: int) -> "EvalSet":
-        if not records:
+    def of(name: str, source: ClipSource, label_texts: list[str], max_clips: int) -> "EvalSet":
+        if not len(source):
             raise ValueError(f"evaluation set {name!r} holds no clips")
-        n = max_clips or len(records)
-        return EvalSet(name, [r.id for r in records[:n]], visual[:n], [list(r.captions) for r in records[:n]],
-                       np.array([-1 if r.label is None else r.label for r in records[:n]]), list(label_texts))
+        return EvalSet(name, source, list(label_texts), min(len(source), max_clips or len(source)))
 
 
 def eval_sets(prepared: Prepared) -> list[EvalSet]:
-    """The evaluation sets: the data's own val/test split, or the manifests listed in eval.sets."""
+    """The evaluation sets: the data's own val/test split, or the manifests listed in eval.sets
+    (their features cached like the training data's)."""
     cfg = prepared.cfg
     split = cfg.eval.split
     if not cfg.eval.sets:
-        records = prepared.dataset.split(split)
-        if not records:
+        source = prepared.dataset.split(split)
+        if not len(source):
             raise ValueError(f"eval.split: the {split!r} split is empty")
-        return [EvalSet.from_records(split, records, prepared.features[split], prepared.dataset.label_texts,
-                                     cfg.eval.max_clips)]
-    from shared.data import manifest_records
-    from shared.encoder import FrozenEncoder
-    from shared.feature_cache import FeatureCache
-
-    cache = FeatureCache(cfg.cache_path, FrozenEncoder.from_config(cfg), cfg.data.frames)
+        return [EvalSet.of(split, source, prepared.dataset.label_texts, cfg.eval.max_clips)]
     out = []
     for path in cfg.eval.sets:
-        records, labels = manifest_records(path)
-        records = [r for r in records if r.split == split]
-        if not records:
+        ds = manifest_dataset(path, cfg)
+        source = ds.split(split)
+        if not len(source):
             raise ValueError(f"eval.sets: {path} has no clip with split {split!r}")
-        visual, _ = cache.features(records, desc=f"encode {Path(path).stem}")
-        out.append(EvalSet.from_records(Path(path).stem, records, visual, labels, cfg.eval.max_clips))
+        prepared.features.prepare(source, desc=f"encode {Path(path).stem}")
+        out.append(EvalSet.of(Path(path).stem, source, ds.label_texts, cfg.eval.max_clips))
     return out
 
 
-def _batches(n: int, size: int):
-    for s in range(0, n, size):
-        yield slice(s, min(n, s + size))
+def eval_batches(prepared: Prepared, evalset: EvalSet, device):
+    """The set's batches (references and labels included), ``visual`` on ``device``."""
+    cfg = prepared.cfg
+    plan = EvalPlan(0, evalset.n, cfg.eval.batch_size)
+    ds = ClipBatches(evalset.source, plan, prepared.features.reader(evalset.source), cfg.data.query, references=True)
+    for batch in batches(make_loader(ds, 0, len(plan), cfg.data.workers, cfg.data.prefetch)):
+        yield prepared.features.ready(batch, device)
 
 
 @torch.no_grad()
 def evaluate(arm: Arm, prepared: Prepared, evalset: EvalSet) -> dict:
+    """Every metric from one pass over the set's batches: captions, candidate scores, embeddings."""
     cfg = prepared.cfg
     arm.eval()
     arm.prepare_evaluation()
-    bs, query = cfg.eval.batch_size, cfg.data.query
-    out: dict = {}
+    device = next(arm.parameters()).device
+    classify = bool(evalset.label_texts)
+    retrieval = cfg.eval.retrieval and arm.supports_embed
     t0 = time.perf_counter()
-    preds: list[str] = []
+    ids, preds, refs, labels, scores, videos = [], [], [], [], [], []
+    timing = {"caption_s": 0.0, "classify_s": 0.0}
     with autocast_for(cfg):
-        for sl in _batches(len(evalset.ids), bs):
-            v = evalset.visual[sl]
-            preds += arm.caption(v, [query] * len(v), cfg.eval.caption_max_tokens)
-    out["cider"], per_clip = cider(preds, evalset.references)
-    out["caption_s"] = time.perf_counter() - t0
-
-    labelled = evalset.labels >= 0
-    label_texts = evalset.label_texts
-    if labelled.any() and label_texts:
-        t1 = time.perf_counter()
-        scores = []
+        for batch in eval_batches(prepared, evalset, device):
+            ids += batch.ids
+            refs += [list(r) for r in batch.references]
+            labels.append(batch.labels.numpy())
+            t = time.perf_counter()
+            preds += arm.caption(batch.visual, batch.queries, cfg.eval.caption_max_tokens)
+            timing["caption_s"] += time.perf_counter() - t
+            if classify:
+                t = time.perf_counter()
+                scores.append(arm.score_candidates(batch.visual, batch.queries, evalset.label_texts).float().cpu())
+                timing["classify_s"] += time.perf_counter() - t
+            if retrieval:
+                videos.append(arm.embed(batch.visual, batch.queries).float().cpu())
+    labels = np.concatenate(labels)
+    out: dict = {}
+    out["cider"], per_clip = cider(preds, refs)
+    out["caption_s"] = timing["caption_s"]
+    labelled = labels >= 0
+    if classify and labelled.any():
+        s = torch.cat(scores).numpy()[labelled]
+        out["top1"] = top_k_accuracy(s, labels[labelled], 1)
+        out["top5"] = top_k_accuracy(s, labels[labelled], 5)
+        out["classify_s"] = timing["classify_s"]
+    if retrieval:  # text-to-video: each clip's first reference retrieves among all evaluation clips
         with autocast_for(cfg):
-            for sl in _batches(len(evalset.ids), bs):
-                v = evalset.visual[sl]
-                scores.append(arm.score_candidates(v, [query] * len(v), label_texts).float().cpu())
-        scores = torch.cat(scores).numpy()[labelled]
-        out["top1"] = top_k_accuracy(scores, evalset.labels[labelled], 1)
-        out["top5"] = top_k_accuracy(scores, evalset.labels[labelled], 5)
-        out["classify_s"] = time.perf_counter() - t1
-
-    if cfg.eval.retrieval and arm.supports_embed:
-        # text-to-video: each clip's first reference retrieves among all evaluation clips
-        with autocast_for(cfg):
-            videos = torch.cat([arm.embed(evalset.visual[sl], [query] * (sl.stop - sl.start))
-                                for sl in _batches(len(evalset.ids), bs)]).float()
-            texts = arm.embed_texts([refs[0] for refs in evalset.references]).float()
-        out["recall1"] = recall_at_k(texts @ videos.T, np.arange(len(videos)), 1)
-
-    recon = arm.reconstruct_texts([refs[0] for refs in evalset.references], cfg.eval.caption_max_tokens)
+            texts = arm.embed_texts([r[0] for r in refs]).float().cpu()
+        out["recall1"] = recall_at_k(texts @ torch.cat(videos).T, np.arange(len(refs)), 1)
+    recon = arm.reconstruct_texts([r[0] for r in refs], cfg.eval.caption_max_tokens)
     if recon is not None:  # the decoder's ceiling: decode(encode(reference)) vs the references
-        out["decoder_ceiling_cider"], _ = cider(recon, evalset.references)
+        out["decoder_ceiling_cider"], _ = cider(recon, refs)
     out["eval_s"] = time.perf_counter() - t0
     out["examples"] = [{"id": i, "prediction": p, "references": r, "cider": float(c)}
-                       for i, p, r, c in zip(evalset.ids, preds, evalset.references, per_clip)]
+                       for i, p, r, c in zip(ids, preds, refs, per_clip)]
     return out
+
+
+BASELINE_TRAIN_CLIPS = 100_000  # the most frequent caption is counted over at most this many clips
 
 
 def baselines(prepared: Prepared, evalset: EvalSet) -> dict:
     """Reference points that need no model: chance, a constant caption, and the human ceiling."""
     label_texts = evalset.label_texts
-    train_caps = Counter(c for r in prepared.dataset.split("train") for c in r.captions)
+    train_caps = Counter(prepared.dataset.split("train").captions(BASELINE_TRAIN_CLIPS))
     most_frequent = train_caps.most_common(1)[0][0]
+    references = [list(evalset.source.clip(i).captions) for i in range(evalset.n)]
     out = {"most_frequent_caption": most_frequent,
-           "most_frequent_caption_cider": cider([most_frequent] * len(evalset.ids), evalset.references)[0]}
+           "most_frequent_caption_cider": cider([most_frequent] * evalset.n, references)[0]}
     n = len(label_texts)
     if n:
         out.update(classes=n, chance_top1=1 / n, chance_top5=min(5, n) / n)
-    labels = evalset.labels[evalset.labels >= 0]
+    all_labels = evalset.source.labels()[:evalset.n]
+    labels = all_labels[all_labels >= 0]
     if len(labels):  # a query's own clip is only findable up to the clips that share its meaning
         counts = np.bincount(labels)
         out["retrieval_r1_ceiling"] = float(np.mean(1.0 / counts[labels]))
-    multi = [refs for refs in evalset.references if len(refs) >= 2]
+    multi = [refs for refs in references if len(refs) >= 2]
     if multi:  # one reference scored against the others: what an annotator would get
         out["human_ceiling_cider"] = cider([refs[0] for refs in multi], [refs[1:] for refs in multi])[0]
-    out["eval_clips"] = len(evalset.ids)
+    out["eval_clips"] = evalset.n
     return out
 
 

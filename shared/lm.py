@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
+from typing import Callable
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -37,25 +40,37 @@ def train_caption_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedToke
     return PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False, **SPECIAL)
 
 
-def load_tokenizer(cfg: Config, texts: list[str] | None = None):
-    """The shared tokenizer. ``texts`` (training captions, prompts, label texts) trains the
-    captions tokenizer; it is cached by content so every arm and run reuses the same file."""
+def load_tokenizer(cfg: Config, texts: list[str] | Callable[[], list[str]] | None = None, corpus_key: str | None = None):
+    """The shared tokenizer. ``texts`` (training captions, prompts, label texts; or a function
+    giving them) trains the captions tokenizer, cached so every arm and run reuses the same file:
+    by ``corpus_key`` (the identity of those texts) when given, so a cached tokenizer is found
+    without reading the corpus, else by the texts' content."""
     if cfg.lm.tokenizer != "captions":
         tok = AutoTokenizer.from_pretrained(cfg.lm.tokenizer)
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token  # Llama ships without a pad token; masks make its id irrelevant
         return tok
+    folder = None
+    if corpus_key is not None:
+        folder = cfg.cache_path / "tokenizers" / hashlib.sha256(f"{cfg.lm.tokenizer_vocab}|{corpus_key}".encode()).hexdigest()[:16]
+        if (folder / "tokenizer.json").is_file():
+            return PreTrainedTokenizerFast.from_pretrained(str(folder))
+    if callable(texts):
+        texts = texts()
     if not texts:
         raise ValueError("the captions tokenizer needs the training captions to train on")
     corpus = sorted(set(texts))
-    key = hashlib.sha256(json.dumps([cfg.lm.tokenizer_vocab, corpus]).encode()).hexdigest()[:16]
-    folder = cfg.cache_path / "tokenizers" / key
-    if (folder / "tokenizer.json").is_file():
-        return PreTrainedTokenizerFast.from_pretrained(str(folder))
+    if folder is None:
+        key = hashlib.sha256(json.dumps([cfg.lm.tokenizer_vocab, corpus]).encode()).hexdigest()[:16]
+        folder = cfg.cache_path / "tokenizers" / key
+        if (folder / "tokenizer.json").is_file():
+            return PreTrainedTokenizerFast.from_pretrained(str(folder))
     tok = train_caption_tokenizer(corpus, cfg.lm.tokenizer_vocab)
-    tmp = folder.with_name(folder.name + ".tmp")
+    tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")  # one per process: several may train it at once
     tok.save_pretrained(str(tmp))
-    if not folder.exists():
+    if folder.exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
         tmp.replace(folder)
     log.info("trained a %d-token BPE tokenizer on %d distinct texts", len(tok), len(corpus))
     return tok

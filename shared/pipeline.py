@@ -1,16 +1,22 @@
-"""From a config to everything an arm needs: clips, tokenizer, cached visual tokens, context."""
+"""From a config to everything an arm needs: clip sources, tokenizer, visual features, context.
+
+Nothing per clip is loaded here: sources address clips by position, and in ``cache`` mode the
+features of the asked splits are made to exist on disk (encoded once, read later by the loader).
+"""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from shared.arm import ArmContext
+from shared.arm import ArmContext, Batch
 from shared.config import Config
-from shared.data import Dataset, build_dataset
-from shared.encoder import FrozenEncoder
-from shared.feature_cache import CacheStats, FeatureCache
+from shared.data.loader import ClipBatches, batches, make_loader
+from shared.data.sources import Dataset, build_dataset, digest
+from shared.features.encoder import FrozenEncoder
+from shared.features.visual import VisualFeatures
 from shared.lm import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -23,36 +29,74 @@ class Prepared:
     tokenizer: object
     visual_dim: int
     visual_tokens: int
-    features: dict[str, torch.Tensor] = field(default_factory=dict)  # split -> [N, L, D]
-    cache_stats: dict[str, CacheStats] = field(default_factory=dict)
+    features: VisualFeatures
 
     def context(self, device: torch.device | str = "cpu") -> ArmContext:
-        return ArmContext(
-            cfg=self.cfg,
-            tokenizer=self.tokenizer,
-            visual_dim=self.visual_dim,
-            visual_tokens=self.visual_tokens,
-            device=torch.device(device),
-            train_captions=[c for r in self.dataset.split("train") for c in r.captions],
-        )
+        train = self.dataset.split("train")
+        return ArmContext(cfg=self.cfg, tokenizer=self.tokenizer, visual_dim=self.visual_dim,
+                          visual_tokens=self.visual_tokens, device=torch.device(device),
+                          captions_of_train=lambda limit=None: list(train.captions(limit)))
+
+    def batch(self, split: str, clip_idx, cap_idx=None, device: torch.device | str = "cpu") -> Batch:
+        """One batch of given clips (and caption choices), read synchronously, ``visual`` on ``device``."""
+        clip_idx = np.asarray(clip_idx, dtype=np.int64)
+        cap_idx = np.zeros_like(clip_idx) if cap_idx is None else np.asarray(cap_idx, dtype=np.int64)
+        source = self.dataset.split(split)
+        ds = ClipBatches(source, _Fixed(clip_idx, cap_idx), self.features.reader(source), self.cfg.data.query,
+                         references=True)
+        batch, = batches(make_loader(ds, 0, 1, workers=0, prefetch=2))
+        return self.features.ready(batch, device)
+
+    def visual(self, split: str, clip_idx) -> torch.Tensor:
+        return self.batch(split, clip_idx).visual
+
+
+@dataclass(frozen=True)
+class _Fixed:
+    clip_idx: np.ndarray
+    cap_idx: np.ndarray
+
+    def clips(self, k: int):
+        return self.clip_idx, self.cap_idx
+
+
+def random_visual_batch(prepared: Prepared, size: int, device) -> Batch:
+    """The first ``size`` training clips' first captions with random visual tokens: a batch of the
+    right shapes for timing a step, without reading any frames or features."""
+    train = prepared.dataset.split("train")
+    clips = [train.clip(i) for i in range(min(size, len(train)))]
+    g = torch.Generator().manual_seed(0)
+    visual = torch.randn(len(clips), prepared.visual_tokens, prepared.visual_dim, generator=g)
+    return Batch(ids=[c.id for c in clips], queries=[prepared.cfg.data.query] * len(clips),
+                 captions=[c.captions[0] for c in clips], visual=visual.to(device))
 
 
 def tokenizer_corpus(cfg: Config, dataset: Dataset) -> list[str]:
     """Texts the captions tokenizer is trained on: training captions, label texts, the prompt."""
-    return [c for r in dataset.split("train") for c in r.captions] + list(dataset.label_texts) + [cfg.data.query]
+    return [*dataset.split("train").captions(), *dataset.label_texts, cfg.data.query]
+
+
+def corpus_key(cfg: Config, dataset: Dataset) -> str:
+    """Identity of the tokenizer corpus, known without reading it."""
+    return digest(dataset.split("train").text_key, *dataset.label_texts, cfg.data.query)
+
+
+def encoder_device() -> torch.device:
+    from accelerate import PartialState
+
+    return PartialState().device
 
 
 def prepare(cfg: Config, splits: tuple[str, ...] = ("train", "val", "test")) -> Prepared:
     dataset = build_dataset(cfg)
-    tokenizer = load_tokenizer(cfg, tokenizer_corpus(cfg, dataset))
-    encoder = FrozenEncoder.from_config(cfg)
+    tokenizer = load_tokenizer(cfg, lambda: tokenizer_corpus(cfg, dataset), corpus_key(cfg, dataset))
     torch.set_num_threads(cfg.train.threads or torch.get_num_threads())
-    cache = FeatureCache(cfg.cache_path, encoder, cfg.data.frames)
-    prepared = Prepared(cfg, dataset, tokenizer, encoder.dim, encoder.tokens_per_clip(cfg.data.frames))
+    encoder = FrozenEncoder.from_config(cfg).to(encoder_device())
+    features = VisualFeatures(cfg, encoder)
+    prepared = Prepared(cfg, dataset, tokenizer, encoder.dim, encoder.tokens_per_clip(cfg.data.frames), features)
     for split in splits:
-        records = dataset.split(split)
-        if records:
-            prepared.features[split], prepared.cache_stats[split] = cache.features(records, desc=f"encode {split}")
-    log.info("data %s: %s clips; %d visual tokens x %d dims per clip", dataset.name,
-             {s: len(dataset.split(s)) for s in splits}, prepared.visual_tokens, prepared.visual_dim)
+        features.prepare(dataset.split(split), desc=f"encode {split}")
+    log.info("data %s: %s clips; %d visual tokens x %d dims per clip; features: %s", dataset.name,
+             {s: len(dataset.split(s)) for s in ("train", "val", "test")}, prepared.visual_tokens,
+             prepared.visual_dim, cfg.encoder.features)
     return prepared

@@ -54,10 +54,15 @@ class ShardStore:
             by_shard.setdefault(shard, []).append((i, row))
         out = None
         for shard, pairs in by_shard.items():
+            dst, src = zip(*pairs)
             with safe_open(str(shard), framework="pt") as f:
-                data = f.get_tensor("rows")
+                rows = f.get_slice("rows")
+                if len(src) * 8 < rows.get_shape()[0]:  # a few rows (a training batch): read just those
+                    data = torch.cat([rows[r:r + 1] for r in src])
+                    src = range(len(src))
+                else:
+                    data = f.get_tensor("rows")
             if out is None:
                 out = torch.empty(len(keys), *data.shape[1:], dtype=torch.float32)
-            dst, src = zip(*pairs)
             out[list(dst)] = data[list(src)].float()
         return out if out is not None else torch.empty(0)

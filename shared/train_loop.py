@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 
-from shared.arm import Arm, Batch, build_arm
+from shared.arm import Arm, build_arm
 from shared.checkpoint import (TrainState, find_resume, load_resume, milestone_dir, save_resume, save_weights)
 from shared.config import Config, ConfigError, dump_yaml, to_dict, training_view
-from shared.data import TrainOrder
+from shared.data.loader import ClipBatches, TrainPlan, batches, make_loader
+from shared.data.order import TrainOrder
 from shared.optim import build_optimizer, build_scheduler
 from shared.pipeline import Prepared
 from shared.precision import decision, resolve_config
@@ -40,19 +41,6 @@ class TrainResult:
     samples_per_s: float = 0.0
     trainable_params: int = 0
     completed: bool = False
-
-
-def make_batch(prepared: Prepared, split: str, clip_idx, cap_idx) -> Batch:
-    records = prepared.dataset.split(split)
-    recs = [records[i] for i in clip_idx]
-    labels = [r.label if r.label is not None else -1 for r in recs]
-    return Batch(
-        ids=[r.id for r in recs],
-        visual=prepared.features[split][torch.as_tensor(clip_idx)],
-        queries=[prepared.cfg.data.query] * len(recs),
-        captions=[r.captions[k] for r, k in zip(recs, cap_idx)],
-        labels=torch.tensor(labels),
-    )
 
 
 def new_accelerator(cfg: Config, run_dir: Path):
@@ -132,7 +120,8 @@ def train_arm(prepared: Prepared, arm_name: str, run_dir: str | Path, stop_at_sa
                          f"({t.micro_batch} x {nproc})")
     accum = t.effective_batch // (t.micro_batch * nproc)
 
-    order = TrainOrder(cfg.seed, [len(r.captions) for r in prepared.dataset.split("train")])
+    train = prepared.dataset.split("train")
+    order = TrainOrder(cfg.seed, train.caption_counts())
     arm = build_seeded_arm(prepared, arm_name, accelerator.device)
     arm.prepare_training()
     optimizer = build_optimizer(arm, cfg)
@@ -154,6 +143,12 @@ def train_arm(prepared: Prepared, arm_name: str, run_dir: str | Path, stop_at_sa
         write_text_atomic(log_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     model, optimizer = accelerator.prepare(arm, optimizer)
+    # micro-batch k of this process = micro-step k % accum of step k // accum: resuming restarts at k
+    plan = TrainPlan(order, accelerator.process_index, t.effective_batch, t.micro_batch, accum)
+    loader = make_loader(ClipBatches(train, plan, prepared.features.reader(train), cfg.data.query),
+                         state.step * accum, total_steps * accum, cfg.data.workers, cfg.data.prefetch,
+                         pin=accelerator.device.type == "cuda", persistent=True)
+    stream = batches(loader)
     accelerator.init_trackers("train", config={"arm": arm_name, "seed": cfg.seed})
     trainable = [p for p in arm.parameters() if p.requires_grad]
 
@@ -163,12 +158,9 @@ def train_arm(prepared: Prepared, arm_name: str, run_dir: str | Path, stop_at_sa
     window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
     model.train()
     while state.step < total_steps:
-        step_start = state.step * t.effective_batch + accelerator.process_index * t.micro_batch * accum
         step_loss = torch.zeros((), device=accelerator.device)
         for micro in range(accum):
-            clips, caps = order.take(step_start + micro * t.micro_batch, t.micro_batch)
-            batch = make_batch(prepared, "train", clips, caps)
-            batch.visual = batch.visual.to(accelerator.device)
+            batch = prepared.features.ready(next(stream), accelerator.device)  # online mode: encoded here
             sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
             with sync:
                 loss = model(batch)

@@ -11,7 +11,7 @@ from tests.conftest import ROOT, SMOKE
 def test_help_lists_the_commands():
     out = subprocess.run([sys.executable, "-m", "experiments", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0
-    for cmd in ("describe", "train", "sample-efficiency", "latency", "cache-benchmark", "report"):
+    for cmd in ("describe", "train", "sample-efficiency", "latency", "selective-decoding", "validate", "data-bench", "report"):
         assert cmd in out.stdout
 
 

@@ -97,7 +97,7 @@ def test_y_decoder_reconstructs_training_captions(smoke_prepared):
     from jepa_arm.config import YDecoderConfig
     from jepa_arm.y_decoder import TrainedDecoder, fit
 
-    captions = sorted({c for r in smoke_prepared.dataset.split("train")[:8] for c in r.captions})[:12]
+    captions = sorted(set(smoke_prepared.dataset.split("train").captions(8)))[:12]
     torch.manual_seed(0)
     emb = F.normalize(torch.randn(len(captions), 16), dim=-1)  # any distinct embeddings will do
     cfg = YDecoderConfig(hidden_size=64, num_layers=2, num_heads=2, steps=250, batch_size=16, lr=3e-3, noise=0.02)
@@ -193,18 +193,18 @@ def test_paper_parameter_counts_on_meta_device():
 
 
 def test_jepa_arm_trains_and_evaluates(smoke_prepared):
-    from shared.train_loop import build_seeded_arm, make_batch
+    from shared.train_loop import build_seeded_arm
 
     prep = dataclasses.replace(smoke_prepared)
     arm = build_seeded_arm(prep, "jepa")
     arm.prepare_training()
-    batch = make_batch(prep, "train", list(range(8)), [0] * 8)
+    batch = prep.batch("train", list(range(8)), [0] * 8)
     loss = arm(batch)
     loss.backward()
     grads = [n for n, p in arm.named_parameters() if p.grad is not None]
     assert grads and all(not n.startswith("y_encoder") and "embed_tokens" not in n for n in grads)
     with torch.no_grad():
-        v = prep.features["test"][:4]
+        v = prep.visual("test", range(4))
         scores = arm.score_candidates(v, ["describe"] * 4, prep.dataset.label_texts)
         assert scores.shape == (4, 144) and scores.abs().max() <= 1.0 + 1e-5
         e = arm.embed(v, ["describe"] * 4)
@@ -225,7 +225,7 @@ def test_both_arms_start_from_the_same_base_lm(smoke_prepared):
 
 
 def test_trainable_y_encoder_uses_the_lr_multiplier_and_shared_heads(smoke_cfg, smoke_prepared):
-    from shared.train_loop import build_seeded_arm, make_batch
+    from shared.train_loop import build_seeded_arm
 
     prep = dataclasses.replace(smoke_prepared, cfg=smoke_cfg("jepa.y_encoder.trainable=true", "jepa.shared_dim=32"))
     arm = build_seeded_arm(prep, "jepa")
@@ -236,7 +236,7 @@ def test_trainable_y_encoder_uses_the_lr_multiplier_and_shared_heads(smoke_cfg, 
         assert len(in_y) == 1  # no group mixes the text encoder with the rest
         assert g["lr"] == pytest.approx(1e-3 * (0.05 if in_y == {True} else 1))
     arm.prepare_training()
-    loss = arm(make_batch(prep, "train", list(range(6)), [0] * 6))
+    loss = arm(prep.batch("train", list(range(6)), [0] * 6))
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in arm.y_encoder.parameters())
     assert arm.y_head.weight.grad is not None and arm.predictor.head.out_features == 32

@@ -6,19 +6,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.data import build_dataset
-from shared.manifest import ManifestError, read_clips, read_streams
-from shared.media import MediaError, read_video
+from shared.data.manifest import ManifestError, read_clips, read_streams
+from shared.data.media import MediaError, read_video
+from shared.data.sources import build_dataset
 
 
-def write_video(path: Path, n: int = 20, size: int = 48, fps: int = 10) -> None:
-    """Frame i is uniformly grey at level 10 * i: sampled frames reveal their index."""
+def write_video(path: Path, n: int = 20, size: int = 48, fps: int = 10, codec: str = "mpeg4",
+                width: int | None = None, height: int | None = None, gop: int | None = None) -> None:
+    """Frame i is uniformly grey at level (10 * i) % 250: sampled frames reveal their index."""
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=fps)
-        stream.width = stream.height = size
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height = width or size, height or size
+        if gop:
+            stream.gop_size = gop
         stream.pix_fmt = "yuv420p"
         for i in range(n):
-            img = np.full((size, size, 3), 10 * i, dtype=np.uint8)
+            img = np.full((stream.height, stream.width, 3), (10 * i) % 250, dtype=np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 out.mux(packet)
         for packet in stream.encode():
@@ -55,18 +58,17 @@ def test_reads_video_image_and_frame_folder(media, smoke_cfg):
     cfg = smoke_cfg("data.source=manifest", f"data.manifest.path={manifest}")
     ds = build_dataset(cfg)
     assert ds.label_texts == ["brighten"]
-    v, = ds.split("train")
-    i, = ds.split("test")
-    f, = ds.split("val")
-    assert i.label is None and v.label == 0
-    fv = v.frames(4, 32)
+    v, i, f = ds.split("train"), ds.split("test"), ds.split("val")
+    assert (len(v), len(i), len(f)) == (1, 1, 1)
+    assert i.clip(0).label == -1 and v.clip(0).label == 0 and i.clip(0).captions == ("a still image", "nothing moves")
+    fv = v.frames(0, 4, 32)
     assert fv.shape == (4, 32, 32, 3)
     # uniform sampling of a 20-frame video at 4 frames: centres of 4 segments -> frames ~2, 7, 12, 17
     levels = fv.reshape(4, -1).mean(1)
     assert np.all(np.diff(levels) > 30) and abs(levels[0] - 25) < 12 and abs(levels[-1] - 175) < 12
-    fi = i.frames(3, 32)
+    fi = i.frames(0, 3, 32)
     assert fi.shape == (3, 32, 32, 3) and np.all(fi == fi[0])
-    ff = f.frames(3, 16)
+    ff = f.frames(0, 3, 16)
     assert ff.shape == (3, 16, 16, 3) and np.all(np.diff(ff.reshape(3, -1).mean(1)) > 0)
 
 
@@ -76,14 +78,13 @@ def test_video_times_pick_nearest_frames(media):
 
 
 @pytest.mark.parametrize("mutate, expected", [
-    (lambda l: l[1].update(media="missing.mp4"), "data.jsonl:2: media file not found"),
     (lambda l: l[0].update(captions=[]), "data.jsonl:1: 'captions' is empty"),
     (lambda l: l[2].update(captions=["ok", "  "]), "data.jsonl:3: caption 1 is empty"),
     (lambda l: l[0].pop("split"), "data.jsonl:1: missing field 'split'"),
     (lambda l: l[1].pop("id"), "data.jsonl:2: missing field 'id'"),
     (lambda l: l[1].update(split="dev"), "data.jsonl:2: split must be one of"),
     (lambda l: l[2].update(id="v"), "data.jsonl:3: duplicate id 'v' (first at"),
-    (lambda l: l[0].update(media="notes.txt"), "data.jsonl:1: "),
+    (lambda l: l[0].update(media=""), "data.jsonl:1: media is empty"),
     (lambda l: l.insert(1, "{not json"), "data.jsonl:2: not valid JSON"),
 ])
 def test_bad_manifest_lines_name_line_and_problem(media, mutate, expected):
@@ -102,7 +103,7 @@ def test_undecodable_video_names_manifest_line(media, smoke_cfg):
     manifest = write_manifest(media / "data.jsonl", lines)
     ds = build_dataset(smoke_cfg("data.source=manifest", f"data.manifest.path={manifest}"))
     with pytest.raises(MediaError) as e:
-        ds.split("train")[0].frames(4, 32)
+        ds.split("train").frames(0, 4, 32)
     assert "data.jsonl:1" in str(e.value) and "broken.mp4" in str(e.value) and "cannot decode" in str(e.value)
 
 
@@ -117,7 +118,7 @@ def test_streams_manifest(media):
 
 
 def test_stream_windows_read_from_a_manifest_video(media, smoke_cfg):
-    from shared.streams import load_streams, window_times
+    from shared.data.streams import load_streams, window_times
 
     path = write_manifest(media / "streams.jsonl", [
         {"id": "s", "media": "clip.mp4", "events": [{"t": 0.5, "caption": "dark"}, {"t": 1.5, "caption": "light"}]}])
@@ -133,3 +134,82 @@ def test_stream_windows_read_from_a_manifest_video(media, smoke_cfg):
     (media / "still_stream.jsonl").write_text(json.dumps({"id": "x", "media": "still.png", "events": [{"t": 0, "caption": "c"}]}) + "\n")
     with pytest.raises(MediaError, match=r"still_stream.jsonl:1: a stream's media must be a video"):
         load_streams(cfg(media / "still_stream.jsonl"))
+
+
+@pytest.mark.parametrize("name, codec, size", [
+    ("clip.flv", "flv", (48, 48)), ("clip.wmv", "wmv2", (48, 48)), ("clip.ts", "mpeg2video", (48, 48)),
+    ("clip.3gp", "h263", (128, 96)), ("clip.mkv", "ffv1", (48, 48)), ("clip.gif", "gif", (48, 48)),
+])
+def test_any_container_ffmpeg_decodes_is_a_video(tmp_path, name, codec, size):
+    """No list of container extensions: whatever FFmpeg opens is read (flv, wmv, ts, 3gp, ...)."""
+    pix = {"gif": "rgb8", "ffv1": "yuv420p"}.get(codec, "yuv420p")
+    with av.open(str(tmp_path / name), "w") as out:
+        stream = out.add_stream(codec, rate=10)
+        stream.width, stream.height = size
+        stream.pix_fmt = pix
+        for i in range(20):
+            img = np.full((size[1], size[0], 3), 10 * i, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    frames = read_video(tmp_path / name, 16, n_frames=4)
+    levels = frames.reshape(4, -1).mean(1)
+    assert frames.shape == (4, 16, 16, 3) and np.all(np.diff(levels) > 20), levels
+
+
+def test_seeking_reads_the_frames_decoding_from_the_start_reads(tmp_path):
+    write_video(tmp_path / "long.mp4", n=250, fps=10, gop=10)  # 25 s, a keyframe every second
+    times = np.array([0.05, 24.9, 3.0, 12.34, 12.36, 7.0])
+    seek = read_video(tmp_path / "long.mp4", 16, times=times)
+    scan = read_video(tmp_path / "long.mp4", 16, times=times, seek=False)
+    assert np.array_equal(seek, scan)
+    assert [round(float(x) / 10) for x in seek.reshape(len(times), -1).mean(1)] == [1, 24, 5, 23, 24, 20]
+
+
+def test_validate_lists_unreadable_media_resumes_and_excludes(media, smoke_cfg, tmp_path):
+    from shared.data.validate import validate
+
+    (media / "notes.txt").write_text("hello")
+    (media / "broken.mp4").write_bytes(b"not a video" * 50)
+    lines = good_lines() + [
+        {"id": "gone", "media": "missing.mp4", "captions": ["x"], "split": "train"},
+        {"id": "txt", "media": "notes.txt", "captions": ["x"], "split": "train"},
+        {"id": "bad", "media": "broken.mp4", "captions": ["x"], "split": "train"},
+    ]
+    manifest = write_manifest(media / "data.jsonl", lines)
+    out = tmp_path / "report"
+    s = validate(manifest, out, workers=2)
+    assert s["clips"] == 6 and s["invalid"] == 3 and s["chunks_resumed"] == 0
+    bad = [json.loads(l) for l in (out / "invalid.jsonl").read_text().splitlines()]
+    assert [(b["line"], b["id"]) for b in bad] == [(4, "gone"), (5, "txt"), (6, "bad")]
+    assert "not found" in bad[0]["problem"] and "cannot decode" in bad[2]["problem"]
+    assert validate(manifest, out, workers=1)["chunks_resumed"] == 1  # nothing redone
+    ds = build_dataset(smoke_cfg("data.source=manifest", f"data.manifest.path={manifest}", f"data.manifest.exclude={out}"))
+    train = ds.split("train")
+    assert len(train) == 1 and train.clip(0).id == "v"
+
+
+@pytest.mark.slow
+def test_a_large_manifest_is_indexed_as_columns(tmp_path):
+    """200k lines: the index holds a few numbers per line, not one object per row (measured)."""
+    import tracemalloc
+
+    from shared.data.manifest import build_index
+
+    n = 200_000
+    path = tmp_path / "big.jsonl"
+    with path.open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"clip-{i}", "media": f"v/{i % 100}.mp4", "captions": [f"caption {i % 977}", "x"],
+                                "label": f"class {i % 50}", "split": "train" if i % 10 else "test"}) + "\n")
+    tracemalloc.start()
+    index = build_index(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(index) == n and len(index.rows("test")) == n // 10 and len(index.labels) == 50
+    # columns, their copies and the duplicate-id sort: ~100 bytes a line; one object per row would be >= 500
+    assert peak / n < 150, f"{peak / n:.0f} bytes per line"
+    with open(path, "rb") as f:
+        c = index.clip(123_457, f)
+    assert c.id == "clip-123457" and c.where.endswith(":123458") and index.labels[index.label[123_457]] == "class 7"

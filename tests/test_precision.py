@@ -103,6 +103,16 @@ def test_describe_hardware_measures_and_explains(capsys):
     assert "AVX512-BF16" in text and "GFLOP/s" in text and "precision" in text
 
 
+def test_describe_hardware_times_each_arm_in_each_precision(capsys, cache_dir):
+    from experiments.cli import main
+    from tests.conftest import SMOKE
+
+    assert main(["describe", "--hardware", "--json", "-c", str(SMOKE), f"cache_dir={cache_dir}"]) == 0
+    steps = json.loads(capsys.readouterr().out)["train_step_ms"]
+    assert set(steps) == {"jepa", "vlm"}
+    assert all(set(ms) == {"no", "bf16"} and min(ms.values()) > 0 for ms in steps.values())
+
+
 def test_no_module_but_precision_names_an_autocast_dtype():
     """One place decides precision: any other autocast with a dtype would bypass the hardware check."""
     pattern = re.compile(r"autocast\([^)]*(bfloat16|float16)")

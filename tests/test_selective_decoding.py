@@ -6,7 +6,7 @@ import pytest
 
 from experiments.cli import main
 from jepa_arm.selective_decoding import adaptive_segments, decode_points, nearest_decoded, uniform_segments
-from shared.streams import window_times
+from shared.data.streams import window_times
 from tests.conftest import SMOKE
 
 
@@ -91,8 +91,8 @@ def test_selective_decoding_run_writes_results_and_resumes(tmp_path, cache_dir, 
 
 def test_window_features_gathered_from_distinct_frames_equal_per_window_encoding(tmp_path, smoke_cfg):
     from experiments.selective_decoding import stream_features
-    from shared.encoder import FrozenEncoder
-    from shared.streams import load_streams
+    from shared.features.encoder import FrozenEncoder
+    from shared.data.streams import load_streams
 
     cfg = smoke_cfg()
     stream = load_streams(cfg)[0]

@@ -3,7 +3,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from shared import synthetic as syn
+from shared.data import synthetic as syn
 
 
 def test_generator_is_deterministic():

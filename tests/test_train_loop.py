@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from shared.data import TrainOrder
+from shared.data.order import TrainOrder
 from shared.optim import lr_factor
 from shared.train_loop import train_arm
 

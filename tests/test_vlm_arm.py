@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shared.train_loop import build_seeded_arm, make_batch
+from shared.train_loop import build_seeded_arm
 
 
 @pytest.fixture
@@ -13,7 +13,7 @@ def vlm(smoke_prepared):
 
 
 def test_loss_is_on_caption_tokens_only(smoke_prepared, vlm):
-    batch = make_batch(smoke_prepared, "train", [0, 1, 2], [0, 1, 2])
+    batch = smoke_prepared.batch("train", [0, 1, 2], [0, 1, 2])
     seen = {}
     vlm.lm.register_forward_pre_hook(lambda m, a, kw: seen.update(kw), with_kwargs=True)
     vlm.loss(batch)
@@ -29,7 +29,7 @@ def test_loss_is_on_caption_tokens_only(smoke_prepared, vlm):
 
 def overfit(arm, prepared, steps=120):
     """Train on one clip and caption until the arm reproduces it."""
-    batch = make_batch(prepared, "train", [0] * 8, [0] * 8)
+    batch = prepared.batch("train", [0] * 8, [0] * 8)
     opt = torch.optim.AdamW([p for p in arm.parameters() if p.requires_grad], lr=3e-3)
     arm.train()
     for _ in range(steps):
@@ -61,7 +61,7 @@ def test_trie_scores_equal_full_forward(smoke_prepared, vlm, attn):
     vlm.eval()
     vlm.lm.config._attn_implementation = attn  # the tree mask takes each implementation's form
     tok = smoke_prepared.tokenizer
-    v = smoke_prepared.features["test"][:3]
+    v = smoke_prepared.visual("test", range(3))
     q = ["describe the video ."] * 3
     # shared prefixes, and one candidate that is a prefix of another: a trie with inner end nodes
     candidates = ["a red square moves left", "a cross", "there is a blue circle that grows", "a cross moves",
@@ -80,7 +80,7 @@ def test_trie_scores_equal_full_forward(smoke_prepared, vlm, attn):
 
 def test_batched_captions_equal_single_captions(smoke_prepared, vlm):
     vlm.eval()
-    v = smoke_prepared.features["test"][:3]
+    v = smoke_prepared.visual("test", range(3))
     with torch.no_grad():
         together = vlm.caption(v, ["describe"] * 3, max_new_tokens=6)
         alone = [vlm.caption(v[i:i + 1], ["describe"], max_new_tokens=6)[0] for i in range(3)]
@@ -106,7 +106,7 @@ def test_beam_search_captions(smoke_cfg, smoke_prepared):
     prep = dataclasses.replace(smoke_prepared, cfg=smoke_cfg("vlm.num_beams=3"))
     arm = build_seeded_arm(prep, "vlm").eval()
     with torch.no_grad():
-        out = arm.caption(prep.features["test"][:2], ["describe"] * 2, max_new_tokens=5)
+        out = arm.caption(prep.visual("test", range(2)), ["describe"] * 2, max_new_tokens=5)
     assert len(out) == 2 and all(isinstance(o, str) for o in out)
 
 

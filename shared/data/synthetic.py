@@ -242,6 +242,11 @@ class SyntheticClip:
     captions: tuple[str, ...]
 
 
+def scene_label(seed: int, split: str, index: int) -> int:
+    """The class of clip ``index`` without building its scene (the scene stream's first draw)."""
+    return int(_rng(GENERATOR_VERSION, seed, split, index, "scene").integers(NUM_CLASSES))
+
+
 def make_clip(seed: int, split: str, index: int, paraphrase: int, n_captions: int) -> SyntheticClip:
     scene_rng = _rng(GENERATOR_VERSION, seed, split, index, "scene")
     meaning = Meaning.from_label(int(scene_rng.integers(NUM_CLASSES)))

@@ -27,7 +27,7 @@ class Stream:
 
 def load_streams(cfg: Config) -> list[Stream]:
     if cfg.data.source == "synthetic":
-        from shared.synthetic import make_stream
+        from shared.data.synthetic import make_stream
 
         s = cfg.data.synthetic
         out = []
@@ -39,8 +39,8 @@ def load_streams(cfg: Config) -> list[Stream]:
     path = cfg.data.manifest.streams_path
     if not path:
         raise ConfigError("data.manifest.streams_path: required for selective decoding on manifest data")
-    from shared.manifest import read_streams
-    from shared.media import MediaError, media_kind, read_video, video_duration
+    from shared.data.manifest import read_streams
+    from shared.data.media import MediaError, media_kind, read_video, video_duration
 
     out = []
     for ms in read_streams(path):

@@ -1,5 +1,8 @@
 """The frozen X-encoder shared by every arm: a Perception Encoder (PE-Core) from timm.
 
+It runs on whatever device it is moved to (the training device in ``online`` feature mode), in
+``encoder.dtype`` (``auto``: the run's resolved precision), under ``no_grad``.
+
 Frames are encoded one by one; the prefix (CLS) token is dropped and the patch grid is optionally
 average-pooled to ``pool_grid`` x ``pool_grid`` tokens per frame, so a clip becomes
 [frames * tokens_per_frame, dim] visual tokens S_V. Mean-pooling over frames is deliberately not
@@ -71,7 +74,7 @@ class FrozenEncoder(nn.Module):
     @torch.no_grad()
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [N, H, W, 3] -> [N, tokens_per_frame, dim] float32."""
-        x = frames.permute(0, 3, 1, 2).float().div_(255)
+        x = frames.to(self.mean.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
         x = ((x - self.mean) / self.std).to(self.dtype)
         tokens = self.model.forward_features(x)[:, self.model.num_prefix_tokens:]
         if self.cfg.pool_grid:
@@ -81,10 +84,15 @@ class FrozenEncoder(nn.Module):
         return tokens.float()
 
     @torch.no_grad()
-    def encode_clips(self, clips: np.ndarray) -> torch.Tensor:
-        """uint8 [B, T, H, W, 3] -> [B, T * tokens_per_frame, dim]."""
+    def encode_clips(self, clips: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 [B, T, H, W, 3] (numpy or a tensor on any device) -> [B, T * tokens_per_frame, dim]
+        float32, on the encoder's device, in chunks of ``encoder.batch_frames`` frames."""
+        if isinstance(clips, np.ndarray):
+            clips = torch.from_numpy(np.ascontiguousarray(clips))
         b, t = clips.shape[:2]
-        out = self.encode_frames(torch.from_numpy(np.ascontiguousarray(clips.reshape(b * t, *clips.shape[2:]))))
+        frames = clips.reshape(b * t, *clips.shape[2:])
+        step = max(1, self.cfg.batch_frames)
+        out = torch.cat([self.encode_frames(frames[i:i + step]) for i in range(0, len(frames), step)])
         return out.reshape(b, t * self.tokens_per_frame, self.dim)
 
     def fingerprint(self) -> str:
@@ -98,5 +106,5 @@ class FrozenEncoder(nn.Module):
             # a strided sample keeps hashing cheap for large encoders while catching any reinit
             flat = t.detach().reshape(-1)
             step = max(1, math.ceil(flat.numel() / 65536))
-            h.update(flat[::step].float().numpy().tobytes())
+            h.update(flat[::step].float().cpu().numpy().tobytes())
         return h.hexdigest()[:16]

@@ -1,0 +1,263 @@
+"""``data-bench``: the data pipeline at scale, measured in one run (ratios, not timed tests).
+
+1. Peak RSS of a training process (``train --stop-after``, its own process) on generated
+   manifests of each size in ``--clips``, in both feature modes: flat = nothing per clip held.
+2. Loader throughput (clips/s) with 0, 1 and 2 worker processes, in both modes.
+3. Step time of the configured arms with cached features vs the encoder in the step (online).
+4. Video decoding: frames/s reading a long video by seeking vs decoding from the start.
+
+The manifests point at a few small generated videos (the media content is not what is measured).
+For the cache-mode memory runs the shards are filled with random rows instead of encoded, since
+encoding 200k clips would take an hour here and the reader's memory does not depend on values;
+those runs use 2 frames per clip and float16 rows to keep the shards small on disk.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shared.config import load_config
+from shared.precision import announce
+from shared.runinfo import versions, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+MEDIA = 16  # distinct small videos behind every manifest
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("data-bench", help="data pipeline at scale: RSS vs manifest size, loader clips/s, "
+                                          "cache vs online step, seek vs scan decoding",
+                       description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    from experiments.cli import add_config_args
+
+    add_config_args(p)
+    p.add_argument("--clips", default="10000,200000", help="manifest sizes for the memory runs (comma list)")
+    p.add_argument("--steps", type=int, default=20, help="training steps per memory run and per step-time side")
+    p.add_argument("--loader-batches", type=int, default=40, help="batches read per loader-throughput point")
+    p.add_argument("--video-minutes", type=float, default=10.0, help="length of the long video for the decode test")
+    p.set_defaults(run=run)
+
+
+# ---- generated data --------------------------------------------------------------------------
+def write_video(path: Path, seconds: float, fps: int = 25, size: int = 64, gop: int = 50) -> None:
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.gop_size = gop
+        rng = np.random.default_rng(0)
+        base = rng.integers(0, 255, size=(size, size, 3), dtype=np.uint8)
+        for i in range(int(seconds * fps)):
+            img = np.roll(base, i, axis=1)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def write_manifest(path: Path, n: int, media: list[str]) -> Path:
+    """``n`` training clips (and a few val/test ones) over ``media``, captions from the synthetic grammar."""
+    from shared.data import synthetic
+
+    if path.is_file():
+        return path
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as f:
+        for i in range(n + 64):
+            clip = synthetic.make_clip(0, "bench", i % 5000, 2, 3)
+            split = "train" if i < n else ("val" if i < n + 32 else "test")
+            f.write(json.dumps({"id": f"clip-{i}", "media": media[i % len(media)], "captions": list(clip.captions),
+                                "label": synthetic.canonical_caption(clip.scene.meaning), "split": split}) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def fill_random(cfg, source) -> None:
+    """Cache-mode shards of random rows (what is measured is the reader, not the values)."""
+    from shared.features.encoder import FrozenEncoder
+    from shared.features.visual import VisualFeatures
+
+    store = VisualFeatures(cfg, FrozenEncoder.from_config(cfg)).store(source)
+    g = torch.Generator().manual_seed(0)
+    for k in store.missing():
+        store.write(k, torch.randn(store.rows(k), *store.shape, generator=g))
+
+
+# ---- 1. memory ---------------------------------------------------------------------------------
+def peak_rss_mb(cmd: list[str], env: dict) -> float:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    err = proc.stderr.read().decode()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"memory run failed: {' '.join(cmd)}\n{err[-3000:]}")
+    return usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def memory_runs(args, out: Path, manifests: dict[int, Path]) -> dict:
+    from shared.data.sources import build_dataset
+    from shared.pipeline import prepare
+
+    result = {}
+    for mode in ("cache", "online"):
+        for n, path in manifests.items():
+            overrides = ["data.source=manifest", f"data.manifest.path={path}", f"encoder.features={mode}",
+                         "data.frames=2", "encoder.cache_dtype=float16", "jepa.y_encoder.cache=false",
+                         f"train.milestones=[{args.steps * 1000}]", *args.overrides]
+            cfg = load_config(args.config, overrides)
+            prepare(cfg, splits=())  # index the manifest and train its tokenizer here, not in the measured process
+            if mode == "cache":
+                fill_random(cfg, build_dataset(cfg).split("train"))
+            run_dir = out / "memory" / f"{mode}-{n}"
+            cmd = [sys.executable, "-m", "experiments", "train", "-c", str(args.config), "--arm", "jepa",
+                   "-o", str(run_dir), "--stop-after", str(args.steps * cfg.train.effective_batch), *overrides]
+            log.info("memory: %s mode, %d clips", mode, n)
+            result.setdefault(mode, {})[n] = peak_rss_mb(cmd, {**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    return result
+
+
+# ---- 2. loader throughput ------------------------------------------------------------------------
+def loader_throughput(prepared, batches: int) -> dict:
+    from shared.data.loader import ClipBatches, TrainPlan, make_loader
+    from shared.data.order import TrainOrder
+
+    cfg = prepared.cfg
+    train = prepared.dataset.split("train")
+    plan = TrainPlan(TrainOrder(0, train.caption_counts()), 0, cfg.train.micro_batch, cfg.train.micro_batch, 1)
+    out = {}
+    for workers in (0, 1, 2):
+        loader = make_loader(ClipBatches(train, plan, prepared.features.reader(train), cfg.data.query),
+                             0, batches, workers, cfg.data.prefetch)
+        it = iter(loader)
+        next(it)  # worker start-up is not throughput
+        t0 = time.perf_counter()
+        n = sum(len(b) for b in it)
+        out[workers] = n / (time.perf_counter() - t0)
+    return out
+
+
+# ---- 3. step time, cache vs online ----------------------------------------------------------------
+def step_times(prepared, steps: int) -> dict:
+    from shared.data.loader import ClipBatches, TrainPlan, batches, make_loader
+    from shared.data.order import TrainOrder
+    from shared.features.visual import VisualFeatures
+    from shared.optim import build_optimizer
+    from shared.precision import autocast_for
+    from shared.train_loop import build_seeded_arm
+
+    cfg = prepared.cfg
+    train = prepared.dataset.split("train")
+    plan = TrainPlan(TrainOrder(0, train.caption_counts()), 0, cfg.train.micro_batch, cfg.train.micro_batch, 1)
+    out = {}
+    for name in cfg.arms:
+        out[name] = {}
+        for mode in ("cache", "online"):
+            mcfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, features=mode))
+            features = VisualFeatures(mcfg, prepared.features.encoder)
+            arm = build_seeded_arm(prepared, name)
+            arm.prepare_training()
+            arm.train()
+            opt = build_optimizer(arm, cfg)
+            stream = batches(make_loader(ClipBatches(train, plan, features.reader(train), cfg.data.query),
+                                         0, steps + 1, cfg.data.workers, cfg.data.prefetch))
+            for k, batch in enumerate(stream):
+                if k == 1:
+                    t0 = time.perf_counter()  # the first step warms up
+                with autocast_for(cfg):
+                    loss = arm(features.ready(batch, "cpu"))
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            out[name][mode] = 1000 * (time.perf_counter() - t0) / steps
+        out[name]["online_over_cache"] = out[name]["online"] / out[name]["cache"]
+    return out
+
+
+# ---- 4. decoding ----------------------------------------------------------------------------------
+def decode_rates(path: Path, frames: int = 16, repeats: int = 3) -> dict:
+    from shared.data.media import read_video, video_duration
+
+    times = np.linspace(0.5, video_duration(path) - 0.5, frames)
+    out = {}
+    for name, seek in (("seek", True), ("from_start", False)):
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            read_video(path, 64, times=times, seek=seek)
+        out[name] = frames * repeats / (time.perf_counter() - t0)
+    out["seek_over_from_start"] = out["seek"] / out["from_start"]
+    return out
+
+
+def markdown(r: dict) -> str:
+    L = ["# Data pipeline benchmark", "", f"{r['cpu_threads']} threads; one run, ratios measured side by side.", "",
+         "## Peak RSS of a training process vs manifest size", "", "| mode | " +
+         " | ".join(f"{n:,} clips" for n in r["memory_mb"]["cache"]) + " | largest / smallest |",
+         "|---|" + "---:|" * (len(r["memory_mb"]["cache"]) + 1)]
+    for mode, row in r["memory_mb"].items():
+        vals = list(row.values())
+        L.append(f"| {mode} | " + " | ".join(f"{v:.0f} MB" for v in vals) + f" | {vals[-1] / vals[0]:.3f} |")
+    L += ["", "## Loader throughput (clips/s)", "", "| mode | 0 workers | 1 worker | 2 workers |", "|---|---:|---:|---:|"]
+    for mode, row in r["loader_clips_per_s"].items():
+        L.append(f"| {mode} | " + " | ".join(f"{row[w]:.0f}" for w in sorted(row)) + " |")
+    L += ["", "## Training step, cached features vs encoder in the step", "", "| arm | cache ms | online ms | online / cache |",
+          "|---|---:|---:|---:|"]
+    for name, s in r["step_ms"].items():
+        L.append(f"| {name} | {s['cache']:.0f} | {s['online']:.0f} | {s['online_over_cache']:.2f}x |")
+    d = r["decode"]
+    L += ["", f"## Video decoding ({r['video_minutes']:.0f}-minute video, 16 frames per read)", "",
+          f"Seeking: {d['seek']:.1f} frames/s; decoding from the start: {d['from_start']:.1f} frames/s: "
+          f"**{d['seek_over_from_start']:.1f}x**.", ""]
+    return "\n".join(L)
+
+
+def run(args: argparse.Namespace) -> int:
+    from shared.features.visual import VisualFeatures
+    from shared.pipeline import prepare
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    cfg0 = load_config(args.config, args.overrides)
+    announce(cfg0)
+    (out / "media").mkdir(exist_ok=True)
+    media = []
+    for k in range(MEDIA):
+        path = out / "media" / f"clip-{k}.mp4"
+        if not path.is_file():
+            write_video(path, seconds=2.0, size=cfg0.encoder.image_size)
+        media.append(f"media/{path.name}")
+    sizes = [int(x) for x in args.clips.split(",")]
+    manifests = {n: write_manifest(out / f"manifest-{n}.jsonl", n, media) for n in sizes}
+    result = {"versions": versions(), "cpu_threads": torch.get_num_threads(), "clips": sizes, "steps": args.steps,
+              "video_minutes": args.video_minutes}
+    result["memory_mb"] = memory_runs(args, out, manifests)
+
+    smallest = manifests[sizes[0]]
+    cfg = load_config(args.config, ["data.source=manifest", f"data.manifest.path={smallest}", *args.overrides])
+    prepared = prepare(cfg, splits=())
+    fill_random(cfg, prepared.dataset.split("train"))  # cache side of the loader runs
+    result["loader_clips_per_s"] = {}
+    for mode in ("cache", "online"):
+        mcfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, features=mode))
+        prep = dataclasses.replace(prepared, cfg=mcfg, features=VisualFeatures(mcfg, prepared.features.encoder))
+        result["loader_clips_per_s"][mode] = loader_throughput(prep, args.loader_batches)
+    result["step_ms"] = step_times(prepared, args.steps)
+
+    long_video = out / "media" / "long.mp4"
+    if not long_video.is_file():
+        write_video(long_video, seconds=60 * args.video_minutes)
+    result["decode"] = decode_rates(long_video)
+    write_json_atomic(out / "data_bench.json", result)
+    write_text_atomic(out / "data_bench.md", markdown(result))
+    print(markdown(result))
+    return 0

@@ -1,0 +1,33 @@
+"""``validate``: open every media file of a manifest once, in parallel; list the unreadable ones."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("validate", help="check every clip's media file of a manifest (parallel, resumable)",
+                       description="Index a clip manifest (every line's fields checked), then open each clip's "
+                                   "media with its decoder and read one frame, in parallel worker processes. "
+                                   "Writes OUT/validate.json (summary) and OUT/invalid.jsonl (line, id, media, "
+                                   "problem for each unreadable clip); re-running on the same OUT resumes. "
+                                   "Training with data.manifest.exclude=OUT skips the listed clips.")
+    p.add_argument("--manifest", "-m", required=True, type=Path, help="clip manifest (JSONL)")
+    p.add_argument("--out", "-o", required=True, type=Path, help="report folder (created; resumed if it exists)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
+    p.add_argument("--cache-dir", default="~/.cache/jepa-vs-vlm", help="where the manifest index is cached")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from shared.data.validate import validate
+
+    s = validate(args.manifest, args.out, args.workers, args.cache_dir)
+    log.info("%s: %d clips, %d unreadable%s; report in %s", s["manifest"], s["clips"], s["invalid"],
+             f" ({', '.join(f'{k}: {v}' for k, v in list(s['problems'].items())[:3])})" if s["invalid"] else "",
+             args.out)
+    return 0

@@ -1,0 +1,115 @@
+"""DataLoaders over positions: training micro-batches and evaluation batches.
+
+Item ``k`` of a loader is a pure function of ``k`` (the plan says which clips and captions), so a
+resumed run restarts the sampler at its step and sees exactly the batches an uninterrupted run
+would, whatever the number of worker processes. Workers read everything a batch needs: captions
+from the source, and either the cached visual tokens (``encoder.features: cache``) or the decoded,
+resized frames (``online``; the encoder then runs on the device in the training process).
+A worker never raises on bad media: it returns the error, which the consumer raises as a clean
+``MediaError``/``ManifestError`` naming the manifest line (no worker traceback in the message).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from shared.arm import Batch
+from shared.data.manifest import ManifestError
+from shared.data.media import MediaError
+from shared.data.order import TrainOrder, micro_batch_start
+from shared.data.sources import ClipSource
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """Micro-batch ``k`` of process ``rank`` = micro-step ``k % accum`` of optimizer step ``k // accum``."""
+
+    order: TrainOrder
+    rank: int
+    effective_batch: int
+    micro_batch: int
+    accum: int
+
+    def clips(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        step, micro = divmod(k, self.accum)
+        start = micro_batch_start(step, micro, self.rank, self.effective_batch, self.micro_batch, self.accum)
+        return self.order.take(start, self.micro_batch)
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """Batch ``k`` = clips ``[first + k * size, ...)`` of a contiguous range (one process's share)."""
+
+    first: int
+    stop: int
+    size: int
+
+    def __len__(self) -> int:
+        return -(-(self.stop - self.first) // self.size)
+
+    def clips(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        start = self.first + k * self.size
+        idx = np.arange(start, min(self.stop, start + self.size))
+        return idx, np.zeros(len(idx), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    kind: str
+    message: str
+
+
+class ClipReader:
+    """Worker side of a feature mode: cached rows from a store, or frames for the online encoder."""
+
+    def __init__(self, store=None, frames: int = 0, size: int = 0):
+        self.store, self.frames, self.size = store, frames, size
+
+    def __call__(self, source: ClipSource, clips: np.ndarray) -> dict[str, torch.Tensor]:
+        if self.store is not None:
+            return {"visual": self.store.read(clips)}
+        return {"frames": torch.from_numpy(np.stack([source.frames(int(i), self.frames, self.size) for i in clips]))}
+
+
+class ClipBatches(TorchDataset):
+    def __init__(self, source: ClipSource, plan, reader: ClipReader, query: str, references: bool = False):
+        self.source, self.plan, self.reader, self.query, self.references = source, plan, reader, query, references
+
+    def __len__(self) -> int:
+        return len(self.plan) if hasattr(self.plan, "__len__") else 0
+
+    def __getitem__(self, k: int) -> Batch | LoadFailure:
+        try:
+            clips, caps = self.plan.clips(k)
+            info = [self.source.clip(int(i)) for i in clips]
+            return Batch(ids=[c.id for c in info], queries=[self.query] * len(info),
+                         captions=[c.captions[int(j)] for c, j in zip(info, caps)],
+                         labels=torch.tensor([c.label for c in info], dtype=torch.long),
+                         references=[c.captions for c in info] if self.references else None,
+                         **self.reader(self.source, clips))
+        except (MediaError, ManifestError) as e:
+            return LoadFailure(type(e).__name__, str(e))
+
+
+def _as_is(item):
+    return item
+
+
+def make_loader(dataset: ClipBatches, start: int, stop: int, workers: int, prefetch: int, pin: bool = False,
+                persistent: bool = False) -> DataLoader:
+    """Items ``start .. stop-1`` of ``dataset`` in order, read by ``workers`` processes."""
+    return DataLoader(dataset, batch_size=None, sampler=range(start, stop), num_workers=workers,
+                      collate_fn=_as_is, pin_memory=pin, persistent_workers=persistent and workers > 0,
+                      prefetch_factor=prefetch if workers > 0 else None)
+
+
+def batches(loader):
+    """The loader's batches, with a worker's read error raised here as the clean error it was."""
+    for item in loader:
+        if isinstance(item, LoadFailure):
+            raise (MediaError if item.kind == "MediaError" else ManifestError)(item.message)
+        yield item

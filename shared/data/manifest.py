@@ -1,0 +1,246 @@
+"""JSONL manifests of real data, indexed once so a process holds columns, not rows.
+
+Clip line:   {"id": str, "media": path, "captions": [str, ...], "label": str (optional),
+              "split": "train" | "val" | "test"}
+Stream line: {"id": str, "media": path, "events": [{"t": seconds, "caption": str}, ...]}
+
+``media`` is a video (anything FFmpeg decodes), an image or a folder of frames; relative paths
+are resolved against the manifest's folder. Every problem is reported as
+``<manifest>:<line>: <what is wrong>``.
+
+The index (``ManifestIndex``) is built in one streaming pass over the file and cached: per line
+its byte offset, split, label number and caption count as numpy columns (about 17 bytes a line,
+so 15M lines are ~250 MB, not tens of GB of objects), plus the sorted label names and a digest of
+the file's bytes. A clip's captions and media are read from its line when needed. Media files are
+not touched here: ``python -m experiments validate`` checks them, in parallel, once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.runinfo import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+INDEX_VERSION = "manifest-index-v1"
+
+
+class ManifestError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ManifestClip:
+    id: str
+    media: Path
+    captions: tuple[str, ...]
+    label: str | None
+    split: str
+    where: str  # "<manifest>:<line>", for error messages downstream
+
+
+@dataclass(frozen=True)
+class ManifestStream:
+    id: str
+    media: Path
+    events: tuple[tuple[float, str], ...]
+    where: str
+
+
+def _json_object(line: bytes | str, where: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{where}: not valid JSON ({e.msg})") from None
+    if not isinstance(obj, dict):
+        raise ManifestError(f"{where}: expected a JSON object")
+    return obj
+
+
+def _field(obj: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in obj:
+        raise ManifestError(f"{where}: missing field {key!r}")
+    if not isinstance(obj[key], kind):
+        raise ManifestError(f"{where}: field {key!r} must be a {kind.__name__}, got {type(obj[key]).__name__}")
+    return obj[key]
+
+
+def _text(value: Any, what: str, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ManifestError(f"{where}: {what} is empty or not a string: {value!r}")
+    return value.strip()
+
+
+def media_path(raw: str, root: Path) -> Path:
+    return Path(raw) if Path(raw).is_absolute() else root / raw
+
+
+def parse_clip(obj: dict[str, Any], root: Path, where: str) -> ManifestClip:
+    """Check one clip line's fields (not its media file) and return it."""
+    cid = _text(_field(obj, "id", str, where), "id", where)
+    captions = _field(obj, "captions", list, where)
+    if not captions:
+        raise ManifestError(f"{where}: 'captions' is empty; every clip needs at least one caption")
+    captions = tuple(_text(c, f"caption {i}", where) for i, c in enumerate(captions))
+    split = _field(obj, "split", str, where)
+    if split not in SPLITS:
+        raise ManifestError(f"{where}: split must be one of {list(SPLITS)}, got {split!r}")
+    label = obj.get("label")
+    if label is not None:
+        label = _text(label, "label", where)
+    media = media_path(_text(_field(obj, "media", str, where), "media", where), root)
+    return ManifestClip(cid, media, captions, label, split, where)
+
+
+@dataclass
+class ManifestIndex:
+    path: Path
+    offsets: np.ndarray  # int64 [N] byte offset of each clip line
+    lines: np.ndarray  # int32 [N] 1-based line number (for messages)
+    split: np.ndarray  # int8 [N] index into SPLITS
+    label: np.ndarray  # int32 [N] index into labels, -1 = none
+    n_captions: np.ndarray  # int32 [N]
+    labels: list[str]  # sorted label names
+    digest: str  # sha256 of the manifest's bytes: the content identity of its clips
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def rows(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.split == SPLITS.index(split))
+
+    def where(self, row: int) -> str:
+        return f"{self.path}:{int(self.lines[row])}"
+
+    def clip(self, row: int, handle) -> ManifestClip:
+        """The clip at ``row``, read from ``handle`` (a binary file of the manifest)."""
+        handle.seek(int(self.offsets[row]))
+        where = self.where(row)
+        return parse_clip(_json_object(handle.readline(), where), self.path.parent, where)
+
+
+def _cache_key(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha256(f"{INDEX_VERSION}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
+
+
+def build_index(path: str | Path) -> ManifestIndex:
+    """One pass over the file: every line checked (fields, duplicate ids), columns kept, rows dropped."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    offsets, lines, splits, labels, ncap = array("q"), array("i"), array("b"), array("i"), array("i")
+    id_hashes = array("Q")  # 8-byte hashes of the ids: duplicates found by sorting, not a set of strings
+    label_ids: dict[str, int] = {}
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        offset = 0
+        for n, raw in enumerate(f, start=1):
+            sha.update(raw)
+            if raw.strip():
+                where = f"{path}:{n}"
+                clip = parse_clip(_json_object(raw, where), path.parent, where)
+                offsets.append(offset)
+                lines.append(n)
+                splits.append(SPLITS.index(clip.split))
+                labels.append(-1 if clip.label is None else label_ids.setdefault(clip.label, len(label_ids)))
+                ncap.append(len(clip.captions))
+                id_hashes.append(int.from_bytes(hashlib.blake2b(clip.id.encode(), digest_size=8).digest(), "little"))
+            offset += len(raw)
+    if not offsets:
+        raise ManifestError(f"{path}: manifest holds no clips")
+    _check_unique_ids(path, np.frombuffer(id_hashes, dtype=np.uint64), np.frombuffer(offsets, dtype=np.int64),
+                      np.frombuffer(lines, dtype=np.int32))
+    names = sorted(label_ids)  # label numbers follow the sorted names
+    remap = np.full(len(label_ids) + 1, -1, dtype=np.int32)
+    for name, i in label_ids.items():
+        remap[i] = names.index(name)
+    label = np.frombuffer(labels, dtype=np.int32)
+    # remap[-1] is the spare last entry, -1: lines without a label stay -1
+    return ManifestIndex(path, np.frombuffer(offsets, dtype=np.int64).copy(), np.frombuffer(lines, dtype=np.int32).copy(),
+                         np.frombuffer(splits, dtype=np.int8).copy(), remap[label], np.frombuffer(ncap, dtype=np.int32).copy(),
+                         names, sha.hexdigest())
+
+
+def _check_unique_ids(path: Path, hashes: np.ndarray, offsets: np.ndarray, lines: np.ndarray) -> None:
+    order = np.argsort(hashes, kind="stable")
+    same = np.flatnonzero(hashes[order][1:] == hashes[order][:-1])
+    if not len(same):
+        return
+    with path.open("rb") as f:  # a hash collision is not a duplicate: compare the ids themselves
+        for k in same:
+            a, b = sorted((order[k], order[k + 1]))
+            ids = []
+            for row in (a, b):
+                f.seek(int(offsets[row]))
+                ids.append(json.loads(f.readline())["id"].strip())
+            if ids[0] == ids[1]:
+                raise ManifestError(f"{path}:{lines[b]}: duplicate id {ids[1]!r} (first at {path}:{lines[a]})")
+
+
+def load_index(path: str | Path, cache_root: str | Path | None = None) -> ManifestIndex:
+    """The manifest's index, from the cache when the file is unchanged (size and mtime)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    if cache_root is None:
+        return build_index(path)
+    folder = Path(cache_root).expanduser() / "manifests" / _cache_key(path)
+    if (folder / "index.npz").is_file() and (folder / "meta.json").is_file():
+        meta = json.loads((folder / "meta.json").read_text())
+        with np.load(folder / "index.npz") as z:
+            return ManifestIndex(path, z["offsets"], z["lines"], z["split"], z["label"], z["n_captions"],
+                                 meta["labels"], meta["digest"])
+    index = build_index(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".index.{os.getpid()}.npz"
+    np.savez(tmp, offsets=index.offsets, lines=index.lines, split=index.split, label=index.label,
+             n_captions=index.n_captions)
+    os.replace(tmp, folder / "index.npz")
+    write_json_atomic(folder / "meta.json", {"manifest": str(path.resolve()), "clips": len(index),
+                                             "labels": index.labels, "digest": index.digest})
+    log.info("indexed %s: %d clips, %d labels", path, len(index), len(index.labels))
+    return index
+
+
+def read_clips(path: str | Path) -> list[ManifestClip]:
+    """Every clip as an object: for small manifests and tests (large ones go through the index)."""
+    index = build_index(path)
+    with open(index.path, "rb") as f:
+        return [index.clip(i, f) for i in range(len(index))]
+
+
+def read_streams(path: str | Path) -> list[ManifestStream]:
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    streams = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            obj = _json_object(line, where)
+            sid = _text(_field(obj, "id", str, where), "id", where)
+            events = []
+            for i, ev in enumerate(_field(obj, "events", list, where)):
+                if not isinstance(ev, dict) or not isinstance(ev.get("t"), (int, float)) or isinstance(ev.get("t"), bool):
+                    raise ManifestError(f"{where}: event {i} needs a numeric 't' (seconds)")
+                events.append((float(ev["t"]), _text(ev.get("caption"), f"event {i} caption", where)))
+            if not events:
+                raise ManifestError(f"{where}: 'events' is empty")
+            media = media_path(_text(_field(obj, "media", str, where), "media", where), path.parent)
+            if not media.exists():
+                raise ManifestError(f"{where}: media file not found: {media}")
+            streams.append(ManifestStream(sid, media, tuple(sorted(events)), where))
+    return streams
