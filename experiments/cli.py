@@ -63,12 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     from shared.config import ConfigError
     from shared.data.manifest import ManifestError
     from shared.data.media import MediaError
+    from shared.train_loop import Diverged
 
     try:
         return args.run(args) or 0
     except (ConfigError, ManifestError, MediaError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Diverged as e:  # the last good checkpoint is intact: a resume with another setting can start there
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted: re-run the same command to resume", file=sys.stderr)
         return 130

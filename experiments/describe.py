@@ -28,6 +28,13 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help='machine-readable: {"arms": {...}, "config": {...}}')
     p.add_argument("--hardware", action="store_true",
                    help="one screen on this machine: capability flags, measured matmul GFLOP/s, the precision chosen")
+    p.add_argument("--memory", action="store_true",
+                   help="estimated peak training memory per GPU for each arm, DDP and FSDP, with and without "
+                        "activation checkpointing (traced on the meta device: nothing allocated)")
+    p.add_argument("--gpus", type=int, default=8, help="--memory: GPUs that FSDP shards over (default 8)")
+    p.add_argument("--caption-tokens", type=int, default=32, help="--memory: target caption length in tokens")
+    p.add_argument("--calibrate", action="store_true",
+                   help="--memory: also measure the method's error against a real CPU step at a reduced size")
     p.set_defaults(run=run)
 
 
@@ -64,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
     if args.config is None and not args.hardware:
         raise ConfigError("describe: --config is required (only --hardware runs without one)")
     cfg = load_config(args.config, args.overrides)
+    if args.memory:
+        from experiments.memory_report import memory, memory_text
+
+        m = memory(cfg, args.gpus, args.caption_tokens, args.calibrate)
+        print(json.dumps(m, indent=2) if args.json else memory_text(m))
+        return 0
     if args.hardware:
         from experiments.hardware import hardware, hardware_text
 

@@ -140,7 +140,6 @@ def arm_training(prepared, name: str, steps: int, device, peak: float) -> dict:
     tokens_per_sample = prepared.visual_tokens + text_tokens / len(records)
     samples_per_s = len(records) / step_s
     profile = profile_steps(step, 2)
-    del arm, opt
     return {"samples_per_s": samples_per_s, "tokens_per_s": samples_per_s * tokens_per_sample,
             "tokens_per_sample": tokens_per_sample, "step_ms": 1000 * step_s, "batch": len(records),
             "flops_per_step": flops, "achieved_flops": flops / step_s, "mfu": flops / step_s / peak,
@@ -168,9 +167,9 @@ def run_latency(cfg, out: Path, train_steps: int) -> dict:
     from shared.precision import DTYPE_NAMES, decision, matmul_gflops
 
     out.mkdir(parents=True, exist_ok=True)
-    from accelerate import PartialState
+    from shared.processes import device as process_device
 
-    device = PartialState().device  # whatever accelerate gives this process: CPU here, CUDA elsewhere
+    device = process_device()  # whatever accelerate gives this process: CPU here, CUDA elsewhere
     torch.set_num_threads(cfg.train.threads or torch.get_num_threads())
     prepared = prepare(cfg, splits=())
     encoder = FrozenEncoder.from_config(cfg).to(device)

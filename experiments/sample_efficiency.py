@@ -9,6 +9,7 @@ comparison per value in DIR/<key>=<value>/ and adds a figure of the gap against 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -48,63 +49,82 @@ def metrics_row(arm_name: str, seed: int, ckpt: dict, m: dict, trainable: int, t
 
 
 def run_comparison(cfg: Config, out: Path) -> list[dict]:
-    """Train and evaluate every (seed, arm); returns the metrics rows."""
-    from experiments.report import write_outputs
-    from shared.checkpoint import load_weights
-    from shared.evaluate import baselines, combine, combined_baselines, eval_sets, evaluate
-    from shared.pipeline import prepare
-    from shared.train_loop import build_seeded_arm, train_arm
+    """Train and evaluate every (seed, arm); returns the metrics rows. Under several processes
+    (accelerate launch / torchrun) every process trains and evaluates its share; the main one writes."""
+    from shared.checkpoint import folder_lock
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "config.yaml", dump_yaml(cfg))
-    write_json_atomic(out / "versions.json", versions())
+    from shared.processes import is_main
+
+    main = is_main()
+    with folder_lock(out, "sample-efficiency run") if main else contextlib.nullcontext():
+        return _run_comparison(cfg, out, main)
+
+
+def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:
+    from experiments.report import write_outputs
+    from shared.evaluate import baselines, combined_baselines, eval_sets
+    from shared.pipeline import prepare
+    from shared.train_loop import train_arm
+
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"phases": {}}
     summary["precision"] = announce(cfg)  # each run's config.yaml holds the resolved value
-    start = time.perf_counter()
-
-    t = time.perf_counter()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "config.yaml", dump_yaml(cfg))
+        write_json_atomic(out / "versions.json", versions())
+    start = t = time.perf_counter()
     prepared = prepare(cfg)
     sets = eval_sets(prepared)
-    write_json_atomic(out / "baselines.json", combined_baselines({s.name: baselines(prepared, s) for s in sets}))
+    if main:
+        write_json_atomic(out / "baselines.json", combined_baselines({s.name: baselines(prepared, s) for s in sets}))
     summary["phases"]["prepare_s"] = round(time.perf_counter() - t, 1)
     summary["cache"] = {s: dataclasses.asdict(v) for s, v in prepared.features.stats.items()}
 
-    metrics_path = out / "metrics.jsonl"
-    done = {(r["arm"], r["seed"], r["milestone"]) for r in read_jsonl(metrics_path)}
+    done = {(r["arm"], r["seed"], r["milestone"]) for r in read_jsonl(out / "metrics.jsonl")}
     for seed in cfg.seeds:
         prep = dataclasses.replace(prepared, cfg=dataclasses.replace(cfg, seed=seed))
         for arm_name in cfg.arms:
-            run_dir = out / "runs" / arm_name / f"seed{seed}"
-            t = time.perf_counter()
-            result = train_arm(prep, arm_name, run_dir)
+            result = train_arm(prep, arm_name, out / "runs" / arm_name / f"seed{seed}")
             summary["phases"][f"train_{arm_name}_seed{seed}_s"] = round(result.wall_s, 1)
             summary.setdefault("throughput", {})[arm_name] = round(result.samples_per_s, 1)
             todo = [c for c in result.checkpoints if (arm_name, seed, c["milestone"]) not in done]
-            if not todo:
-                continue
-            t = time.perf_counter()
-            arm = build_seeded_arm(prep, arm_name)
-            train_log = read_jsonl(run_dir / "train_log.jsonl")
-            for ckpt in todo:
-                weights, _ = load_weights(Path(ckpt["path"]))
-                arm.load_trainable_state_dict(weights)
-                per_set = {s.name: evaluate(arm, prep, s) for s in sets}
-                m = combine(per_set)
-                row = metrics_row(arm_name, seed, ckpt, m, result.trainable_params, train_log)
-                examples = [dict(e, set=name) for name, ms in per_set.items() for e in ms["examples"]]
-                write_text_atomic(out / "predictions" / f"{arm_name}-seed{seed}-{ckpt['milestone']:010d}.jsonl",
-                                  "".join(json.dumps(e) + "\n" for e in examples))
-                append_jsonl(metrics_path, row)
-                log.info("%s seed %d @ %d samples: CIDEr %.3f, top-1 %.1f%%, top-5 %.1f%% (eval %.0fs)", arm_name, seed,
-                         ckpt["samples_seen"], row["cider"], 100 * (row["top1"] or 0), 100 * (row["top5"] or 0), m["eval_s"])
-            summary["phases"][f"eval_{arm_name}_seed{seed}_s"] = round(time.perf_counter() - t, 1)
-            write_json_atomic(summary_path, summary)
+            if todo:
+                t = time.perf_counter()
+                evaluate_checkpoints(prep, arm_name, seed, todo, sets, result, out, main)
+                summary["phases"][f"eval_{arm_name}_seed{seed}_s"] = round(time.perf_counter() - t, 1)
+            if main:
+                write_json_atomic(summary_path, summary)
     summary["total_s_this_invocation"] = round(time.perf_counter() - start, 1)
+    if not main:
+        return []
     write_json_atomic(summary_path, summary)
-    rows = read_jsonl(metrics_path)
     write_outputs(out)
-    return rows
+    return read_jsonl(out / "metrics.jsonl")
+
+
+def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets, result, out: Path, main: bool) -> None:
+    """Every set for each checkpoint (each process its share of the clips); one row each, by the main process."""
+    from shared.checkpoint import load_weights
+    from shared.evaluate import combine, evaluate
+    from shared.train_loop import build_seeded_arm
+
+    arm = build_seeded_arm(prep, arm_name)  # on this process's device
+    train_log = read_jsonl(out / "runs" / arm_name / f"seed{seed}" / "train_log.jsonl")
+    for ckpt in todo:
+        weights, _ = load_weights(Path(ckpt["path"]))
+        arm.load_trainable_state_dict(weights)
+        per_set = {s.name: evaluate(arm, prep, s) for s in sets}
+        if not main:
+            continue
+        m = combine(per_set)
+        row = metrics_row(arm_name, seed, ckpt, m, result.trainable_params, train_log)
+        examples = [dict(e, set=name) for name, ms in per_set.items() for e in ms["examples"]]
+        write_text_atomic(out / "predictions" / f"{arm_name}-seed{seed}-{ckpt['milestone']:010d}.jsonl",
+                          "".join(json.dumps(e) + "\n" for e in examples))
+        append_jsonl(out / "metrics.jsonl", row)
+        log.info("%s seed %d @ %d samples: CIDEr %.3f, top-1 %.1f%%, top-5 %.1f%% (eval %.0fs)", arm_name, seed,
+                 ckpt["samples_seen"], row["cider"], 100 * (row["top1"] or 0), 100 * (row["top5"] or 0), m["eval_s"])
 
 
 def run(args: argparse.Namespace) -> int:

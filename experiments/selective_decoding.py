@@ -101,7 +101,7 @@ def stream_features(stream, encoder, cfg: Config, cache: Path) -> tuple[np.ndarr
     parts = []
     for start in progress_bar(range(0, len(unique), chunk), desc=f"encode {stream.id}", unit="batch", leave=False):
         frames = stream.read_frames(unique[start:start + chunk], size)
-        parts.append(encoder.encode_frames(torch.from_numpy(np.ascontiguousarray(frames))).to(DTYPE_NAMES[cfg.encoder.cache_dtype]))
+        parts.append(encoder.encode_frames(torch.from_numpy(np.ascontiguousarray(frames))).to("cpu", DTYPE_NAMES[cfg.encoder.cache_dtype]))
     per_frame = torch.cat(parts)  # [F, tokens_per_frame, dim]
     feats = per_frame[torch.from_numpy(where.reshape(times.shape))].flatten(1, 2)  # [W, frames * tokens, dim]
     cache.mkdir(parents=True, exist_ok=True)
@@ -116,8 +116,9 @@ def embed_windows(arm, feats: torch.Tensor, cfg: Config) -> np.ndarray:
     from shared.precision import autocast_for
 
     out = []
+    device = next(arm.parameters()).device
     for start in range(0, len(feats), cfg.selective.batch_windows):
-        visual = feats[start:start + cfg.selective.batch_windows].float()
+        visual = feats[start:start + cfg.selective.batch_windows].float().to(device)
         with autocast_for(cfg):
             out.append(arm.embed(visual, [cfg.data.query] * len(visual)).float())
     return torch.cat(out).cpu().numpy()
@@ -203,7 +204,7 @@ def run_selective(cfg: Config, out: Path, checkpoint: Path | None) -> list[dict]
     meta = {"setup": setup, "samples_seen": state.get("samples_seen")}
 
     t0 = time.perf_counter()
-    encoder = FrozenEncoder.from_config(cfg)
+    encoder = FrozenEncoder.from_config(cfg).to(arm.ctx.device)  # the stream's frames are encoded where the arm runs
     streams = []
     for st in sources:
         centres, feats = stream_features(st, encoder, cfg, out / "stream_features")

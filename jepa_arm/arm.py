@@ -42,7 +42,7 @@ class JepaArm(Arm):
         c = self.arm_cfg.y_encoder
         if c.trainable:
             return self.y_encoder(texts)
-        if not c.cache:
+        if not c.cache or self.ctx.device.type == "meta":  # meta (memory estimates): nothing to cache
             with torch.no_grad():
                 return self.y_encoder(texts)
         if self._text_cache is None:
@@ -73,12 +73,22 @@ class JepaArm(Arm):
         ids, mask = self._tokenize(queries)
         return self.predictor(visual, self.predictor.embed_query(ids.to(visual.device)), mask.to(visual.device))
 
-    def loss(self, batch: Batch) -> torch.Tensor:
-        c = self.arm_cfg
+    def embeddings(self, batch: Batch) -> dict[str, torch.Tensor]:
         pred = self.predict(batch.visual, batch.queries)
-        target = self.target_embeddings(batch.captions).to(pred.device)
-        same = same_text_mask(batch.captions, pred.device) if c.mask_duplicate_targets else None
-        return embedding_loss(c.loss, pred, target, c.temperature, same)
+        return {"pred": pred, "target": self.target_embeddings(batch.captions).to(pred.device)}
+
+    def coupled_loss(self, parts: dict[str, torch.Tensor], captions: list[str]) -> torch.Tensor:
+        c = self.arm_cfg
+        pred = parts["pred"]
+        same = same_text_mask(captions, pred.device) if c.mask_duplicate_targets else None
+        return embedding_loss(c.loss, pred, parts["target"], c.temperature, same)
+
+    def couples_batch(self) -> bool:
+        # InfoNCE's negatives are the rest of the batch: the effective batch, not each micro-batch
+        return self.arm_cfg.loss == "infonce" and self.arm_cfg.negatives == "effective"
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        return self.coupled_loss(self.embeddings(batch), batch.captions)
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
         groups = super().param_groups(lr, weight_decay)
@@ -124,16 +134,16 @@ class JepaArm(Arm):
         decoder, self.decoder_meta = load_or_train(
             dim, self.tokenizer, dc, space.hexdigest()[:16],
             self.ctx.train_captions(), self.embed_texts, self.cfg.cache_path, self.cfg.lm.attn_implementation,
-            self.cfg.train.mixed_precision)
+            self.cfg.train.mixed_precision, self.ctx.device)
         self._set_decoder(decoder)
 
     def _set_decoder(self, decoder: nn.Module) -> None:
         # evaluation-only and trained separately: kept out of the arm's parameters and checkpoints
-        object.__setattr__(self, "decoder", decoder.requires_grad_(False).eval())
+        object.__setattr__(self, "decoder", decoder.requires_grad_(False).eval().to(self.ctx.device))
 
     def _decode(self, pred: torch.Tensor, max_new_tokens: int, exact: bool = False) -> list[str]:
         self.prepare_evaluation()
-        emb = F.normalize(pred.float(), dim=-1) * self._decode_scale
+        emb = F.normalize(pred.float(), dim=-1).to(self.ctx.device) * self._decode_scale
         return self.decoder.generate(emb, max_new_tokens, min_new_tokens=max_new_tokens if exact else 0)
 
     @torch.no_grad()

@@ -59,6 +59,10 @@ class JepaConfig:
     shared_dim: int | None = None  # linear heads into a shared space (paper: 1536); None = the Y-encoder's space
     loss: Literal["infonce", "cosine", "l1", "l2"] = "infonce"
     temperature: float = 0.05
+    # InfoNCE negatives: "effective" = every other sample of the optimizer step, across processes and
+    # micro-steps (GradCache), so the loss does not change with the GPU count or micro-batch size;
+    # "micro" = only the forward pass's own micro-batch
+    negatives: Literal["effective", "micro"] = "effective"
     # identical target texts in a batch are not negatives of each other (frequent with few classes)
     mask_duplicate_targets: bool = True
     y_encoder: YEncoderConfig = field(default_factory=YEncoderConfig)

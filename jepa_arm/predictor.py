@@ -34,8 +34,9 @@ class Predictor(nn.Module):
         self.lm = slice_layers(base_lm, layers[0], layers[1], causal)
         hidden = self.lm.config.hidden_size
         self.lm.embed_tokens.requires_grad_(False)  # the query is embedded by the LM's frozen token table
-        self.visual_proj = nn.Linear(visual_dim, hidden)
-        self.head = nn.Linear(hidden, out_dim)
+        device = self.lm.embed_tokens.weight.device  # built where the base LM lives (meta, CPU or GPU)
+        self.visual_proj = nn.Linear(visual_dim, hidden, device=device)
+        self.head = nn.Linear(hidden, out_dim, device=device)
 
     def embed_query(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.lm.embed_tokens(input_ids)

@@ -60,17 +60,19 @@ class TrainedDecoder(nn.Module):
             labels[i, : len(t)] = torch.tensor(t)
             inp[i, : len(t)] = torch.tensor(t)
         prefix = self._prefix(emb)
+        labels, inp = labels.to(prefix.device), inp.to(prefix.device)
         x = torch.cat([prefix, self.lm.get_input_embeddings()(inp)], dim=1)
-        mask = torch.cat([torch.ones(prefix.shape[:2], dtype=torch.long), (labels != -100).long()], dim=1)
+        mask = torch.cat([torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device),
+                          (labels != -100).long()], dim=1)
         # position P (BOS) predicts the first caption token; labels shift inside the model
-        full_labels = torch.cat([torch.full(prefix.shape[:2], -100), labels], dim=1)
+        full_labels = torch.cat([torch.full(prefix.shape[:2], -100, device=prefix.device), labels], dim=1)
         return self.lm(inputs_embeds=x, attention_mask=mask, labels=full_labels).loss
 
     @torch.no_grad()
     def generate(self, emb: torch.Tensor, max_new_tokens: int, min_new_tokens: int = 0) -> list[str]:
         prefix = self._prefix(emb)
         out = self.lm.generate(
-            inputs_embeds=prefix, attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long),
+            inputs_embeds=prefix, attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device),
             max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False, num_beams=1,
             eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
@@ -94,8 +96,8 @@ def _fit_steps(decoder, embeddings, captions, cfg, opt, sched, gen, losses, prog
     for _ in progress_bar(range(cfg.steps), desc="train Y-decoder", unit="step", leave=False, disable=not progress):
         idx = torch.randint(len(captions), (cfg.batch_size,), generator=gen)
         emb = embeddings[idx]
-        emb = emb + cfg.noise * torch.randn(emb.shape, generator=gen) / emb.shape[1] ** 0.5
-        with autocast(precision):
+        emb = emb + (cfg.noise * torch.randn(emb.shape, generator=gen) / emb.shape[1] ** 0.5).to(emb.device)
+        with autocast(precision, embeddings.device.type):
             loss = decoder.loss(emb, [captions[i] for i in idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -116,13 +118,14 @@ def decoder_key(y_fingerprint: str, corpus: list[str], cfg: YDecoderConfig, toke
 
 def load_or_train(emb_dim: int, tokenizer, cfg: YDecoderConfig, y_fingerprint: str, corpus: list[str],
                   embed_texts, cache_root: Path, attn_implementation: str = "sdpa",
-                  precision: str = "auto") -> tuple[TrainedDecoder, dict]:
-    """The cached decoder for this (Y-encoder, corpus, precision), training it first if needed."""
-    precision = resolve(precision)  # a decoder fitted in bf16 is not the fp32 one
+                  precision: str = "auto", device: torch.device | str = "cpu") -> tuple[TrainedDecoder, dict]:
+    """The cached decoder for this (Y-encoder, corpus, precision), training it first if needed, on ``device``."""
+    precision = resolve(precision, device)  # a decoder fitted in bf16 is not the fp32 one
     folder = Path(cache_root) / "y_decoders" / decoder_key(y_fingerprint, corpus, cfg, tokenizer, precision)
-    decoder = TrainedDecoder(emb_dim, tokenizer, cfg, attn_implementation)
+    decoder = TrainedDecoder(emb_dim, tokenizer, cfg, attn_implementation).to(device)
     if (folder / "model.safetensors").is_file():
-        load_model(decoder, str(folder / "model.safetensors"))
+        load_model(decoder, str(folder / "model.safetensors"), device="cpu")
+        decoder.to(device)
         return decoder.eval(), json.loads((folder / "meta.json").read_text())
     texts = sorted(set(corpus))
     t0 = time.perf_counter()
@@ -163,8 +166,9 @@ class SonarDecoder(nn.Module):
     def generate(self, emb: torch.Tensor, max_new_tokens: int, min_new_tokens: int = 0) -> list[str]:
         from transformers.modeling_outputs import BaseModelOutput
 
+        emb = emb.to(self.model.device)
         enc = BaseModelOutput(last_hidden_state=emb.float().unsqueeze(1))
-        out = self.model.generate(encoder_outputs=enc, attention_mask=torch.ones(len(emb), 1, dtype=torch.long),
+        out = self.model.generate(encoder_outputs=enc, attention_mask=torch.ones(len(emb), 1, dtype=torch.long, device=emb.device),
                                   forced_bos_token_id=self.lang_id, max_new_tokens=max_new_tokens,
                                   min_new_tokens=min_new_tokens, num_beams=1, do_sample=False)
         out = out % len(self.tokenizer)  # a random model's ids may exceed a stand-in tokenizer

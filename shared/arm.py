@@ -75,8 +75,6 @@ class Arm(nn.Module):
     """Base class of an arm. ``forward(batch)`` is the training loss (so Accelerate can wrap it)."""
 
     name: ClassVar[str] = ""
-    # Inference stages in the paper's latency split, in execution order.
-    STAGES: ClassVar[tuple[str, ...]] = ("query_embedding", "encoder_predictor", "decoder")
 
     def __init__(self, ctx: ArmContext):
         super().__init__()
@@ -85,11 +83,42 @@ class Arm(nn.Module):
         self.arm_cfg = ctx.cfg.arm_config(self.name)
 
     # ---- training ------------------------------------------------------------------------
-    def forward(self, batch: Batch) -> torch.Tensor:
-        return self.loss(batch)
+    def forward(self, batch: Batch, part: str = "loss"):
+        """The training loss, or (``part="embeddings"``) what ``coupled_loss`` is computed from.
+        Both go through ``forward`` so a data-parallel wrapper sees every pass."""
+        return self.loss(batch) if part == "loss" else self.embeddings(batch)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
+
+    def couples_batch(self) -> bool:
+        """True when a sample's loss depends on the other samples of the batch (e.g. InfoNCE's
+        negatives): the loop then takes the loss over the whole effective batch (GradCache),
+        through ``embeddings`` and ``coupled_loss``."""
+        return False
+
+    def embeddings(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Per-sample tensors [B, ...] that ``coupled_loss`` turns into the loss (coupled arms)."""
+        raise NotImplementedError
+
+    def coupled_loss(self, parts: dict[str, torch.Tensor], captions: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def enable_activation_checkpointing(self) -> None:
+        """Recompute each transformer layer in the backward pass instead of storing its activations
+        (``train.activation_checkpointing``), for every trainable transformers model inside the arm."""
+        from transformers import PreTrainedModel
+
+        for module in self.modules():
+            if isinstance(module, PreTrainedModel) and module.supports_gradient_checkpointing \
+                    and any(p.requires_grad for p in module.parameters()):
+                module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+    def compile_layers(self) -> None:
+        """``torch.compile`` each transformer block (``train.compile``); the rest stays eager."""
+        for module in self.modules():
+            if type(module).__name__.endswith("DecoderLayer"):
+                module.compile()
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """Optimizer groups; override for per-module learning-rate multipliers."""
@@ -150,6 +179,16 @@ class Arm(nn.Module):
         raise NotImplementedError
 
     # ---- bookkeeping ---------------------------------------------------------------------
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        """Trainable parameters only: frozen parts (Y-encoder, token table) are rebuilt from the config,
+        so checkpoints and resume points (``accelerator.save_state``) stay small. Filters in place,
+        since a wrapper (DDP) passes its own ``destination`` and ``prefix``."""
+        out = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        keep = {prefix + n for n, p in self.named_parameters() if p.requires_grad}
+        for key in [k for k in out if k.startswith(prefix) and k not in keep]:
+            del out[key]
+        return out
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
 

@@ -1,12 +1,23 @@
-"""Checkpoints: trainable weights (safetensors) plus a train-state JSON, written atomically.
+"""The run folder of one (arm, seed) training, and its checkpoints, written atomically.
 
-- ``checkpoints/samples_<N>/``: one per milestone, kept for evaluation.
-- ``resume/``: the latest resume point (weights, optimizer, scheduler, RNG), replaced atomically.
-Frozen parts (encoder, token embeddings, frozen Y-encoder) are rebuilt from the config, not saved.
+``RunDir`` is the one owner of the layout:
+
+- ``config.yaml``, ``precision.json``, ``versions.json``, ``data_order.json``: the run's header;
+- ``checkpoints/samples_<N>/``: one per milestone: the trainable weights gathered to one
+  ``model.safetensors`` (whatever the sharding), ``train_state.json`` and the resolved
+  ``config.yaml``, so a checkpoint describes itself;
+- ``resume/``: the latest resume point, written by ``accelerator.save_state`` on every process
+  (model, optimizer and RNG states, sharded under FSDP) plus ``train_state.json`` (step, samples
+  seen, milestones done; the data position follows from the step); replaced atomically;
+- ``train_log.jsonl``, ``done.json``, and ``.lock`` while a process trains in it.
+Frozen parts (encoder, token embeddings, frozen Y-encoder) are rebuilt from the config.
 """
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from shared.config import ConfigError
 from shared.runinfo import read_json, write_json_atomic
 
 
@@ -37,55 +49,56 @@ class TrainState:
         return TrainState(**{k: v for k, v in d.items() if k in TrainState.__dataclass_fields__})
 
 
-def milestone_dir(run_dir: Path, milestone: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"samples_{milestone:010d}"
-
-
-def _write_dir(final: Path, write) -> None:
-    """Write into ``final.tmp`` then swap it in, so ``final`` is always complete or absent."""
-    tmp, old = final.with_name(final.name + ".tmp"), final.with_name(final.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
+def swap_in(tmp: Path, final: Path) -> None:
+    """Replace ``final`` by the complete folder ``tmp``: ``final`` is always whole or absent
+    (a crash between the renames leaves ``final.old``, which readers fall back to)."""
+    old = final.with_name(final.name + ".old")
     if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
 
 
-def save_weights(folder: Path, weights: dict[str, torch.Tensor], state: TrainState, extra: dict[str, Any] | None = None) -> None:
-    def write(tmp: Path) -> None:
-        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / "model.safetensors"))
-        write_json_atomic(tmp / "train_state.json", {**state.to_json(), **(extra or {})})
+class RunDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.config = self.root / "config.yaml"
+        self.log = self.root / "train_log.jsonl"
+        self.done = self.root / "done.json"
+        self.resume = self.root / "resume"
 
-    _write_dir(Path(folder), write)
+    def milestone(self, samples: int) -> Path:
+        return self.root / "checkpoints" / f"samples_{samples:010d}"
+
+    def find_resume(self) -> Path | None:
+        """The resume folder, or the previous one if a crash hit between the two renames."""
+        for folder in (self.resume, self.resume.with_name("resume.old")):
+            if (folder / "train_state.json").is_file():
+                return folder
+        return None
+
+    def checkpoints(self) -> list[dict]:
+        out = []
+        for folder in sorted((self.root / "checkpoints").glob("samples_*")):
+            if folder.name.endswith((".tmp", ".old")) or not (folder / "train_state.json").is_file():
+                continue
+            st = read_json(folder / "train_state.json")
+            out.append({"milestone": st["milestone"], "samples_seen": st["samples_seen"], "step": st["step"],
+                        "path": str(folder), "train_loss": st.get("last_loss"), "wall_s": st.get("wall_s")})
+        return out
 
 
-def save_resume(run_dir: Path, weights: dict[str, torch.Tensor], state: TrainState, optimizer, scheduler) -> None:
-    def write(tmp: Path) -> None:
-        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / "model.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
-        write_json_atomic(tmp / "train_state.json", state.to_json())
-
-    _write_dir(Path(run_dir) / "resume", write)
-
-
-def find_resume(run_dir: Path) -> Path | None:
-    """The resume folder, or the previous one if a crash hit between the two renames."""
-    for name in ("resume", "resume.old"):
-        folder = Path(run_dir) / name
-        if (folder / "train_state.json").is_file() and (folder / "optimizer.pt").is_file():
-            return folder
-    return None
-
-
-def load_resume(folder: Path, optimizer, scheduler) -> tuple[dict[str, torch.Tensor], TrainState]:
-    blob = torch.load(folder / "optimizer.pt", weights_only=False)
-    optimizer.load_state_dict(blob["optimizer"])
-    scheduler.load_state_dict(blob["scheduler"])
-    torch.set_rng_state(blob["torch_rng"])
-    return load_file(str(folder / "model.safetensors")), TrainState.from_json(read_json(folder / "train_state.json"))
+def save_weights(folder: Path, weights: dict[str, torch.Tensor], state: TrainState, extra: dict[str, Any] | None = None,
+                 config: Path | None = None) -> None:
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / "model.safetensors"))
+    write_json_atomic(tmp / "train_state.json", {**state.to_json(), **(extra or {})})
+    if config is not None and config.is_file():
+        shutil.copy(config, tmp / "config.yaml")
+    swap_in(tmp, folder)
 
 
 def load_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -93,3 +106,78 @@ def load_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     if not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(f"{folder}: not a checkpoint (no model.safetensors)")
     return load_file(str(folder / "model.safetensors")), read_json(folder / "train_state.json")
+
+
+def save_resume(accelerator, run: RunDir, state: TrainState) -> None:
+    """Every process writes its part (``save_state``) into ``resume.tmp``; the main one swaps it in."""
+    tmp = run.root / "resume.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json_atomic(tmp / "train_state.json", state.to_json())
+        swap_in(tmp, run.resume)
+    accelerator.wait_for_everyone()
+
+
+def load_resume(accelerator, folder: Path, trainable: list[str]) -> TrainState:
+    """Load a resume point; only trainable weights are in it (``Arm.state_dict``), and all must be."""
+    from safetensors import safe_open
+
+    weights = folder / "model.safetensors"
+    if weights.is_file():  # sharded (FSDP) states are checked by their own loader
+        with safe_open(str(weights), framework="pt") as f:
+            saved = {k.removeprefix("module.") for k in f.keys()}
+        missing = [n for n in trainable if n not in saved]
+        if missing:
+            raise ConfigError(f"{folder}: resume point lacks trainable weights {missing[:3]}; it is of another arm")
+    accelerator.load_state(str(folder), strict=False)  # strict would ask for the frozen parts too
+    return TrainState.from_json(read_json(folder / "train_state.json"))
+
+
+# ---- one process at a time in a folder ------------------------------------------------------------
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def folder_lock(folder: Path, what: str = "run"):
+    """Hold ``folder/.lock`` (pid and host) while working in ``folder``; refuse if a live process
+    holds it, take over a stale one (its process is gone)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / ".lock"
+    me = f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid, host = lock.read_text().split()
+            except (OSError, ValueError):
+                pid, host = "0", ""
+            if host == socket.gethostname() and _alive(int(pid)) and int(pid) != os.getpid():
+                raise ConfigError(f"{folder}: in use by another {what} (pid {pid}); wait for it or use another --out")
+            if host and host != socket.gethostname():
+                raise ConfigError(f"{folder}: locked by a process on {host} (pid {pid}); remove {lock} if it is gone")
+            lock.unlink(missing_ok=True)  # stale: its process ended without removing it
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        break
+    try:
+        yield
+    finally:
+        try:
+            if lock.read_text() == me:
+                lock.unlink()
+        except OSError:
+            pass

@@ -128,6 +128,10 @@ class TrainConfig:
     # "auto": bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), fp32 ("no") elsewhere;
     # resolved once per run (shared/precision.py) and recorded resolved in the run's config.yaml
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    # recompute each transformer layer in the backward pass (use_reentrant=False): less activation
+    # memory for ~30% more compute; in the shared section, so both arms of a comparison use it or not
+    activation_checkpointing: bool = False
+    compile: bool = False  # torch.compile each transformer block (GPUs; minutes of compile on a CPU)
     threads: int = 0  # torch threads; 0 = all cores
     log_every: int = 10  # optimizer steps between log lines
     resume_every: int = 100  # optimizer steps between resume points (besides milestones)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shared import processes
 from shared.arm import Arm
 from shared.data.loader import ClipBatches, EvalPlan, batches, make_loader
 from shared.data.sources import ClipSource, manifest_dataset
@@ -60,61 +61,93 @@ def eval_sets(prepared: Prepared) -> list[EvalSet]:
     return out
 
 
-def eval_batches(prepared: Prepared, evalset: EvalSet, device):
-    """The set's batches (references and labels included), ``visual`` on ``device``."""
+def eval_batches(prepared: Prepared, evalset: EvalSet, device, first: int = 0, stop: int | None = None):
+    """Batches of clips ``first .. stop-1`` of the set (references and labels included), ``visual`` on ``device``."""
     cfg = prepared.cfg
-    plan = EvalPlan(0, evalset.n, cfg.eval.batch_size)
+    plan = EvalPlan(first, evalset.n if stop is None else stop, cfg.eval.batch_size)
     ds = ClipBatches(evalset.source, plan, prepared.features.reader(evalset.source), cfg.data.query, references=True)
     for batch in batches(make_loader(ds, 0, len(plan), cfg.data.workers, cfg.data.prefetch)):
         yield prepared.features.ready(batch, device)
 
 
 @torch.no_grad()
-def evaluate(arm: Arm, prepared: Prepared, evalset: EvalSet) -> dict:
-    """Every metric from one pass over the set's batches: captions, candidate scores, embeddings."""
+def _evaluate_shard(arm: Arm, prepared: Prepared, evalset: EvalSet, first: int, stop: int) -> dict:
+    """Everything the metrics need from clips ``first .. stop-1``, in one pass over their batches."""
     cfg = prepared.cfg
-    arm.eval()
-    arm.prepare_evaluation()
     device = next(arm.parameters()).device
-    classify = bool(evalset.label_texts)
-    retrieval = cfg.eval.retrieval and arm.supports_embed
-    t0 = time.perf_counter()
-    ids, preds, refs, labels, scores, videos = [], [], [], [], [], []
-    timing = {"caption_s": 0.0, "classify_s": 0.0}
+    classify, retrieval = bool(evalset.label_texts), cfg.eval.retrieval and arm.supports_embed
+    out = {"ids": [], "preds": [], "refs": [], "labels": [], "scores": [], "videos": [], "caption_s": 0.0,
+           "classify_s": 0.0}
     with autocast_for(cfg):
-        for batch in eval_batches(prepared, evalset, device):
-            ids += batch.ids
-            refs += [list(r) for r in batch.references]
-            labels.append(batch.labels.numpy())
+        for batch in eval_batches(prepared, evalset, device, first, stop):
+            out["ids"] += batch.ids
+            out["refs"] += [list(r) for r in batch.references]
+            out["labels"].append(batch.labels.numpy())
             t = time.perf_counter()
-            preds += arm.caption(batch.visual, batch.queries, cfg.eval.caption_max_tokens)
-            timing["caption_s"] += time.perf_counter() - t
+            out["preds"] += arm.caption(batch.visual, batch.queries, cfg.eval.caption_max_tokens)
+            out["caption_s"] += time.perf_counter() - t
             if classify:
                 t = time.perf_counter()
-                scores.append(arm.score_candidates(batch.visual, batch.queries, evalset.label_texts).float().cpu())
-                timing["classify_s"] += time.perf_counter() - t
+                out["scores"].append(arm.score_candidates(batch.visual, batch.queries, evalset.label_texts).float().cpu().numpy())
+                out["classify_s"] += time.perf_counter() - t
             if retrieval:
-                videos.append(arm.embed(batch.visual, batch.queries).float().cpu())
-    labels = np.concatenate(labels)
-    out: dict = {}
-    out["cider"], per_clip = cider(preds, refs)
-    out["caption_s"] = timing["caption_s"]
-    labelled = labels >= 0
-    if classify and labelled.any():
-        s = torch.cat(scores).numpy()[labelled]
-        out["top1"] = top_k_accuracy(s, labels[labelled], 1)
-        out["top5"] = top_k_accuracy(s, labels[labelled], 5)
-        out["classify_s"] = timing["classify_s"]
-    if retrieval:  # text-to-video: each clip's first reference retrieves among all evaluation clips
-        with autocast_for(cfg):
-            texts = arm.embed_texts([r[0] for r in refs]).float().cpu()
-        out["recall1"] = recall_at_k(texts @ torch.cat(videos).T, np.arange(len(refs)), 1)
-    recon = arm.reconstruct_texts([r[0] for r in refs], cfg.eval.caption_max_tokens)
-    if recon is not None:  # the decoder's ceiling: decode(encode(reference)) vs the references
-        out["decoder_ceiling_cider"], _ = cider(recon, refs)
+                out["videos"].append(arm.embed(batch.visual, batch.queries).float().cpu().numpy())
+        firsts = [r[0] for r in out["refs"]]
+        if retrieval and firsts:
+            out["texts"] = arm.embed_texts(firsts).float().cpu().numpy()
+    out["recon"] = arm.reconstruct_texts(firsts, cfg.eval.caption_max_tokens) if firsts else []
+    return out
+
+
+def _merge(parts: list[dict]) -> dict:
+    """Process shards in process order (= clip order) as one."""
+    out = {}
+    for key in ("ids", "preds", "refs"):
+        out[key] = [x for p in parts for x in p[key]]
+    out["recon"] = None if any(p["recon"] is None for p in parts) else [x for p in parts for x in p["recon"]]
+    for key in ("labels", "scores", "videos"):
+        arrays = [a for p in parts for a in p[key]]
+        out[key] = np.concatenate(arrays) if arrays else None
+    texts = [p["texts"] for p in parts if "texts" in p]
+    out["texts"] = np.concatenate(texts) if texts else None
+    for key in ("caption_s", "classify_s"):
+        out[key] = max(p[key] for p in parts)  # processes work in parallel: the slowest one's time
+    return out
+
+
+@torch.no_grad()
+def evaluate(arm: Arm, prepared: Prepared, evalset: EvalSet) -> dict | None:
+    """Every metric of the set. Under several processes each evaluates a contiguous share of the
+    clips; the shares are gathered and the main process computes and returns the metrics (the others
+    return None), so corpus-level CIDEr sees every clip once and rows are written once."""
+    from accelerate.utils import gather_object
+
+
+    arm.eval()
+    arm.prepare_evaluation()
+    t0 = time.perf_counter()
+    rank, world = processes.layout()
+    local = _evaluate_shard(arm, prepared, evalset, evalset.n * rank // world, evalset.n * (rank + 1) // world)
+    parts = gather_object([local]) if world > 1 else [local]
+    if rank != 0:
+        return None
+    m = _merge(parts)
+    out: dict = {"caption_s": m["caption_s"]}
+    out["cider"], per_clip = cider(m["preds"], m["refs"])
+    labelled = m["labels"] >= 0
+    if m["scores"] is not None and labelled.any():
+        out["top1"] = top_k_accuracy(m["scores"][labelled], m["labels"][labelled], 1)
+        out["top5"] = top_k_accuracy(m["scores"][labelled], m["labels"][labelled], 5)
+        out["classify_s"] = m["classify_s"]
+    if m["videos"] is not None:  # text-to-video: each clip's first reference retrieves among all evaluation clips
+        sim = torch.from_numpy(m["texts"]) @ torch.from_numpy(m["videos"]).T
+        out["recall1"] = recall_at_k(sim, np.arange(len(m["refs"])), 1)
+    if m["recon"] is not None:  # the decoder's ceiling: decode(encode(reference)) vs the references
+        out["decoder_ceiling_cider"], _ = cider(m["recon"], m["refs"])
     out["eval_s"] = time.perf_counter() - t0
     out["examples"] = [{"id": i, "prediction": p, "references": r, "cider": float(c)}
-                       for i, p, r, c in zip(ids, preds, refs, per_clip)]
+                       for i, p, r, c in zip(m["ids"], m["preds"], m["refs"], per_clip)]
+    out["processes"] = world
     return out
 
 

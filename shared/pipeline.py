@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from shared import processes
 from shared.arm import ArmContext, Batch
 from shared.config import Config
 from shared.data.loader import ClipBatches, batches, make_loader
@@ -81,17 +82,11 @@ def corpus_key(cfg: Config, dataset: Dataset) -> str:
     return digest(dataset.split("train").text_key, *dataset.label_texts, cfg.data.query)
 
 
-def encoder_device() -> torch.device:
-    from accelerate import PartialState
-
-    return PartialState().device
-
-
 def prepare(cfg: Config, splits: tuple[str, ...] = ("train", "val", "test")) -> Prepared:
     dataset = build_dataset(cfg)
     tokenizer = load_tokenizer(cfg, lambda: tokenizer_corpus(cfg, dataset), corpus_key(cfg, dataset))
     torch.set_num_threads(cfg.train.threads or torch.get_num_threads())
-    encoder = FrozenEncoder.from_config(cfg).to(encoder_device())
+    encoder = FrozenEncoder.from_config(cfg).to(processes.device())
     features = VisualFeatures(cfg, encoder)
     prepared = Prepared(cfg, dataset, tokenizer, encoder.dim, encoder.tokens_per_clip(cfg.data.frames), features)
     for split in splits:

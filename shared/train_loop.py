@@ -1,10 +1,13 @@
-"""The one training loop, for every arm (Accelerate: devices, processes, mixed precision).
+"""The one training loop, for every arm (Accelerate: devices, processes, DDP/FSDP, mixed precision).
 
 Controlled by construction: the data order, the effective batch, the optimizer and the schedule
-come from the shared config sections; the arm only supplies ``loss(batch)`` and its parameter
-groups. Checkpoints are taken at milestones counted in samples seen; a resume point is saved at
-every milestone and every ``train.resume_every`` steps, and re-running the same command on the
-same run directory continues from it with the same result as an uninterrupted run.
+come from the shared config sections; the arm only supplies ``loss(batch)`` (or, for a loss over
+the whole batch, ``embeddings`` and ``coupled_loss``) and its parameter groups. Checkpoints are
+taken at milestones counted in samples seen; a resume point is saved at every milestone and every
+``train.resume_every`` steps, by every process, and re-running the same command on the same run
+directory continues from it with the same result as an uninterrupted run. The loss is read on the
+host only at logging and checkpoint steps; a non-finite loss then ends the run with one line, and
+no checkpoint is written after it.
 """
 from __future__ import annotations
 
@@ -19,8 +22,9 @@ from pathlib import Path
 
 import torch
 
+from shared import processes
 from shared.arm import Arm, build_arm
-from shared.checkpoint import (TrainState, find_resume, load_resume, milestone_dir, save_resume, save_weights)
+from shared.checkpoint import RunDir, TrainState, folder_lock, load_resume, save_resume, save_weights
 from shared.config import Config, ConfigError, dump_yaml, to_dict, training_view
 from shared.data.loader import ClipBatches, TrainPlan, batches, make_loader
 from shared.data.order import TrainOrder
@@ -28,7 +32,8 @@ from shared.optim import build_optimizer, build_scheduler
 from shared.pipeline import Prepared
 from shared.precision import decision, resolve_config
 from shared.progress import progress_bar
-from shared.runinfo import append_jsonl, read_json, read_jsonl, versions, write_json_atomic, write_text_atomic
+from shared.runinfo import append_jsonl, read_jsonl, versions, write_json_atomic, write_text_atomic
+from shared.train_step import coupled_step, independent_step
 
 log = logging.getLogger(__name__)
 
@@ -43,33 +48,37 @@ class TrainResult:
     completed: bool = False
 
 
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite; the last checkpoint before it is intact."""
+
+
 def new_accelerator(cfg: Config, run_dir: Path):
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.state import AcceleratorState
 
-    if PartialState().num_processes == 1:
+    if processes.state().num_processes == 1:
         AcceleratorState._reset_state(reset_partial_state=True)  # several runs in one process
-    return Accelerator(
-        cpu=not torch.cuda.is_available(),
-        mixed_precision=cfg.train.mixed_precision,
-        log_with="tensorboard",
-        project_dir=str(run_dir),
-    )
+    if torch.cuda.is_available():  # TF32 matmuls for what runs in fp32 (master weights, losses)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision,
+                       log_with="tensorboard", project_dir=str(run_dir))
 
 
-def build_seeded_arm(prepared: Prepared, name: str, device="cpu") -> Arm:
+def build_seeded_arm(prepared: Prepared, name: str, device=None) -> Arm:
+    """The arm built on ``device`` (default: this process's accelerator device), seeded by the run's seed."""
     torch.manual_seed(prepared.cfg.seed)  # arm-specific initialisation is seeded by the run's seed
-    return build_arm(name, prepared.context(device))
+    return build_arm(name, prepared.context(device if device is not None else processes.device()))
 
 
-def write_run_header(run_dir: Path, cfg: Config, arm_name: str, order: TrainOrder, total_samples: int,
+def write_run_header(run: RunDir, cfg: Config, arm_name: str, order: TrainOrder, total_samples: int,
                      precision: dict) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml", f"# resolved config of arm {arm_name!r}\narm_name: {arm_name}\n" + dump_yaml(cfg))
-    write_json_atomic(run_dir / "versions.json", versions())
-    write_json_atomic(run_dir / "precision.json", precision)
+    run.root.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run.config, f"# resolved config of arm {arm_name!r}\narm_name: {arm_name}\n" + dump_yaml(cfg))
+    write_json_atomic(run.root / "versions.json", versions())
+    write_json_atomic(run.root / "precision.json", precision)
     first, caps = order.take(0, min(16, total_samples))
-    write_json_atomic(run_dir / "data_order.json", {
+    write_json_atomic(run.root / "data_order.json", {
         "seed": cfg.seed, "samples": total_samples, "sha256": order.digest(total_samples),
         "first_clips": first.tolist(), "first_caption_choices": caps.tolist(),
     })
@@ -80,7 +89,7 @@ def check_same_config(run_dir: Path, cfg: Config, arm_name: str, why: str = "", 
     ``evaluating``: only reading its checkpoints, which any precision can evaluate."""
     import yaml
 
-    path = run_dir / "config.yaml"
+    path = RunDir(run_dir).config
     if not path.is_file():
         return
     cfg = resolve_config(cfg)
@@ -100,6 +109,26 @@ def check_same_config(run_dir: Path, cfg: Config, arm_name: str, why: str = "", 
                          "use a new --out directory or the original settings")
 
 
+@dataclass
+class _Window:
+    """Losses since the last log line, kept on the device: read on the host only when logged."""
+
+    loss: torch.Tensor
+    steps: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+    def add(self, step_loss: torch.Tensor) -> None:
+        self.loss += step_loss
+        self.steps += 1
+
+    def read(self) -> float:
+        return self.loss.item() / max(1, self.steps)
+
+    def reset(self) -> None:
+        self.loss.zero_()
+        self.steps, self.start = 0, time.perf_counter()
+
+
 def train_arm(prepared: Prepared, arm_name: str, run_dir: str | Path, stop_at_samples: int | None = None,
               progress: bool = True) -> TrainResult:
     precision = decision(prepared.cfg)
@@ -107,124 +136,136 @@ def train_arm(prepared: Prepared, arm_name: str, run_dir: str | Path, stop_at_sa
     prepared = dataclasses.replace(prepared, cfg=cfg)
     log.info("train %s seed %d: precision %s (%s: %s)", arm_name, cfg.seed, precision["resolved"],
              precision["requested"], precision["reason"])
-    run_dir = Path(run_dir)
-    t = cfg.train
-    total_samples = t.milestones[-1]
-    total_steps = math.ceil(total_samples / t.effective_batch)
-    result = TrainResult(run_dir)
+    run = RunDir(run_dir)
+    accelerator = new_accelerator(cfg, run.root)
+    lock = folder_lock(run.root, "training") if accelerator.is_main_process else contextlib.nullcontext()
+    with lock:
+        return _train(prepared, arm_name, run, accelerator, precision, stop_at_samples, progress)
 
-    accelerator = new_accelerator(cfg, run_dir)
+
+def _train(prepared: Prepared, arm_name: str, run: RunDir, accelerator, precision: dict,
+           stop_at_samples: int | None, progress: bool) -> TrainResult:
+    cfg, t = prepared.cfg, prepared.cfg.train
+    total_steps = math.ceil(t.milestones[-1] / t.effective_batch)
     nproc = accelerator.num_processes
     if t.effective_batch % (t.micro_batch * nproc):
-        raise ValueError(f"train.effective_batch={t.effective_batch} is not a multiple of micro_batch x processes "
-                         f"({t.micro_batch} x {nproc})")
+        raise ConfigError(f"train.effective_batch={t.effective_batch} is not a multiple of train.micro_batch x "
+                          f"processes ({t.micro_batch} x {nproc})")
     accum = t.effective_batch // (t.micro_batch * nproc)
-
     train = prepared.dataset.split("train")
     order = TrainOrder(cfg.seed, train.caption_counts())
+
     arm = build_seeded_arm(prepared, arm_name, accelerator.device)
     arm.prepare_training()
-    optimizer = build_optimizer(arm, cfg)
+    if t.activation_checkpointing:
+        arm.enable_activation_checkpointing()
+    if t.compile:
+        arm.compile_layers()
+    trainable_names = [n for n, p in arm.named_parameters() if p.requires_grad]
+    result = TrainResult(run.root, trainable_params=arm.parameter_counts()["trainable_params"])
+    model = accelerator.prepare(arm)
+    # built after prepare, over the prepared (possibly sharded) parameters
+    optimizer = accelerator.prepare(build_optimizer(accelerator.unwrap_model(model), cfg))
     scheduler = build_scheduler(optimizer, total_steps, cfg)
-    result.trainable_params = arm.parameter_counts()["trainable_params"]
+    accelerator.register_for_checkpointing(scheduler)  # saved with the state, stepped once per step
 
-    state = TrainState()
-    resume = find_resume(run_dir)
+    state, resume = TrainState(), run.find_resume()
     if resume is not None:
-        check_same_config(run_dir, cfg, arm_name, f"{precision['requested']} -> {precision['resolved']}, {precision['reason']}")
-        weights, state = load_resume(resume, optimizer, scheduler)
-        arm.load_trainable_state_dict(weights)
-        log.info("%s: resuming from step %d (%d samples seen)", run_dir, state.step, state.samples_seen)
+        check_same_config(run.root, cfg, arm_name, f"{precision['requested']} -> {precision['resolved']}, {precision['reason']}")
+        state = load_resume(accelerator, resume, trainable_names)
+        log.info("%s: resuming from step %d (%d samples seen)", run.root, state.step, state.samples_seen)
     elif accelerator.is_main_process:
-        write_run_header(run_dir, cfg, arm_name, order, total_samples, precision)
-    log_path = run_dir / "train_log.jsonl"
+        write_run_header(run, cfg, arm_name, order, t.milestones[-1], precision)
     if accelerator.is_main_process:  # drop log rows past the resume point: they will be redone
-        rows = [r for r in read_jsonl(log_path) if r["step"] <= state.step]
-        write_text_atomic(log_path, "".join(json.dumps(r) + "\n" for r in rows))
+        rows = [r for r in read_jsonl(run.log) if r["step"] <= state.step]
+        write_text_atomic(run.log, "".join(json.dumps(r) + "\n" for r in rows))
 
-    model, optimizer = accelerator.prepare(arm, optimizer)
     # micro-batch k of this process = micro-step k % accum of step k // accum: resuming restarts at k
     plan = TrainPlan(order, accelerator.process_index, t.effective_batch, t.micro_batch, accum)
-    loader = make_loader(ClipBatches(train, plan, prepared.features.reader(train), cfg.data.query),
-                         state.step * accum, total_steps * accum, cfg.data.workers, cfg.data.prefetch,
-                         pin=accelerator.device.type == "cuda", persistent=True)
-    stream = batches(loader)
+    stream = batches(make_loader(ClipBatches(train, plan, prepared.features.reader(train), cfg.data.query),
+                                 state.step * accum, total_steps * accum, cfg.data.workers, cfg.data.prefetch,
+                                 pin=accelerator.device.type == "cuda", persistent=True))
     accelerator.init_trackers("train", config={"arm": arm_name, "seed": cfg.seed})
-    trainable = [p for p in arm.parameters() if p.requires_grad]
-
+    coupled = accelerator.unwrap_model(model).couples_batch()
     bar = progress_bar(total=total_steps, initial=state.step, desc=f"train {arm_name} seed {cfg.seed}", unit="step",
-               disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
+                       disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
     run_start, wall_before = time.perf_counter(), state.wall_s
-    window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
+    window = _Window(torch.zeros((), device=accelerator.device))
     model.train()
     while state.step < total_steps:
-        step_loss = torch.zeros((), device=accelerator.device)
-        for micro in range(accum):
-            batch = prepared.features.ready(next(stream), accelerator.device)  # online mode: encoded here
-            sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
-            with sync:
-                loss = model(batch)
-                accelerator.backward(loss / accum)
-            step_loss += loss.detach() / accum
+        micro_batches = [prepared.features.ready(next(stream), accelerator.device) for _ in range(accum)]
+        step_loss = (coupled_step(accelerator, model, accelerator.unwrap_model(model), micro_batches) if coupled
+                     else independent_step(accelerator, model, micro_batches))
         if t.grad_clip > 0:
-            accelerator.clip_grad_norm_(trainable, t.grad_clip)
+            accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-
         state.step += 1
         state.samples_seen = state.step * t.effective_batch
-        loss_value = accelerator.reduce(step_loss, reduction="mean").item()
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"{arm_name}: loss is {loss_value} at step {state.step}; lower train.lr?")
-        state.last_loss = loss_value
         state.wall_s = wall_before + time.perf_counter() - run_start
-        window_loss, window_n = window_loss + loss_value, window_n + 1
+        window.add(accelerator.reduce(step_loss, reduction="mean"))
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
-
-        if state.step % t.log_every == 0 or state.step == total_steps:
-            now = time.perf_counter()
-            row = {"step": state.step, "samples_seen": state.samples_seen, "loss": window_loss / window_n,
-                   "lr": scheduler.get_last_lr()[0], "samples_per_s": window_n * t.effective_batch / (now - window_t),
-                   "wall_s": round(state.wall_s, 3)}
-            if accelerator.is_main_process:
-                append_jsonl(log_path, row)
-            accelerator.log({"loss": row["loss"], "lr": row["lr"], "samples_per_s": row["samples_per_s"]}, step=state.step)
-            window_loss, window_n, window_t = 0.0, 0, now
 
         reached = [m for m in t.milestones if m <= state.samples_seen and m not in state.milestones_done]
+        saving = bool(reached) or state.step % t.resume_every == 0 or state.step == total_steps
+        if saving or state.step % t.log_every == 0:
+            loss = window.read()  # the one host sync: at log and checkpoint steps
+            if not math.isfinite(loss):
+                raise Diverged(f"{arm_name} seed {cfg.seed}: the training loss is {loss} by step {state.step} "
+                               f"(last checkpoint: {_last_saved(run)}); lower train.lr or check the data")
+            state.last_loss = loss
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            _log_row(accelerator, run, state, window, loss, scheduler, t.effective_batch)
         if reached:
             state.milestones_done = tuple(sorted({*state.milestones_done, *reached}))
-        if accelerator.is_main_process:
-            weights = accelerator.unwrap_model(model).trainable_state_dict()
-            for m in reached:
-                save_weights(milestone_dir(run_dir, m), weights, state,
-                             {"milestone": m, "arm": arm_name, "seed": cfg.seed})
-            if reached or state.step % t.resume_every == 0 or state.step == total_steps:
-                save_resume(run_dir, weights, state, optimizer, scheduler)
+            _save_milestones(accelerator, model, run, state, reached, trainable_names, arm_name, cfg.seed)
+        if saving:
+            save_resume(accelerator, run, state)
         if stop_at_samples is not None and state.samples_seen >= stop_at_samples:
             break
     bar.close()
-    accelerator.end_training()
+    for tracker in accelerator.trackers:  # not end_training(): it would end the process group evaluation needs
+        tracker.finish()
 
     result.completed = state.step >= total_steps
     result.wall_s = state.wall_s
     result.samples_per_s = state.samples_seen / state.wall_s if state.wall_s else 0.0
-    result.checkpoints = list_checkpoints(run_dir)
+    result.checkpoints = run.checkpoints()
     if result.completed and accelerator.is_main_process:
-        write_json_atomic(run_dir / "done.json", {"samples_seen": state.samples_seen, "steps": state.step,
-                                                  "wall_s": state.wall_s, "samples_per_s": result.samples_per_s,
-                                                  "trainable_params": result.trainable_params})
+        write_json_atomic(run.done, {"samples_seen": state.samples_seen, "steps": state.step, "wall_s": state.wall_s,
+                                     "samples_per_s": result.samples_per_s, "trainable_params": result.trainable_params})
     return result
 
 
+def _last_saved(run: RunDir) -> str:
+    ckpts = run.checkpoints()
+    return ckpts[-1]["path"] if ckpts else "none yet"
+
+
+def _log_row(accelerator, run: RunDir, state: TrainState, window: _Window, loss: float, scheduler, batch: int) -> None:
+    if window.steps == 0:
+        return
+    now = time.perf_counter()
+    row = {"step": state.step, "samples_seen": state.samples_seen, "loss": loss, "lr": scheduler.get_last_lr()[0],
+           "samples_per_s": window.steps * batch / (now - window.start), "wall_s": round(state.wall_s, 3)}
+    if accelerator.is_main_process:
+        append_jsonl(run.log, row)
+    accelerator.log({"loss": row["loss"], "lr": row["lr"], "samples_per_s": row["samples_per_s"]}, step=state.step)
+    window.reset()
+
+
+def _save_milestones(accelerator, model, run: RunDir, state: TrainState, reached: list[int], names: list[str],
+                     arm_name: str, seed: int) -> None:
+    """The trainable weights gathered into one file per milestone (a collective under FSDP)."""
+    full = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        weights = {n: full[n] for n in names}
+        for m in reached:
+            save_weights(run.milestone(m), weights, state, {"milestone": m, "arm": arm_name, "seed": seed},
+                         config=run.config)
+    accelerator.wait_for_everyone()
+
+
 def list_checkpoints(run_dir: Path) -> list[dict]:
-    out = []
-    for folder in sorted((Path(run_dir) / "checkpoints").glob("samples_*")):
-        if folder.name.endswith((".tmp", ".old")) or not (folder / "train_state.json").is_file():
-            continue
-        st = read_json(folder / "train_state.json")
-        out.append({"milestone": st["milestone"], "samples_seen": st["samples_seen"], "step": st["step"],
-                    "path": str(folder), "train_loss": st.get("last_loss"), "wall_s": st.get("wall_s")})
-    return out
+    return RunDir(run_dir).checkpoints()

@@ -240,3 +240,32 @@ def test_trainable_y_encoder_uses_the_lr_multiplier_and_shared_heads(smoke_cfg, 
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in arm.y_encoder.parameters())
     assert arm.y_head.weight.grad is not None and arm.predictor.head.out_features == 32
+
+
+def test_infonce_over_the_effective_batch_is_the_same_for_any_micro_batch(smoke_prepared):
+    """GradCache: one batch of 32 == two micro-batches of 16 (loss and every gradient); with
+    jepa.negatives=micro the loss sees only 15 negatives and differs."""
+    import dataclasses
+
+    from accelerate import Accelerator
+
+    from shared.train_loop import build_seeded_arm
+    from shared.train_step import coupled_step
+
+    batch = smoke_prepared.batch("train", list(range(32)), [i % 3 for i in range(32)])
+    halves = [smoke_prepared.batch("train", list(range(s, s + 16)), [i % 3 for i in range(s, s + 16)]) for s in (0, 16)]
+    accelerator = Accelerator(cpu=True)
+
+    def run(micro_batches, cfg=None):
+        prep = smoke_prepared if cfg is None else dataclasses.replace(smoke_prepared, cfg=cfg)
+        arm = build_seeded_arm(prep, "jepa", "cpu").train()
+        loss = coupled_step(accelerator, arm, arm, micro_batches)
+        return loss, {n: p.grad.clone() for n, p in arm.named_parameters() if p.requires_grad}
+
+    whole, g_whole = run([batch])
+    split, g_split = run(halves)
+    assert torch.allclose(whole, split, rtol=1e-5)
+    assert all(torch.allclose(g_whole[n], g_split[n], rtol=1e-4, atol=1e-7) for n in g_whole)
+    arm = build_seeded_arm(smoke_prepared, "jepa", "cpu")
+    micro = sum(float(arm(h)) for h in halves) / 2  # the per-micro-batch loss (jepa.negatives=micro)
+    assert abs(micro - float(whole)) > 1e-3

@@ -105,28 +105,88 @@ def test_schedule_warms_up_then_decays(smoke_cfg):
     assert f[50] < f[20] and f[-1] == pytest.approx(0.1, abs=1e-3)
 
 
-@pytest.mark.slow
-def test_two_processes_train_like_one(tmp_path, cache_dir):
-    """The effective batch is split over processes (gloo on CPU) instead of accumulated: same samples,
-    same losses, same weights up to the all-reduce's float rounding."""
+def torchrun(args: list[str], nproc: int = 2, timeout: int = 600):
     import os
     import subprocess
     import sys
 
-    from tests.conftest import ROOT, SMOKE
+    from tests.conftest import ROOT
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = ["-m", "experiments", "train", "-c", str(SMOKE), "--arm", "jepa", f"cache_dir={cache_dir}",
-            "train.mixed_precision=no"]
-    one = [sys.executable, *args, "-o", str(tmp_path / "one")]
-    two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args,
-           "-o", str(tmp_path / "two")]
-    for cmd in (one, two):
-        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-    logs = [[json.loads(l) for l in (tmp_path / d / "train_log.jsonl").read_text().splitlines()] for d in ("one", "two")]
-    assert len(logs[1]) == len(logs[0]) == 4  # written once, by the main process
-    for a, b in zip(*logs):
+    cmd = [sys.executable, *(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+                             if nproc > 1 else []), "-m", "experiments", *args]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_and_resume(tmp_path, cache_dir):
+    """The effective batch is split over processes (gloo on CPU) instead of accumulated: same samples,
+    same losses (InfoNCE over the whole effective batch either way), same weights up to the
+    all-reduce's float rounding; a two-process run stopped and resumed equals an uninterrupted one."""
+    from tests.conftest import SMOKE
+
+    args = ["train", "-c", str(SMOKE), "--arm", "jepa", f"cache_dir={cache_dir}", "train.mixed_precision=no"]
+    torchrun([*args, "-o", str(tmp_path / "one")], nproc=1)
+    torchrun([*args, "-o", str(tmp_path / "two")])
+    torchrun([*args, "-o", str(tmp_path / "part"), "--stop-after", "96"])
+    torchrun([*args, "-o", str(tmp_path / "part")])
+    logs = {d: [json.loads(l) for l in (tmp_path / d / "train_log.jsonl").read_text().splitlines()]
+            for d in ("one", "two", "part")}
+    assert len(logs["two"]) == len(logs["one"]) == 4  # written once, by the main process
+    for a, b in zip(logs["one"], logs["two"]):
         assert a["samples_seen"] == b["samples_seen"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
-    a, b = weights(tmp_path / "one", 256), weights(tmp_path / "two", 256)
+    a, b, c = weights(tmp_path / "one", 256), weights(tmp_path / "two", 256), weights(tmp_path / "part", 256)
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert all(torch.equal(b[k], c[k]) for k in b)  # resumed under DDP == uninterrupted under DDP
+    assert [r["loss"] for r in logs["two"]] == [r["loss"] for r in logs["part"]]
+
+
+@pytest.mark.slow
+def test_distributed_evaluation_writes_the_rows_of_one_process(tmp_path, cache_dir):
+    """Trained once, evaluated by 1 and by 2 processes (each a half of the clips, gathered): the same
+    metrics rows, written once."""
+    import shutil
+
+    from tests.conftest import SMOKE
+
+    args = ["sample-efficiency", "-c", str(SMOKE), f"cache_dir={cache_dir}", "train.milestones=[64,128]"]
+    torchrun([*args, "-o", str(tmp_path / "one")], nproc=1)
+    shutil.copytree(tmp_path / "one" / "runs", tmp_path / "two" / "runs")  # the same checkpoints
+    torchrun([*args, "-o", str(tmp_path / "two")])
+    rows = {d: [json.loads(l) for l in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("one", "two")}
+    assert len(rows["two"]) == len(rows["one"]) == 4
+    for a, b in zip(rows["one"], rows["two"]):
+        assert (a["arm"], a["milestone"]) == (b["arm"], b["milestone"])
+        for key in ("cider", "top1", "top5", "recall1"):
+            assert a.get(key) == pytest.approx(b.get(key), abs=1e-6), (a["arm"], key)
+
+
+def test_a_nan_loss_ends_the_run_with_one_line_and_keeps_good_checkpoints(tmp_path, capsys, cache_dir):
+    from experiments.cli import main
+    from tests.conftest import SMOKE
+
+    out = tmp_path / "run"
+    # milestones every step (batch 32); the loss turns NaN at step 3 (2 micro-batches of 16 a step)
+    code = main(["train", "-c", str(SMOKE), "--arm", "toy", "-o", str(out), f"cache_dir={cache_dir}",
+                 "plugins=[tests.toy_arm]", "toy.nan_after=4", "train.milestones=[32,64,96,128]", "train.log_every=1"])
+    err = capsys.readouterr().err
+    assert code == 3 and "training loss is nan by step 3" in err and "Traceback" not in err
+    saved = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert saved == ["samples_0000000032", "samples_0000000064"]  # nothing written after the loss went bad
+    assert all(torch.isfinite(t).all() for t in weights(out, 64).values())
+
+
+def test_a_run_directory_in_use_is_refused_and_a_stale_lock_is_taken_over(toy, tmp_path):
+    import os
+
+    from shared.config import ConfigError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").write_text(f"{os.getppid()} {__import__('socket').gethostname()}")  # a live process
+    with pytest.raises(ConfigError, match=r"in use by another training \(pid"):
+        train_arm(toy(), "toy", run, progress=False)
+    (run / ".lock").write_text(f"999999999 {__import__('socket').gethostname()}")  # its process is gone
+    assert train_arm(toy(), "toy", run, progress=False).completed
+    assert not (run / ".lock").exists()

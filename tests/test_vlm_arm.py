@@ -13,18 +13,21 @@ def vlm(smoke_prepared):
 
 
 def test_loss_is_on_caption_tokens_only(smoke_prepared, vlm):
+    """Logits only at the caption's positions give the loss of full logits with prefix labels masked."""
     batch = smoke_prepared.batch("train", [0, 1, 2], [0, 1, 2])
     seen = {}
     vlm.lm.register_forward_pre_hook(lambda m, a, kw: seen.update(kw), with_kwargs=True)
-    vlm.loss(batch)
-    labels = seen["labels"]
-    q_len = len(smoke_prepared.tokenizer(batch.queries[0], add_special_tokens=False)["input_ids"])
-    prefix = 1 + smoke_prepared.visual_tokens + q_len  # BOS, visual tokens, query
-    assert (labels[:, :prefix] == -100).all()
+    loss = vlm.loss(batch)
     tok = smoke_prepared.tokenizer
-    for row, caption in zip(labels, batch.captions):
-        target = row[prefix:][row[prefix:] != -100].tolist()
-        assert target == tok(caption, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    q_len = len(tok(batch.queries[0], add_special_tokens=False)["input_ids"])
+    prefix = 1 + smoke_prepared.visual_tokens + q_len  # BOS, visual tokens, query
+    caption_ids = [tok(c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in batch.captions]
+    assert seen["logits_to_keep"].tolist() == list(range(prefix - 1, prefix - 1 + max(map(len, caption_ids))))
+    labels = torch.full(seen["attention_mask"].shape, -100)
+    for i, ids in enumerate(caption_ids):
+        labels[i, prefix:prefix + len(ids)] = torch.tensor(ids)
+    full = vlm.lm(inputs_embeds=seen["inputs_embeds"], attention_mask=seen["attention_mask"], labels=labels).loss
+    assert torch.allclose(loss, full, atol=1e-5)
 
 
 def overfit(arm, prepared, steps=120):

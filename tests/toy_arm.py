@@ -12,6 +12,7 @@ from shared.arm import Arm, ArmContext, Batch, register_arm
 @dataclass
 class ToyConfig:
     width: int = 8
+    nan_after: int = 0  # > 0: the loss turns NaN after this many forward passes (tests divergence handling)
 
 
 @register_arm("toy", ToyConfig)
@@ -23,6 +24,7 @@ class ToyArm(Arm):
     def __init__(self, ctx: ArmContext):
         super().__init__(ctx)
         self.proj = nn.Linear(ctx.visual_dim, self.arm_cfg.width, device=ctx.device)
+        self.calls = 0
 
     def _target(self, captions: list[str]) -> torch.Tensor:
         gens = [torch.Generator().manual_seed(sum(map(ord, c)) % 9973) for c in captions]
@@ -31,4 +33,7 @@ class ToyArm(Arm):
     def loss(self, batch: Batch) -> torch.Tensor:
         ToyArm.seen_ids.append(list(batch.ids))
         pred = self.proj(batch.visual.mean(1))
-        return ((pred - self._target(batch.captions)) ** 2).mean()
+        self.calls += 1
+        if self.arm_cfg.nan_after and self.calls > self.arm_cfg.nan_after:
+            pred = pred * float("nan")
+        return ((pred - self._target(batch.captions).to(pred.device)) ** 2).mean()

@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from shared import processes
 from shared.arm import Batch
 from shared.data.loader import ClipBatches, ClipReader, EvalPlan, batches, make_loader
 from shared.data.sources import ClipSource
@@ -23,14 +24,6 @@ from shared.progress import progress_bar
 
 log = logging.getLogger(__name__)
 SAMPLING_VERSION = "uniform-centres-v2"  # v2: video frames read by seeking to the nearest frame
-
-
-def process_layout() -> tuple[int, int]:
-    """(rank, world size) of this process, without creating an Accelerator."""
-    from accelerate import PartialState
-
-    state = PartialState()
-    return state.process_index, state.num_processes
 
 
 class VisualFeatures:
@@ -77,7 +70,7 @@ class VisualFeatures:
         store = self.store(source)
         write_meta(store.folder, {"source": source.name, "clips": len(source), "encoder": self.key,
                                   "tokens": store.shape[0], "dim": store.shape[1], "dtype": self.cfg.encoder.cache_dtype})
-        rank, world = process_layout()
+        rank, world = processes.layout()
         todo = [k for k in store.missing() if k % world == rank]
         if todo:
             t0 = time.perf_counter()

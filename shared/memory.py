@@ -1,0 +1,196 @@
+"""Training memory per GPU, estimated without allocating anything.
+
+Method: the arm is built at full size on the meta device (shapes, no storage) and one training
+micro-batch is run forward and backward there, while a dispatch mode tracks the bytes of every
+storage created and freed: the peak of live activation bytes, exactly as the graph would hold
+them. Attention runs through a stand-in with the memory of a fused kernel (flash/memory-efficient:
+it keeps q, k, v, the output and a log-sum-exp row, never the L x L weights), which is what SDPA
+uses on a GPU. Model weights are traced in bf16, as autocast computes. Added exactly from counts:
+fp32 weights, fp32 gradients and the two AdamW moments, DDP's gradient buckets, autocast's bf16
+copies of the trainable weights, and the frozen encoder in online mode. FSDP over N GPUs divides the weights,
+gradients and optimizer states by N and adds two gathered layers in bf16.
+The error of the traced activations against a real fp32 CPU step at a reduced size is measured by
+``calibrate`` (``describe --memory --calibrate``): against the same tracker on real tensors, and
+against the process's peak resident memory during the step (the kernel's own count).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import weakref
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+GB = 1e9
+
+
+class LiveBytes(TorchDispatchMode):
+    """Peak bytes of the storages created while active (views share their base's storage)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.now = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                key = id(storage)
+                if key not in self.live:
+                    self.live[key] = storage.nbytes()
+                    self.now += storage.nbytes()
+                    self.peak = max(self.peak, self.now)
+                    weakref.finalize(storage, self._free, key)
+        return out
+
+    def _free(self, key: int) -> None:
+        self.now -= self.live.pop(key, 0)
+
+
+class _FusedAttentionMemory(torch.autograd.Function):
+    """The memory of a fused attention kernel: saves q, k, v, the output and [B, H, L] log-sum-exp."""
+
+    @staticmethod
+    def forward(ctx, q, k, v):
+        out = torch.empty_like(q)
+        lse = q.new_empty(q.shape[:-1], dtype=torch.float32)
+        ctx.save_for_backward(q, k, v, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, _, _ = ctx.saved_tensors
+        return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def fused_attention_memory(module, query, key, value, attention_mask, *args, **kwargs):
+    return _FusedAttentionMemory.apply(query, key, value).transpose(1, 2).contiguous(), None
+
+
+@contextlib.contextmanager
+def fused_attention_everywhere(model: torch.nn.Module):
+    """Route every transformers attention of ``model`` through the memory stand-in."""
+    from transformers import AttentionInterface, PreTrainedModel
+
+    AttentionInterface.register("memory_model", fused_attention_memory)
+    configs = {id(m.config): m.config for m in model.modules() if isinstance(m, PreTrainedModel)}
+    before = {k: c._attn_implementation for k, c in configs.items()}
+    for c in configs.values():
+        c._attn_implementation = "memory_model"
+    try:
+        yield
+    finally:
+        for k, c in configs.items():
+            c._attn_implementation = before[k]
+
+
+def param_bytes(module: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, frozen) parameter counts."""
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in module.parameters()) - trainable
+
+
+def largest_layer(module: torch.nn.Module) -> int:
+    sizes = [sum(p.numel() for p in m.parameters()) for m in module.modules() if type(m).__name__.endswith("Layer")]
+    return max(sizes, default=0)
+
+
+def trace_step(arm, batch) -> dict:
+    """Peak live bytes of one forward + backward (activations, transient tensors, parameter grads)."""
+    with LiveBytes() as fwd:
+        loss = arm(batch)
+        forward_peak = fwd.peak
+        loss.backward()
+    grads = sum(p.numel() * p.element_size() for p in arm.parameters() if p.requires_grad)
+    return {"forward_peak": forward_peak, "step_peak": fwd.peak, "grads_traced": grads}
+
+
+def stand_in_batch(ctx, micro_batch: int, caption_tokens: int, device):
+    """A batch of the preset's shapes: visual tokens of the encoder, the query, a caption of
+    ``caption_tokens`` tokens (" a" repeated: one token each in a byte-level BPE)."""
+    from shared.arm import Batch
+
+    caption = " ".join(["a"] * caption_tokens)
+    return Batch(ids=["x"] * micro_batch, queries=[ctx.cfg.data.query] * micro_batch, captions=[caption] * micro_batch,
+                 visual=torch.zeros(micro_batch, ctx.visual_tokens, ctx.visual_dim, device=device))
+
+
+def estimate_arm(ctx, name: str, micro_batch: int, caption_tokens: int, gpus: int, encoder_params: int,
+                 checkpointing: bool) -> dict:
+    """GB per GPU for DDP and FSDP over ``gpus``, with the parts they are made of."""
+    from shared.arm import build_arm
+
+    arm = build_arm(name, ctx)
+    trainable, frozen = param_bytes(arm)
+    layer = largest_layer(arm)
+    arm = arm.to(torch.bfloat16).train()  # autocast computes in bf16: activations are traced at that width
+    if checkpointing:
+        arm.enable_activation_checkpointing()
+    with fused_attention_everywhere(arm):
+        traced = trace_step(arm, stand_in_batch(ctx, micro_batch, caption_tokens, ctx.device))
+    activations = traced["step_peak"] - traced["grads_traced"]  # grads are counted in fp32 below
+    states = {"weights_fp32": 4 * (trainable + frozen), "grads_fp32": 4 * trainable, "adam_moments": 8 * trainable}
+    encoder = 2 * encoder_params  # the frozen encoder, bf16, on the GPU in online mode
+    ddp = {**states, "ddp_buckets": 4 * trainable, "autocast_copies": 2 * trainable,
+           "activations": activations, "encoder": encoder}
+    fsdp = {**{k: v / gpus for k, v in states.items()}, "gathered_layers": 2 * 2 * layer, "activations": activations,
+            "encoder": encoder}
+    return {"trainable_params": trainable, "frozen_params": frozen, "micro_batch": micro_batch,
+            "checkpointing": checkpointing, "activation_gb": activations / GB,
+            "forward_peak_gb": traced["forward_peak"] / GB,
+            "ddp_gb": sum(ddp.values()) / GB, "fsdp_gb": sum(fsdp.values()) / GB, "gpus": gpus,
+            "ddp_parts_gb": {k: v / GB for k, v in ddp.items()}, "fsdp_parts_gb": {k: v / GB for k, v in fsdp.items()}}
+
+
+def calibrate(ctx_real, name: str, micro_batch: int, caption_tokens: int) -> dict:
+    """Traced activation bytes on meta vs a real fp32 CPU step of the same reduced model (tracked
+    allocations), without checkpointing: the estimate's error at a size measurable here."""
+    from shared.arm import build_arm
+
+    out = {}
+    for device in ("meta", "cpu"):
+        ctx = dataclasses.replace(ctx_real, device=torch.device(device))
+        torch.manual_seed(0)
+        arm = build_arm(name, ctx).train()
+        batch = stand_in_batch(ctx, micro_batch, caption_tokens, ctx.device)
+        if device == "meta":
+            with fused_attention_everywhere(arm):
+                traced = trace_step(arm, batch)
+        else:
+            before = _reset_peak_rss()
+            traced = trace_step(arm, batch)
+            out["cpu_rss"] = (_peak_rss() - before - traced["grads_traced"]) / GB if before is not None else None
+        out[device] = (traced["step_peak"] - traced["grads_traced"]) / GB
+    out["error"] = out["meta"] / out["cpu"] - 1
+    if out.get("cpu_rss"):
+        out["error_vs_rss"] = out["meta"] / out["cpu_rss"] - 1
+    return out
+
+
+def _status(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> int | None:
+    """Current RSS after resetting the kernel's peak-RSS mark (Linux), or None where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    return _status("VmRSS:")
+
+
+def _peak_rss() -> int:
+    return _status("VmHWM:") or 0

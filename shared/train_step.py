@@ -1,0 +1,57 @@
+"""One optimizer step's forward and backward passes over its micro-batches (Accelerate).
+
+Two kinds, chosen by the arm and not by its name:
+
+- ``independent_step``: each micro-batch's loss is its own mean; gradients are accumulated over the
+  micro-steps (synchronised across processes on the last one). Equals one big batch.
+- ``coupled_step`` for losses where a sample's loss depends on the rest of the batch (InfoNCE's
+  negatives): GradCache. The embeddings of every micro-batch of every process are computed without
+  gradients, gathered, and the loss taken over the whole effective batch; its gradient with respect
+  to the embeddings is then pushed back through each micro-batch's recomputed forward. So the loss
+  is the same function of the effective batch for any number of processes and micro-steps
+  (tested: 1 process x 2 micro-steps == 2 processes == one batch).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from accelerate.utils import gather_object
+
+
+def _sync_last(accelerator, model, i: int, n: int):
+    return contextlib.nullcontext() if i == n - 1 else accelerator.no_sync(model)
+
+
+def independent_step(accelerator, model, micro_batches) -> torch.Tensor:
+    total = torch.zeros((), device=accelerator.device)
+    for i, batch in enumerate(micro_batches):
+        with _sync_last(accelerator, model, i, len(micro_batches)):
+            loss = model(batch)
+            accelerator.backward(loss / len(micro_batches))
+        total += loss.detach() / len(micro_batches)
+    return total
+
+
+def coupled_step(accelerator, model, arm, micro_batches) -> torch.Tensor:
+    with torch.no_grad():
+        parts = [model(batch, part="embeddings") for batch in micro_batches]
+    local = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    captions = [c for batch in micro_batches for c in batch.captions]
+    if accelerator.num_processes > 1:  # every process's rows, in process order = sample-position order
+        local = {k: accelerator.gather(v.contiguous()) for k, v in local.items()}
+        captions = gather_object(captions)
+    leaves = {k: v.detach().float().requires_grad_() for k, v in local.items()}
+    loss = arm.coupled_loss(leaves, captions)
+    grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)))
+    row = accelerator.process_index * sum(len(b) for b in micro_batches)
+    for i, batch in enumerate(micro_batches):
+        n = len(batch)
+        with _sync_last(accelerator, model, i, len(micro_batches)):
+            out = model(batch, part="embeddings")
+            surrogate = sum((out[k].float() * g[row:row + n]).sum() for k, g in grads.items()
+                            if g is not None and out[k].requires_grad)
+            # the data-parallel all-reduce averages over processes; every process holds the same loss
+            accelerator.backward(surrogate * accelerator.num_processes)
+        row += n
+    return loss.detach()
