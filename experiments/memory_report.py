@@ -31,14 +31,26 @@ def stand_in_context(cfg, device: str):
     return ctx, sum(p.numel() for p in encoder.model.parameters())
 
 
-def memory(cfg, gpus: int, caption_tokens: int, with_calibration: bool) -> dict:
+H100_BF16_DENSE = 989e12  # FLOP/s, NVIDIA's datasheet figure for the SXM part
+
+
+def memory(cfg, gpus: int, caption_tokens: int, with_calibration: bool, mfu: float = 0.4) -> dict:
     from shared.config import load_config, to_dict
+    from shared.features.encoder import FrozenEncoder
+    from shared.memory import encoder_flops
 
     ctx, encoder_params = stand_in_context(cfg, "meta")
     on_gpu = encoder_params if cfg.encoder.features == "online" else 0
+    enc_flops = encoder_flops(FrozenEncoder.from_config(cfg, device=torch.device("meta")), cfg.data.frames) \
+        if on_gpu else 0
     arms = {name: {ckpt: estimate_arm(ctx, name, cfg.train.micro_batch, caption_tokens, gpus, on_gpu, ckpt)
                    for ckpt in (False, True)} for name in cfg.arms}
+    rate = gpus * H100_BF16_DENSE * mfu
+    hours = {n: {m: m * (a[False]["train_flops_per_sample"] + enc_flops) / rate / 3600 for m in cfg.train.milestones}
+             for n, a in arms.items()}
     out = {"micro_batch": cfg.train.micro_batch, "caption_tokens": caption_tokens, "gpus": gpus,
+           "encoder_flops_per_sample": enc_flops, "assumed_mfu": mfu, "gpu_peak_flops": H100_BF16_DENSE,
+           "hours_to_milestone": hours,
            "visual_tokens": ctx.visual_tokens, "encoder_on_gpu_params": on_gpu,
            "arms": {n: {"without_checkpointing": a[False], "with_checkpointing": a[True]} for n, a in arms.items()}}
     if with_calibration:
@@ -73,6 +85,13 @@ def memory_text(m: dict) -> str:
             e = a[key]
             L.append(f"{name:<6} {e['trainable_params']:>14,} {label:>13} {e['activation_gb']:>9.1f} GB "
                      f"{e['ddp_gb']:>6.1f} GB {e['fsdp_gb']:>6.1f} GB")
+    L += ["", f"Training FLOPs per sample (forward + backward; + frozen encoder forward "
+          f"{m['encoder_flops_per_sample'] / 1e12:.2f} TFLOP in online mode) and hours to each milestone on "
+          f"{m['gpus']} H100 at {100 * m['assumed_mfu']:.0f}% MFU (an assumption, not a measurement):"]
+    for name, a in m["arms"].items():
+        per = a["without_checkpointing"]["train_flops_per_sample"] / 1e12
+        L.append(f"  {name}: {per:.2f} TFLOP/sample; " + ", ".join(
+            f"{int(ms) / 1e6:g}M {h:.1f} h" for ms, h in m["hours_to_milestone"][name].items()))
     if "calibration" in m:
         c = m["calibration"]
         L += ["", f"Calibration (reduced size, micro-batch {c['micro_batch']}, fp32 CPU step, tracked allocations):"]

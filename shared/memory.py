@@ -51,11 +51,16 @@ class LiveBytes(TorchDispatchMode):
         self.now -= self.live.pop(key, 0)
 
 
+ATTENTION_FLOPS = [0]  # forward FLOPs of the stand-in attention calls (its matmuls are not dispatched)
+
+
 class _FusedAttentionMemory(torch.autograd.Function):
     """The memory of a fused attention kernel: saves q, k, v, the output and [B, H, L] log-sum-exp."""
 
     @staticmethod
     def forward(ctx, q, k, v):
+        b, h, lq, d = q.shape
+        ATTENTION_FLOPS[0] += 4 * b * h * lq * k.shape[-2] * d  # Q K^T and the weighted sum of V
         out = torch.empty_like(q)
         lse = q.new_empty(q.shape[:-1], dtype=torch.float32)
         ctx.save_for_backward(q, k, v, out, lse)
@@ -99,14 +104,36 @@ def largest_layer(module: torch.nn.Module) -> int:
     return max(sizes, default=0)
 
 
-def trace_step(arm, batch) -> dict:
-    """Peak live bytes of one forward + backward (activations, transient tensors, parameter grads)."""
-    with LiveBytes() as fwd:
+def trace_step(arm, batch, count_flops: bool = True) -> dict:
+    """Peak live bytes of one forward + backward (activations, transient tensors, parameter grads),
+    and its FLOPs (torch's counter, plus 3x the stand-in attention's forward FLOPs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with LiveBytes() as live:  # alone: the FLOP counter's module tracking would keep tensors alive
         loss = arm(batch)
-        forward_peak = fwd.peak
+        forward_peak = live.peak
         loss.backward()
+        del loss
     grads = sum(p.numel() * p.element_size() for p in arm.parameters() if p.requires_grad)
-    return {"forward_peak": forward_peak, "step_peak": fwd.peak, "grads_traced": grads}
+    arm.zero_grad(set_to_none=True)
+    out = {"forward_peak": forward_peak, "step_peak": live.peak, "grads_traced": grads}
+    if count_flops:
+        ATTENTION_FLOPS[0] = 0
+        with FlopCounterMode(display=False) as flops:
+            arm(batch).backward()
+        arm.zero_grad(set_to_none=True)
+        out["flops"] = flops.get_total_flops() + 3 * ATTENTION_FLOPS[0]
+    return out
+
+
+def encoder_flops(encoder, frames: int) -> int:
+    """Forward FLOPs of the frozen encoder on one clip (meta device)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(frames, encoder.cfg.image_size, encoder.cfg.image_size, 3, dtype=torch.uint8, device="meta")
+    with FlopCounterMode(display=False) as flops, torch.no_grad():
+        encoder.model.forward_features(x.permute(0, 3, 1, 2).float())
+    return flops.get_total_flops()
 
 
 def stand_in_batch(ctx, micro_batch: int, caption_tokens: int, device):
@@ -140,6 +167,7 @@ def estimate_arm(ctx, name: str, micro_batch: int, caption_tokens: int, gpus: in
     fsdp = {**{k: v / gpus for k, v in states.items()}, "gathered_layers": 2 * 2 * layer, "activations": activations,
             "encoder": encoder}
     return {"trainable_params": trainable, "frozen_params": frozen, "micro_batch": micro_batch,
+            "train_flops_per_sample": traced["flops"] / micro_batch,
             "checkpointing": checkpointing, "activation_gb": activations / GB,
             "forward_peak_gb": traced["forward_peak"] / GB,
             "ddp_gb": sum(ddp.values()) / GB, "fsdp_gb": sum(fsdp.values()) / GB, "gpus": gpus,
@@ -159,10 +187,10 @@ def calibrate(ctx_real, name: str, micro_batch: int, caption_tokens: int) -> dic
         batch = stand_in_batch(ctx, micro_batch, caption_tokens, ctx.device)
         if device == "meta":
             with fused_attention_everywhere(arm):
-                traced = trace_step(arm, batch)
+                traced = trace_step(arm, batch, count_flops=False)
         else:
             before = _reset_peak_rss()
-            traced = trace_step(arm, batch)
+            traced = trace_step(arm, batch, count_flops=False)
             out["cpu_rss"] = (_peak_rss() - before - traced["grads_traced"]) / GB if before is not None else None
         out[device] = (traced["step_peak"] - traced["grads_traced"]) / GB
     out["error"] = out["meta"] / out["cpu"] - 1
