@@ -24,7 +24,7 @@ def setup_logging(out_dir: Path | None = None, verbose: bool = False) -> None:
         handlers.append(logging.FileHandler(out_dir / "run.log"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("httpx", "urllib3", "matplotlib", "PIL", "fontTools"):
+    for noisy in ("httpx", "urllib3", "matplotlib", "PIL", "fontTools", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

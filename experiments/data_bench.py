@@ -127,19 +127,23 @@ def memory_runs(args, out: Path, manifests: dict[int, Path]) -> dict:
     return result
 
 
-# ---- 2. loader throughput ------------------------------------------------------------------------
-def loader_throughput(prepared, batches: int) -> dict:
+def train_loader(prepared, features, batches: int, workers: int):
+    """The first ``batches`` training micro-batches of one process, read through ``features``."""
     from shared.data.loader import ClipBatches, TrainPlan, make_loader
     from shared.data.order import TrainOrder
 
     cfg = prepared.cfg
     train = prepared.dataset.split("train")
     plan = TrainPlan(TrainOrder(0, train.caption_counts()), 0, cfg.train.micro_batch, cfg.train.micro_batch, 1)
+    return make_loader(ClipBatches(train, plan, features.reader(train), cfg.data.query), 0, batches, workers,
+                       cfg.data.prefetch)
+
+
+# ---- 2. loader throughput ------------------------------------------------------------------------
+def loader_throughput(prepared, batches: int) -> dict:
     out = {}
     for workers in (0, 1, 2):
-        loader = make_loader(ClipBatches(train, plan, prepared.features.reader(train), cfg.data.query),
-                             0, batches, workers, cfg.data.prefetch)
-        it = iter(loader)
+        it = iter(train_loader(prepared, prepared.features, batches, workers))
         next(it)  # worker start-up is not throughput
         t0 = time.perf_counter()
         n = sum(len(b) for b in it)
@@ -149,16 +153,13 @@ def loader_throughput(prepared, batches: int) -> dict:
 
 # ---- 3. step time, cache vs online ----------------------------------------------------------------
 def step_times(prepared, steps: int) -> dict:
-    from shared.data.loader import ClipBatches, TrainPlan, batches, make_loader
-    from shared.data.order import TrainOrder
+    from shared.data.loader import batches
     from shared.features.visual import VisualFeatures
     from shared.optim import build_optimizer
     from shared.precision import autocast_for
     from shared.train_loop import build_seeded_arm
 
     cfg = prepared.cfg
-    train = prepared.dataset.split("train")
-    plan = TrainPlan(TrainOrder(0, train.caption_counts()), 0, cfg.train.micro_batch, cfg.train.micro_batch, 1)
     out = {}
     for name in cfg.arms:
         out[name] = {}
@@ -169,8 +170,7 @@ def step_times(prepared, steps: int) -> dict:
             arm.prepare_training()
             arm.train()
             opt = build_optimizer(arm, cfg)
-            stream = batches(make_loader(ClipBatches(train, plan, features.reader(train), cfg.data.query),
-                                         0, steps + 1, cfg.data.workers, cfg.data.prefetch))
+            stream = batches(train_loader(prepared, features, steps + 1, cfg.data.workers))
             for k, batch in enumerate(stream):
                 if k == 1:
                     t0 = time.perf_counter()  # the first step warms up

@@ -186,7 +186,8 @@ def _train(prepared: Prepared, arm_name: str, run: RunDir, accelerator, precisio
                                  state.step * accum, total_steps * accum, cfg.data.workers, cfg.data.prefetch,
                                  pin=accelerator.device.type == "cuda", persistent=True))
     accelerator.init_trackers("train", config={"arm": arm_name, "seed": cfg.seed})
-    coupled = accelerator.unwrap_model(model).couples_batch()
+    # one micro-batch on one process already is the effective batch: the plain loss is the same function
+    coupled = accelerator.unwrap_model(model).couples_batch() and (accum > 1 or nproc > 1)
     bar = progress_bar(total=total_steps, initial=state.step, desc=f"train {arm_name} seed {cfg.seed}", unit="step",
                        disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
     run_start, wall_before = time.perf_counter(), state.wall_s

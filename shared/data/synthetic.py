@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -247,6 +248,7 @@ def scene_label(seed: int, split: str, index: int) -> int:
     return int(_rng(GENERATOR_VERSION, seed, split, index, "scene").integers(NUM_CLASSES))
 
 
+@lru_cache(maxsize=16384)  # a training run revisits its clips every epoch; bounded, so 200k clips stay cheap
 def make_clip(seed: int, split: str, index: int, paraphrase: int, n_captions: int) -> SyntheticClip:
     scene_rng = _rng(GENERATOR_VERSION, seed, split, index, "scene")
     meaning = Meaning.from_label(int(scene_rng.integers(NUM_CLASSES)))
