@@ -42,7 +42,8 @@ def metrics_row(arm_name: str, seed: int, ckpt: dict, m: dict, trainable: int, t
            "milestone": ckpt["milestone"], "cider": m["cider"], "top1": m.get("top1"), "top5": m.get("top5"),
            "train_loss": logged[-1]["loss"] if logged else ckpt.get("train_loss"),
            "trainable_params": trainable, "wall_s": ckpt.get("wall_s")}
-    for extra in ("recall1", "decoder_ceiling_cider", "eval_s", "caption_s", "classify_s", "sets"):
+    for extra in ("top1_phrasings", "top5_phrasings", "phrasings", "recall1", "decoder_ceiling_cider", "eval_s",
+                  "caption_s", "classify_s", "sets"):
         if extra in m:
             row[extra] = m[extra]
     return row
@@ -114,11 +115,14 @@ def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets,
     for ckpt in todo:
         weights, _ = load_weights(Path(ckpt["path"]))
         arm.load_trainable_state_dict(weights)
-        per_set = {s.name: evaluate(arm, prep, s) for s in sets}
+        arm.set_progress(ckpt["samples_seen"])
+        last = ckpt["milestone"] == prep.cfg.train.milestones[-1]
+        with_phrasings = prep.cfg.eval.phrasings_at == "all" or last
+        per_set = {s.name: evaluate(arm, prep, s if with_phrasings else s.canonical_only()) for s in sets}
         if not main:
             continue
         m = combine(per_set)
-        row = metrics_row(arm_name, seed, ckpt, m, result.trainable_params, train_log)
+        row = {**metrics_row(arm_name, seed, ckpt, m, result.trainable_params, train_log), **arm.evaluation_info()}
         examples = [dict(e, set=name) for name, ms in per_set.items() for e in ms["examples"]]
         write_text_atomic(out / "predictions" / f"{arm_name}-seed{seed}-{ckpt['milestone']:010d}.jsonl",
                           "".join(json.dumps(e) + "\n" for e in examples))

@@ -73,6 +73,7 @@ def load_trained_arm(cfg: Config, out: Path, checkpoint: Path | None):
     if not arm.supports_embed:
         raise ConfigError(f"selective.arm: arm {name!r} has no embedding output to segment")
     arm.load_trainable_state_dict(weights)
+    arm.set_progress(state.get("samples_seen"))
     arm.eval()
     arm.prepare_evaluation()
     return arm, ckpt, state

@@ -33,6 +33,7 @@ class JepaArm(Arm):
         self.y_head = nn.Linear(self.y_encoder.dim, c.shared_dim, device=ctx.device) if c.shared_dim else None
         self._text_cache: TextEmbeddingCache | None = None
         self.decoder = None
+        self._decoder_key: tuple | None = None
         self.decoder_meta: dict = {}
 
     # ---- text side -----------------------------------------------------------------------
@@ -104,10 +105,21 @@ class JepaArm(Arm):
         return [g for g in out if g["params"]]
 
     # ---- evaluation ----------------------------------------------------------------------
+    def _space(self) -> str:
+        """Identity of the target space the decoder reads (the Y-encoder's weights and the head's)."""
+        space = hashlib.sha256(self.y_encoder.fingerprint().encode())
+        if self.y_head is not None:
+            space.update(self.y_head.weight.detach().float().cpu().numpy().tobytes())
+        return space.hexdigest()[:16]
+
     def prepare_evaluation(self) -> None:
-        if self.decoder is not None:
-            return
         dc = self.arm_cfg.y_decoder
+        seen = dc.kind == "trained" and dc.budget == "seen" and dc.weights != "random" and self.samples_seen is not None
+        # a trained decoder belongs to a target space (and, budget "seen", to a checkpoint's progress)
+        key = (self._space(), self.samples_seen if seen else None) if dc.kind == "trained" else ("fixed",)
+        if self.decoder is not None and self._decoder_key == key:
+            return
+        self._decoder_key = key
         dim = self.arm_cfg.shared_dim or self.y_encoder.dim
         self._decode_scale = 1.0
         if dc.weights == "random":  # untrained decoder of the configured architecture: timing only
@@ -121,28 +133,61 @@ class JepaArm(Arm):
 
             if not dc.weights:
                 raise ValueError("jepa.y_decoder.weights: required for the sonar decoder (hub id or folder)")
-            self._set_decoder(SonarDecoder(dc.weights))
+            self._set_decoder(SonarDecoder(dc.weights, tokenizer_source=dc.tokenizer))
             sample = list(dict.fromkeys(self.ctx.train_captions(256)))[:256]
             with torch.no_grad():  # SONAR decodes raw (not unit) embeddings: restore their typical norm
                 self._decode_scale = float(self.y_encoder(sample, normalize=False).norm(dim=-1).mean())
             return
-        from jepa_arm.y_decoder import load_or_train
+        if seen:
+            from jepa_arm.seen_decoder import fit_on_seen
 
-        space = hashlib.sha256(self.y_encoder.fingerprint().encode())
-        if self.y_head is not None:
-            space.update(self.y_head.weight.detach().float().cpu().numpy().tobytes())
-        decoder, self.decoder_meta = load_or_train(
-            dim, self.tokenizer, dc, space.hexdigest()[:16],
-            self.ctx.train_captions(), self.embed_texts, self.cfg.cache_path, self.cfg.lm.attn_implementation,
-            self.cfg.train.mixed_precision, self.ctx.device)
+            decoder, self.decoder_meta = fit_on_seen(
+                dim, self.tokenizer, dc, key[0], self.ctx.stream_key, self.samples_seen, self.ctx.seen_captions,
+                self.embed_texts, self.cfg.cache_path, self.cfg.lm.attn_implementation,
+                self.cfg.train.mixed_precision, self.ctx.device)
+        else:  # the whole training corpus (budget "corpus", or no checkpoint progress known: timing)
+            from jepa_arm.y_decoder import load_or_train
+
+            decoder, self.decoder_meta = load_or_train(
+                dim, self.tokenizer, dc, key[0], self.ctx.train_captions(), self.embed_texts, self.cfg.cache_path,
+                self.cfg.lm.attn_implementation, self.cfg.train.mixed_precision, self.ctx.device)
         self._set_decoder(decoder)
+
+    @classmethod
+    def controls(cls, section: dict) -> list[str]:
+        y, d = section.get("y_encoder", {}), section.get("y_decoder", {})
+        weights = y.get("weights")
+        space = ("a frozen, randomly initialised encoder of the " + y.get("kind", "?") + " architecture over the shared "
+                 "tokenizer: no pretrained text knowledge" if weights == "random"
+                 else f"the pretrained {y.get('kind', '?')} encoder `{weights or 'packaged all-MiniLM-L6-v2'}`: "
+                      "pretrained text knowledge the other arm does not get")
+        out = [f"target space (`jepa.y_encoder.weights`={weights}): {space}"
+               + (", trained with the arm" if y.get("trainable") else "") + "."]
+        if d.get("kind", "trained") == "trained":
+            out.append("Y-decoder (`jepa.y_decoder.budget`=" + d.get("budget", "seen") + "): " + (
+                "trained at each checkpoint on the captions the arm saw up to it, no more"
+                if d.get("budget", "seen") == "seen" else
+                f"trained on every distinct training caption ({d.get('steps')} steps x {d.get('batch_size')}) "
+                "before the first checkpoint") + ".")
+        else:
+            out.append(f"Y-decoder: the pretrained SONAR decoder `{d.get('weights')}`.")
+        return out
+
+    def evaluation_info(self) -> dict:
+        """The decoder that turned this checkpoint's predictions into text, beside the arm's own numbers."""
+        m = self.decoder_meta
+        if not m:
+            return {}
+        return {"decoder_params": m.get("decoder_params"), "decoder_budget": m.get("budget", "corpus"),
+                "decoder_samples": m.get("samples", m.get("steps", 0) * self.arm_cfg.y_decoder.batch_size)}
 
     def _set_decoder(self, decoder: nn.Module) -> None:
         # evaluation-only and trained separately: kept out of the arm's parameters and checkpoints
         object.__setattr__(self, "decoder", decoder.requires_grad_(False).eval().to(self.ctx.device))
 
     def _decode(self, pred: torch.Tensor, max_new_tokens: int, exact: bool = False) -> list[str]:
-        self.prepare_evaluation()
+        if self.decoder is None:
+            self.prepare_evaluation()
         emb = F.normalize(pred.float(), dim=-1).to(self.ctx.device) * self._decode_scale
         return self.decoder.generate(emb, max_new_tokens, min_new_tokens=max_new_tokens if exact else 0)
 

@@ -33,20 +33,30 @@ class YEncoderConfig:
 class YDecoderConfig:
     """Turns a predicted embedding into text (evaluation only).
 
-    ``trained``: a small decoder the suite trains on the training captions only, cached per
-    (Y-encoder, corpus); ``sonar``: the SONAR text decoder (M2M100ForConditionalGeneration).
+    ``trained``: a small decoder the suite trains on training captions only; ``sonar``: the SONAR
+    text decoder (M2M100ForConditionalGeneration).
     """
 
     kind: Literal["trained", "sonar"] = "trained"
+    # what the trained decoder may learn from, at each checkpoint:
+    # "seen" (fair, default): one pass over the captions the arm itself saw up to that checkpoint, in
+    #   its training order (the VLM has seen no more), continued from the previous checkpoint's
+    #   decoder while the target space is unchanged, fitted anew when it changed;
+    # "corpus": every distinct training caption, `steps` steps, before any checkpoint (the ablation)
+    budget: Literal["seen", "corpus"] = "seen"
+    # for sonar: where its tokenizer comes from when the decoder's repository ships none (the
+    # converted SONAR decoders share the encoder's): a hub id or folder; None = the decoder's own
+    tokenizer: str | None = None
     # for sonar: hub id or folder, e.g. raxtemur/SONAR_200_text_decoder; "random" = untrained (timing only)
     weights: str | None = None
     hidden_size: int = 256
     num_layers: int = 3
     num_heads: int = 4
     prefix_tokens: int = 2  # the embedding enters as this many soft tokens
-    steps: int = 600
+    steps: int = 600  # budget "corpus" only
     batch_size: int = 64
     lr: float = 1e-3
+    warmup_steps: int = 20  # budget "seen": warm-up, then a constant rate (continuing a fit is then exact)
     noise: float = 0.1  # std of noise added to the (unit) embedding in training: robustness to prediction error
     seed: int = 0
 

@@ -130,7 +130,8 @@ def load_or_train(emb_dim: int, tokenizer, cfg: YDecoderConfig, y_fingerprint: s
     texts = sorted(set(corpus))
     t0 = time.perf_counter()
     losses = fit(decoder, embed_texts(texts), texts, precision=precision)
-    meta = {"train_texts": len(texts), "steps": cfg.steps, "precision": precision, "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+    meta = {"budget": "corpus", "train_texts": len(texts), "steps": cfg.steps, "precision": precision,
+            "samples": cfg.steps * cfg.batch_size, "decoder_params": sum(p.numel() for p in decoder.parameters()), "final_loss": sum(losses[-20:]) / len(losses[-20:]),
             "train_s": round(time.perf_counter() - t0, 2)}
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "model.safetensors.tmp"
@@ -144,7 +145,9 @@ def load_or_train(emb_dim: int, tokenizer, cfg: YDecoderConfig, y_fingerprint: s
 class SonarDecoder(nn.Module):
     """SONAR text decoder: embedding -> text, via transformers' M2M100ForConditionalGeneration."""
 
-    def __init__(self, weights: str, lang: str = "eng_Latn", tokenizer=None):
+    def __init__(self, weights: str, lang: str = "eng_Latn", tokenizer=None, tokenizer_source: str | None = None):
+        """``tokenizer_source``: where the tokenizer is when the decoder's repository ships none (the
+        converted SONAR decoders share the encoder's); None = the decoder's own."""
         super().__init__()
         from transformers import AutoTokenizer, M2M100Config, M2M100ForConditionalGeneration
 
@@ -159,7 +162,11 @@ class SonarDecoder(nn.Module):
             self.tokenizer, self.lang_id = tokenizer, tokenizer.bos_token_id
             return
         self.model = M2M100ForConditionalGeneration.from_pretrained(weights).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(weights)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_source or weights)
+        except (OSError, ValueError, TypeError) as e:  # TypeError: a config naming a tokenizer whose files are absent
+            raise ValueError(f"jepa.y_decoder: no tokenizer in {tokenizer_source or weights} ({e}); point "
+                             "jepa.y_decoder.tokenizer at the SONAR encoder's repository or folder") from None
         self.lang_id = self.tokenizer.convert_tokens_to_ids(lang)
 
     @torch.no_grad()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -140,9 +141,12 @@ class YEncoder(nn.Module):
 class TextEmbeddingCache:
     """Y-encoder outputs on disk, keyed by text, for a frozen Y-encoder (computed once, reused)."""
 
+    RECENT = 65_536  # rows kept in memory (a bounded LRU: ~100 MB at 384 dims), the rest read from disk
+
     def __init__(self, encoder: YEncoder, root: Path):
         self.encoder = encoder
         self.store = ShardStore(Path(root) / "text_embeddings" / encoder.fingerprint())
+        self.recent: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     @staticmethod
     def key(text: str) -> str:
@@ -161,4 +165,14 @@ class TextEmbeddingCache:
                     rows.append(self.encoder(part[i:i + bs]))
                     bar.update(len(part[i:i + bs]))
                 self.store.add([self.key(t) for t in part], torch.cat(rows))
-        return self.store.get([self.key(t) for t in texts])
+        keys = [self.key(t) for t in texts]
+        unseen = list(dict.fromkeys(k for k in keys if k not in self.recent))
+        if unseen:
+            for k, row in zip(unseen, self.store.get(unseen)):
+                self.recent[k] = row
+        for k in keys:
+            self.recent.move_to_end(k)
+        out = torch.stack([self.recent[k] for k in keys])
+        while len(self.recent) > self.RECENT:
+            self.recent.popitem(last=False)
+        return out

@@ -57,9 +57,19 @@ class ArmContext:
     # the training split's captions, read on demand (text-only uses such as fitting a Y-decoder)
     captions_of_train: Callable[[int | None], list[str]] | None = None
 
+    # the target captions at training positions [start, stop) of this seed's order, and that
+    # stream's identity: what an arm has seen by a checkpoint
+    captions_at: Callable[[int, int], list[str]] | None = None
+    stream_key: str = ""
+
     def train_captions(self, limit: int | None = None) -> list[str]:
         """Every caption of the first ``limit`` training clips (all by default)."""
         return self.captions_of_train(limit) if self.captions_of_train is not None else []
+
+    def seen_captions(self, start: int, stop: int) -> list[str]:
+        if self.captions_at is None:
+            raise ValueError("this context has no training order (built without data)")
+        return self.captions_at(start, stop)
 
     def base_lm(self) -> nn.Module:
         """A fresh copy of the shared base causal LM (same weights for every arm of a seed)."""
@@ -78,6 +88,7 @@ class Arm(nn.Module):
 
     def __init__(self, ctx: ArmContext):
         super().__init__()
+        self.samples_seen: int | None = None
         self.ctx = ctx
         self.cfg = ctx.cfg
         self.arm_cfg = ctx.cfg.arm_config(self.name)
@@ -135,7 +146,21 @@ class Arm(nn.Module):
         """Hook run once before training (e.g. embed the training targets once)."""
 
     def prepare_evaluation(self) -> None:
-        """Hook run once before evaluation (e.g. train or load a decoder)."""
+        """Hook run before evaluating (e.g. fit a decoder); cheap when nothing changed since the last call."""
+
+    def set_progress(self, samples_seen: int | None) -> None:
+        """Which checkpoint the loaded weights are: how many training samples they have seen."""
+        self.samples_seen = samples_seen
+
+    @classmethod
+    def controls(cls, section: dict) -> list[str]:
+        """What this arm's config section gives it that the other arms may lack (pretrained parts,
+        text it learns from outside the loop), in words, for the report and the control audit."""
+        return []
+
+    def evaluation_info(self) -> dict:
+        """Extra numbers of the evaluated checkpoint for the metrics row (e.g. a decoder's size)."""
+        return {}
 
     # ---- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
@@ -242,6 +267,13 @@ def load_plugins(extra: list[str] | tuple[str, ...] = ()) -> None:
 def arm_config_classes() -> dict[str, type]:
     load_plugins()
     return {name: spec.config_cls for name, spec in _REGISTRY.items()}
+
+
+def arm_class(name: str) -> type:
+    load_plugins()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown arm {name!r}; registered: {sorted(_REGISTRY)}")
+    return _REGISTRY[name].arm_cls
 
 
 def build_arm(name: str, ctx: ArmContext) -> Arm:

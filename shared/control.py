@@ -41,8 +41,18 @@ def audit(run_dirs: list[Path]) -> dict:
     first = next(iter(views.values()))
     differing = {d["key"] for d in differences}
     shared = {k: first.get(k) for k in keys if k not in differing}
+    controls = {arm: _controls(arm, cfg) for arm, cfg, _ in runs}
     return {"ok": not differences, "differences": differences, "arm_keys": own, "shared": shared,
-            "data_order": orders, "runs": [str(d) for d in run_dirs]}
+            "data_order": orders, "controls": controls, "runs": [str(d) for d in run_dirs]}
+
+
+def _controls(arm: str, cfg: dict) -> list[str]:
+    from shared.arm import arm_class
+
+    try:
+        return arm_class(arm).controls(cfg.get(arm, {}))
+    except KeyError:  # an arm whose plugin is not importable here
+        return []
 
 
 def audit_markdown(result: dict) -> str:
@@ -59,6 +69,9 @@ def audit_markdown(result: dict) -> str:
         lines.append("")
     lines += ["## Data order", "", "| arm | sha256 of (clip, caption) at every position |", "|---|---|"]
     lines += [f"| {a} | `{h}` |" for a, h in result["data_order"].items()]
+    if any(result.get("controls", {}).values()):
+        lines += ["", "## What each arm gets besides its prediction target", ""]
+        lines += [f"- {arm}: {c}" for arm, cs in result["controls"].items() for c in cs]
     lines += ["", "## Arm-specific settings (allowed to differ)", ""]
     for arm, keys in result["arm_keys"].items():
         lines += [f"<details><summary>{arm} ({len(keys)} keys)</summary>", "", "| key | value |", "|---|---|"]

@@ -7,6 +7,7 @@ data's own split, or several manifests averaged as the paper averages its benchm
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -26,18 +27,34 @@ from shared.precision import autocast_for
 
 @dataclass
 class EvalSet:
-    """One evaluation set: a split's clips (capped by eval.max_clips) and its candidate label texts."""
+    """One evaluation set: a split's clips (capped by eval.max_clips) and the phrasings of its labels."""
 
     name: str
     source: ClipSource
-    label_texts: list[str]
+    phrasings: list[list[str]]  # per label, its canonical text first
     n: int  # clips evaluated: the first n of the source
 
     @staticmethod
-    def of(name: str, source: ClipSource, label_texts: list[str], max_clips: int) -> "EvalSet":
+    def of(name: str, source: ClipSource, phrasings: list[list[str]], max_clips: int) -> "EvalSet":
         if not len(source):
             raise ValueError(f"evaluation set {name!r} holds no clips")
-        return EvalSet(name, source, list(label_texts), min(len(source), max_clips or len(source)))
+        return EvalSet(name, source, phrasings, min(len(source), max_clips or len(source)))
+
+    @property
+    def label_texts(self) -> list[str]:
+        return [p[0] for p in self.phrasings]
+
+    @property
+    def candidates(self) -> list[str]:
+        return [t for p in self.phrasings for t in p]
+
+    def per_label(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[N, candidates] -> ([N, labels] best phrasing, [N, labels] canonical phrasing)."""
+        starts = np.cumsum([0] + [len(p) for p in self.phrasings[:-1]])
+        return np.maximum.reduceat(scores, starts, axis=1), scores[:, starts]
+
+    def canonical_only(self) -> "EvalSet":
+        return dataclasses.replace(self, phrasings=[p[:1] for p in self.phrasings])
 
 
 def eval_sets(prepared: Prepared) -> list[EvalSet]:
@@ -49,7 +66,7 @@ def eval_sets(prepared: Prepared) -> list[EvalSet]:
         source = prepared.dataset.split(split)
         if not len(source):
             raise ValueError(f"eval.split: the {split!r} split is empty")
-        return [EvalSet.of(split, source, prepared.dataset.label_texts, cfg.eval.max_clips)]
+        return [EvalSet.of(split, source, prepared.dataset.label_phrasings(cfg.eval.phrasings), cfg.eval.max_clips)]
     out = []
     for path in cfg.eval.sets:
         ds = manifest_dataset(path, cfg)
@@ -57,7 +74,7 @@ def eval_sets(prepared: Prepared) -> list[EvalSet]:
         if not len(source):
             raise ValueError(f"eval.sets: {path} has no clip with split {split!r}")
         prepared.features.prepare(source, desc=f"encode {Path(path).stem}")
-        out.append(EvalSet.of(Path(path).stem, source, ds.label_texts, cfg.eval.max_clips))
+        out.append(EvalSet.of(Path(path).stem, source, ds.label_phrasings(cfg.eval.phrasings), cfg.eval.max_clips))
     return out
 
 
@@ -75,7 +92,8 @@ def _evaluate_shard(arm: Arm, prepared: Prepared, evalset: EvalSet, first: int, 
     """Everything the metrics need from clips ``first .. stop-1``, in one pass over their batches."""
     cfg = prepared.cfg
     device = next(arm.parameters()).device
-    classify, retrieval = bool(evalset.label_texts), cfg.eval.retrieval and arm.supports_embed
+    classify, retrieval = bool(evalset.phrasings), cfg.eval.retrieval and arm.supports_embed
+    candidates = evalset.candidates
     out = {"ids": [], "preds": [], "refs": [], "labels": [], "scores": [], "videos": [], "caption_s": 0.0,
            "classify_s": 0.0}
     with autocast_for(cfg):
@@ -88,7 +106,7 @@ def _evaluate_shard(arm: Arm, prepared: Prepared, evalset: EvalSet, first: int, 
             out["caption_s"] += time.perf_counter() - t
             if classify:
                 t = time.perf_counter()
-                out["scores"].append(arm.score_candidates(batch.visual, batch.queries, evalset.label_texts).float().cpu().numpy())
+                out["scores"].append(arm.score_candidates(batch.visual, batch.queries, candidates).float().cpu().numpy())
                 out["classify_s"] += time.perf_counter() - t
             if retrieval:
                 out["videos"].append(arm.embed(batch.visual, batch.queries).float().cpu().numpy())
@@ -136,8 +154,12 @@ def evaluate(arm: Arm, prepared: Prepared, evalset: EvalSet) -> dict | None:
     out["cider"], per_clip = cider(m["preds"], m["refs"])
     labelled = m["labels"] >= 0
     if m["scores"] is not None and labelled.any():
-        out["top1"] = top_k_accuracy(m["scores"][labelled], m["labels"][labelled], 1)
-        out["top5"] = top_k_accuracy(m["scores"][labelled], m["labels"][labelled], 5)
+        best, canonical = evalset.per_label(m["scores"][labelled])
+        for k in (1, 5):
+            out[f"top{k}"] = top_k_accuracy(canonical, m["labels"][labelled], k)
+            if len(evalset.candidates) > len(evalset.phrasings):
+                out[f"top{k}_phrasings"] = top_k_accuracy(best, m["labels"][labelled], k)
+                out["phrasings"] = len(evalset.candidates) / len(evalset.phrasings)
         out["classify_s"] = m["classify_s"]
     if m["videos"] is not None:  # text-to-video: each clip's first reference retrieves among all evaluation clips
         sim = torch.from_numpy(m["texts"]) @ torch.from_numpy(m["videos"]).T
@@ -177,7 +199,7 @@ def baselines(prepared: Prepared, evalset: EvalSet) -> dict:
     return out
 
 
-AVERAGED = ("cider", "top1", "top5", "recall1", "decoder_ceiling_cider")
+AVERAGED = ("cider", "top1", "top5", "top1_phrasings", "top5_phrasings", "recall1", "decoder_ceiling_cider")
 
 
 def combine(per_set: dict[str, dict]) -> dict:
@@ -189,6 +211,9 @@ def combine(per_set: dict[str, dict]) -> dict:
             out[key] = float(np.mean(vals))
     for key in ("eval_s", "caption_s", "classify_s"):
         out[key] = float(sum(m.get(key, 0.0) for m in per_set.values()))
+    phrasings = [m["phrasings"] for m in per_set.values() if "phrasings" in m]
+    if phrasings:
+        out["phrasings"] = float(np.mean(phrasings))
     if len(per_set) > 1:
         out["sets"] = {name: {k: m[k] for k in AVERAGED if k in m} for name, m in per_set.items()}
     return out

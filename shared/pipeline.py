@@ -15,6 +15,7 @@ from shared import processes
 from shared.arm import ArmContext, Batch
 from shared.config import Config
 from shared.data.loader import ClipBatches, batches, make_loader
+from shared.data.order import TrainOrder
 from shared.data.sources import Dataset, build_dataset, digest
 from shared.features.encoder import FrozenEncoder
 from shared.features.visual import VisualFeatures
@@ -36,7 +37,14 @@ class Prepared:
         train = self.dataset.split("train")
         return ArmContext(cfg=self.cfg, tokenizer=self.tokenizer, visual_dim=self.visual_dim,
                           visual_tokens=self.visual_tokens, device=torch.device(device),
-                          captions_of_train=lambda limit=None: list(train.captions(limit)))
+                          captions_of_train=lambda limit=None: list(train.captions(limit)),
+                          captions_at=self.seen_captions, stream_key=digest(self.cfg.seed, train.text_key))
+
+    def seen_captions(self, start: int, stop: int) -> list[str]:
+        """The target captions at training positions [start, stop) of this seed's order."""
+        train = self.dataset.split("train")
+        clips, caps = TrainOrder(self.cfg.seed, train.caption_counts()).take(start, stop - start)
+        return [train.clip(int(c)).captions[int(j)] for c, j in zip(clips, caps)]
 
     def batch(self, split: str, clip_idx, cap_idx=None, device: torch.device | str = "cpu") -> Batch:
         """One batch of given clips (and caption choices), read synchronously, ``visual`` on ``device``."""

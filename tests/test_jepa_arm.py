@@ -149,9 +149,11 @@ def test_sonar_encoder_and_decoder_load_from_tiny_random_configs(smoke_prepared,
     ref = masked_mean(enc.model(**ids).last_hidden_state, ids["attention_mask"])
     assert torch.allclose(e, F.normalize(ref, dim=-1), atol=1e-5)
 
-    _tiny_tokenizer_dir(smoke_prepared.tokenizer, tmp_path / "dec")
+    # the converted SONAR decoders ship no tokenizer: it comes from the encoder's folder
     M2M100ForConditionalGeneration(cfg).save_pretrained(str(tmp_path / "dec"))
-    dec = SonarDecoder(str(tmp_path / "dec"))
+    with pytest.raises(ValueError, match="jepa.y_decoder.tokenizer"):
+        SonarDecoder(str(tmp_path / "dec"))
+    dec = SonarDecoder(str(tmp_path / "dec"), tokenizer_source=str(tmp_path / "enc"))
     out = dec.generate(torch.randn(2, 32), max_new_tokens=5)
     assert len(out) == 2 and all(isinstance(o, str) for o in out)
 

@@ -59,8 +59,8 @@ def test_overfit_generation_stops_at_eos_and_ranks_by_perplexity(smoke_prepared,
             assert vlm.score_candidates(v, q, candidates).argmax().item() == 15
 
 
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_trie_scores_equal_full_forward(smoke_prepared, vlm, attn):
+@pytest.mark.parametrize("attn, trie_nodes", [("eager", 512), ("sdpa", 512), ("eager", 6)])
+def test_trie_scores_equal_full_forward(smoke_prepared, vlm, attn, trie_nodes):
     vlm.eval()
     vlm.lm.config._attn_implementation = attn  # the tree mask takes each implementation's form
     tok = smoke_prepared.tokenizer
@@ -69,7 +69,8 @@ def test_trie_scores_equal_full_forward(smoke_prepared, vlm, attn):
     # shared prefixes, and one candidate that is a prefix of another: a trie with inner end nodes
     candidates = ["a red square moves left", "a cross", "there is a blue circle that grows", "a cross moves",
                   "a red square moves right"]
-    vlm.arm_cfg = dataclasses.replace(vlm.arm_cfg, score_chunk=40)  # 2 clips per forward: two chunks
+    # 2 clips per forward: two chunks; trie_nodes=6: several tries sharing the clip's prefix cache
+    vlm.arm_cfg = dataclasses.replace(vlm.arm_cfg, score_chunk=40 if trie_nodes > 100 else 14, trie_nodes=trie_nodes)
     with torch.no_grad():
         fast = vlm.score_candidates(v, q, candidates)
         x, mask = vlm.prefix(v, q)

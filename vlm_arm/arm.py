@@ -14,8 +14,16 @@ from transformers import LlamaConfig, PerceptionLMConfig, TimmWrapperConfig
 from transformers.models.perception_lm.modeling_perception_lm import PerceptionLMMultiModalProjector
 
 from shared.arm import Arm, ArmContext, Batch, register_arm
-from vlm_arm.candidate_trie import build_trie
+from vlm_arm.candidate_trie import CandidateTrie, build_trie, group_by_prefix
 from vlm_arm.config import VlmConfig
+
+
+def _trie_tables(trie: CandidateTrie):
+    """(trie, nodes whose logits are needed, their row for each candidate step, which steps are real)."""
+    parents = trie.parents
+    row = torch.full((len(trie.tokens),), -1, dtype=torch.long)
+    row[parents] = torch.arange(len(parents))
+    return trie, parents, row[trie.steps.clamp_min(0)], trie.steps >= 0
 
 
 @register_arm("vlm", VlmConfig)
@@ -107,28 +115,29 @@ class VlmArm(Arm):
         """
         c = self.arm_cfg
         ids = self.tokenizer(candidates, add_special_tokens=False)["input_ids"]
-        trie = build_trie([t + ([self.eos] if c.score_eos else []) for t in ids])
-        n, parents = len(trie.tokens), trie.parents
-        row = torch.full((n,), -1, dtype=torch.long)
-        row[parents] = torch.arange(len(parents))
-        step_rows, valid = row[trie.steps.clamp_min(0)], trie.steps >= 0
-        per_forward = max(1, c.score_chunk // n)  # clips per forward: score_chunk bounds (clip, node) pairs
+        seqs = [t + ([self.eos] if c.score_eos else []) for t in ids]
+        groups = [(torch.tensor(g), *_trie_tables(build_trie([seqs[i] for i in g])))
+                  for g in group_by_prefix(seqs, c.trie_nodes)]
+        per_forward = max(1, c.score_chunk // max(len(g[1].tokens) for g in groups))  # bounds (clip, node) pairs
         scores = []
         for s in range(0, visual.shape[0], per_forward):
             x, mask = self.prefix(visual[s:s + per_forward], queries[s:s + per_forward])
             b, p, dev = mask.shape[0], mask.shape[1], x.device
             out = self.lm(inputs_embeds=x, attention_mask=mask, use_cache=True)
-            first = F.log_softmax(out.logits[:, -1].float(), dim=-1)[:, trie.first.to(dev)]  # [b, C]
-            # a node sees the clip's real prefix tokens and its own ancestors (itself included)
-            sees = torch.cat([mask.bool()[:, None, :].expand(b, n, p), trie.visible.to(dev).expand(b, n, n)], dim=2)
-            logits = self.lm(input_ids=trie.tokens.to(dev).expand(b, n), attention_mask=self._tree_mask(sees),
-                             position_ids=(p + trie.depth.to(dev)).expand(b, n), past_key_values=out.past_key_values,
-                             logits_to_keep=parents.to(dev)).logits
-            logp = F.log_softmax(logits.float(), dim=-1)  # [b, parents, V]
-            rest = logp[:, step_rows.to(dev), trie.next_tokens.to(dev)] * valid.to(dev)  # [b, C, L-1]
-            total = first + rest.sum(-1)
-            if c.length_norm == "mean":
-                total = total / trie.lengths.to(dev)
+            first = F.log_softmax(out.logits[:, -1].float(), dim=-1)
+            cache, total = out.past_key_values, torch.empty(b, len(candidates), device=dev)
+            for idx, trie, parents, step_rows, valid in groups:
+                n = len(trie.tokens)
+                # a node sees the clip's real prefix tokens and its own ancestors (itself included)
+                sees = torch.cat([mask.bool()[:, None, :].expand(b, n, p), trie.visible.to(dev).expand(b, n, n)], dim=2)
+                logits = self.lm(input_ids=trie.tokens.to(dev).expand(b, n), attention_mask=self._tree_mask(sees),
+                                 position_ids=(p + trie.depth.to(dev)).expand(b, n), past_key_values=cache,
+                                 logits_to_keep=parents.to(dev)).logits
+                cache.crop(-n)  # drop the group's nodes: back to the shared prefix for the next group
+                logp = F.log_softmax(logits.float(), dim=-1)  # [b, parents, V]
+                rest = logp[:, step_rows.to(dev), trie.next_tokens.to(dev)] * valid.to(dev)  # [b, C_g, L-1]
+                group = first[:, trie.first.to(dev)] + rest.sum(-1)
+                total[:, idx.to(dev)] = group / trie.lengths.to(dev) if c.length_norm == "mean" else group
             scores.append(total.cpu())
         return torch.cat(scores)
 

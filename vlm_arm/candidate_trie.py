@@ -6,7 +6,9 @@ one sequence per (clip, candidate) the scorer runs one sequence per clip holding
 prefix once (a trie node), with a tree-shaped attention mask: a node sees the clip prefix and its
 own ancestors, at position (prefix length + depth). For the 144 label texts of the synthetic
 benchmark that is 328 nodes instead of 864 padded tokens. The scores are the same sums of token
-log-probabilities as scoring each candidate alone (tested).
+log-probabilities as scoring each candidate alone (tested). Many candidates (several phrasings per
+label) are split into groups of neighbouring candidates, one trie each, so that the tree mask's
+attention, quadratic in a trie's nodes, stays small; groups share the clip's prefix.
 """
 from __future__ import annotations
 
@@ -62,3 +64,29 @@ def build_trie(sequences: list[list[int]]) -> CandidateTrie:
     return CandidateTrie(torch.tensor(tokens), torch.tensor(depth), visible,
                          torch.tensor([s[0] for s in sequences]), steps, nxt,
                          torch.tensor([len(s) for s in sequences]))
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def group_by_prefix(sequences: list[list[int]], max_nodes: int) -> list[list[int]]:
+    """Candidate indices in groups of at most ``max_nodes`` trie nodes (one candidate may exceed it
+    alone); candidates sorted by tokens, so a group keeps the prefixes its members share."""
+    order = sorted(range(len(sequences)), key=lambda i: sequences[i])
+    groups, nodes, prev = [], 0, None
+    for i in order:
+        new = len(sequences[i]) - (_common_prefix(sequences[i], sequences[prev]) if prev is not None else 0)
+        if groups and nodes + new <= max_nodes:
+            groups[-1].append(i)
+            nodes += new
+        else:
+            groups.append([i])
+            nodes = len(sequences[i])
+        prev = i
+    return groups

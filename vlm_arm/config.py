@@ -18,3 +18,4 @@ class VlmConfig:
     length_norm: Literal["mean", "sum"] = "mean"
     score_eos: bool = True  # include the end-of-text token in a candidate's likelihood
     score_chunk: int = 8192  # (clip, candidate-trie node) pairs per forward pass when scoring: bounds memory
+    trie_nodes: int = 512  # nodes per candidate trie: more candidates are scored in groups of neighbours

@@ -10,7 +10,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -139,11 +139,18 @@ class Dataset:
     splits: dict[str, ClipSource]
     label_texts: list[str]  # candidate texts for classification, indexed by Clip.label
     name: str
+    # k -> up to k phrasings of each label, canonical (the label text) first; None = the label text only
+    phrase: Callable[[int], list[list[str]]] | None = None
 
     def split(self, name: str) -> ClipSource:
         if name not in self.splits:
             raise KeyError(f"no split {name!r} in {self.name}")
         return self.splits[name]
+
+    def label_phrasings(self, k: int) -> list[list[str]]:
+        if self.phrase is None or k <= 1:
+            return [[t] for t in self.label_texts]
+        return self.phrase(k)
 
 
 def build_dataset(cfg: Config) -> Dataset:
@@ -151,7 +158,8 @@ def build_dataset(cfg: Config) -> Dataset:
         s = cfg.data.synthetic
         sizes = {"train": s.train_clips, "val": s.val_clips, "test": s.test_clips}
         return Dataset({k: SyntheticSource(cfg, k, n) for k, n in sizes.items()}, synthetic.class_texts(),
-                       f"synthetic(seed={s.seed}, paraphrase={s.paraphrase})")
+                       f"synthetic(seed={s.seed}, paraphrase={s.paraphrase})",
+                       lambda k: [synthetic.phrasings(i, k, s.paraphrase) for i in range(synthetic.NUM_CLASSES)])
     return manifest_dataset(cfg.data.manifest.path, cfg, require_train=True)
 
 

@@ -120,6 +120,21 @@ def class_texts() -> list[str]:
     return [canonical_caption(Meaning.from_label(i)) for i in range(NUM_CLASSES)]
 
 
+def phrasings(label: int, k: int, level: int) -> list[str]:
+    """Up to ``k`` distinct phrasings of a class at a paraphrase level: the canonical one first, then
+    phrasings drawn from the grammar by a seeded stream (the same for every run)."""
+    m = Meaning.from_label(label)
+    out = [canonical_caption(m)]
+    rng = np.random.default_rng([label, 0x5EED])
+    for _ in range(50 * k):
+        if len(out) >= k:
+            break
+        text = describe(m, rng, level)
+        if text not in out:
+            out.append(text)
+    return out
+
+
 def describe(m: Meaning, rng: np.random.Generator, level: int) -> str:
     lim = LEVELS[level]
     colour = COLOUR_WORDS[m.colour][rng.integers(lim["colour"])]
