@@ -56,7 +56,7 @@ def fit_on_seen(emb_dim: int, tokenizer, cfg: YDecoderConfig, space: str, stream
         prev = folder / f"samples_{start:010d}"
         load_model(decoder, str(prev / "model.safetensors"), device="cpu")
         decoder.to(device)
-        opt.load_state_dict(torch.load(prev / "optimizer.pt", map_location=device, weights_only=True))
+        opt.load_state_dict(torch.load(prev / "optimizer.pt", map_location="cpu", weights_only=True))
         meta = json.loads((prev / "meta.json").read_text())
     if start < samples:
         t0 = time.perf_counter()

@@ -140,9 +140,9 @@ def evaluate(arm: Arm, prepared: Prepared, evalset: EvalSet) -> dict | None:
     return None), so corpus-level CIDEr sees every clip once and rows are written once."""
     from accelerate.utils import gather_object
 
-
     arm.eval()
-    arm.prepare_evaluation()
+    with processes.state().main_process_first():  # what it fits and caches (a Y-decoder) is written once
+        arm.prepare_evaluation()
     t0 = time.perf_counter()
     rank, world = processes.layout()
     local = _evaluate_shard(arm, prepared, evalset, evalset.n * rank // world, evalset.n * (rank + 1) // world)
