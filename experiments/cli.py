@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-COMMANDS = ("describe", "train", "sample_efficiency", "latency", "selective_decoding", "validate", "data_bench", "report")
+COMMANDS = ("describe", "arms", "train", "sample_efficiency", "latency", "selective_decoding", "validate", "data_bench", "report")
 
 EPILOG = """\
 overrides: any config key as dotted key=value after the options, in YAML syntax, e.g.

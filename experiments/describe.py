@@ -54,7 +54,7 @@ def describe(cfg) -> dict:
     ctx = ArmContext(cfg=cfg, tokenizer=tokenizer, visual_dim=encoder.dim,
                      visual_tokens=encoder.tokens_per_clip(cfg.data.frames), device=meta)
     arms = {}
-    for name in cfg.arms:
+    for name in dict.fromkeys([*cfg.arms, *cfg.variants]):  # the compared arms, then variants not in `arms`
         arms[name] = build_arm(name, ctx).parameter_counts()
     return {
         "arms": arms,
@@ -88,10 +88,13 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     print(yaml.safe_dump(info["config"], sort_keys=False))
-    print(f"{'part':<10} {'total params':>16} {'trainable':>16}")
-    for name, c in {**info["arms"], "x-encoder": info["encoder"]}.items():
-        print(f"{name:<10} {c['total_params']:>16,} {c['trainable_params']:>16,}")
-    if len(info["arms"]) >= 2:
+    parts = {(f"{name} ({cfg.base_arm(name)} variant)" if name in cfg.variants else name): c
+             for name, c in {**info["arms"], "x-encoder": info["encoder"]}.items()}
+    width = max(map(len, parts))
+    print(f"{'part':<{width}} {'total params':>16} {'trainable':>16}")
+    for name, c in parts.items():
+        print(f"{name:<{width}} {c['total_params']:>16,} {c['trainable_params']:>16,}")
+    if len(cfg.arms) >= 2 and cfg.base_arm(cfg.arms[0]) != cfg.base_arm(cfg.arms[1]):
         (a, ca), (b, cb) = list(info["arms"].items())[:2]
         print(f"trainable ratio {a}/{b}: {ca['trainable_params'] / max(1, cb['trainable_params']):.3f}")
     p = info["precision"]

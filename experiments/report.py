@@ -145,7 +145,7 @@ def _precision(cfg, summary) -> str:
 
 def control_lines(cfg: dict, rows: list[dict], arms: list[str]) -> list[str]:
     """Every setting that gives one arm something the other lacks, as the run was configured."""
-    from shared.arm import arm_class
+    from shared.control import arm_controls
 
     lm = cfg["lm"]
     L = ["- Base LM (both arms' starting weights): " + (f"pretrained `{lm['weights']}`" if lm["weights"]
@@ -153,14 +153,35 @@ def control_lines(cfg: dict, rows: list[dict], arms: list[str]) -> list[str]:
          f"- Classification candidates: each label's canonical text (top-5), and {cfg['eval'].get('phrasings', 1)} "
          "phrasings per label with the best one counting (top-5 phrasings), the same texts for both arms."]
     for a in arms:
-        try:
-            L += [f"- {a}: {line}" for line in arm_class(a).controls(cfg.get(a, {}))]
-        except KeyError:
-            pass
+        L += [f"- {a}: {line}" for line in arm_controls(a, cfg)]
     decoders = {(r["arm"], r.get("decoder_params")) for r in rows if r.get("decoder_params")}
     for a, n in sorted(decoders):
         L.append(f"- {a}: its Y-decoder has {n:,} parameters, not counted in its trainable parameters above.")
     return L
+
+
+def variant_lines(cfg: dict, agg: dict, arms: list[str], last: int) -> list[str]:
+    """Each variant against its base arm at the last milestone: the ablation table (paper's Table 5 shape)."""
+    from shared.config import base_arm_name, flatten
+
+    variants = cfg.get("variants") or {}
+    rows = [a for a in arms if a in variants and base_arm_name(variants, a) in arms]
+    if not rows:
+        return []
+    L = ["## Variants against their base arm", "",
+         f"Last milestone ({last:,} samples); mean over seeds (min–max); Δ = variant − base arm, in the metric's unit.", "",
+         "| arm | changes | CIDEr | Δ | top-5 % | Δ | R@1 % | Δ |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for a in dict.fromkeys([base_arm_name(variants, v) for v in rows] + rows):
+        base = base_arm_name(variants, a)
+        g, b = agg.get((a, last), {}), agg.get((base, last), {})
+        mine, theirs = flatten(cfg.get(a) or {}), flatten(cfg.get(base) or {})
+        changes = ", ".join(f"`{base}.{k}={mine[k]}`" for k in mine if mine[k] != theirs.get(k)) if a != base else "(base arm)"
+        cells = []
+        for m, pct in (("cider", False), ("top5", True), ("recall1", True)):
+            delta = g[m][0] - b[m][0] if m in g and m in b and a != base else None
+            cells += [_cell(g, m, pct) if g else "–", ("+" if delta and delta > 0 else "") + _fmt(delta, pct) if delta is not None else ""]
+        L.append(f"| {a} | {changes} | " + " | ".join(cells) + " |")
+    return L + [""]
 
 
 def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, milestones) -> str:
@@ -212,6 +233,7 @@ def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, mi
                                              if len(seeds) == 1 else "") + ":", ""]
     L += comparison_lines(agg, arms, milestones) + [""]
 
+    L += variant_lines(cfg, agg, arms, max(milestones))
     L += ["## Reference points", "", "| reference | value |", "|---|---:|"]
     if "chance_top5" in base:
         classes = f"{base['classes']} classes" if "classes" in base else "mean over sets"
@@ -262,23 +284,29 @@ def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, mi
     return "\n".join(L)
 
 
-def write_sweep_outputs(out: Path, rows: list[dict], key: str, values: list) -> None:
-    from plots.curves import paraphrase_sweep
+def write_sweep_outputs(out: Path, rows: list[dict], cells: list[tuple[str, dict]]) -> None:
+    """sweep.jsonl (every row with its cell's values), sweep.md (last milestone per cell and arm, mean
+    and range over seeds) and a figure: CIDEr and top-5 against the knob for one numeric key, per cell otherwise."""
+    from plots.curves import grid_bars, sweep_lines
 
     out = Path(out)
-    write_text_atomic(out / "sweep.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    paraphrase_sweep(rows, out, key=key)
+    write_text_atomic(out / "sweep.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in rows))
+    keys = list(dict.fromkeys(k for _, values in cells for k in values))
     last = max(r["milestone"] for r in rows)
     arms = list(dict.fromkeys(r["arm"] for r in rows))
-    L = [f"# Sweep over `{key}`", "", f"Final milestone ({last:,} samples), mean over seeds. Per-value reports: "
-         + ", ".join(f"[{key}={v}]({key}={v}/report.md)" for v in values) + ".", "",
-         "| " + key + " | " + " | ".join(f"{a} CIDEr | {a} top-5 %" for a in arms) + " |",
-         "|---:|" + "---:|---:|" * len(arms)]
-    for v in values:
-        cells = []
+    numeric = len(keys) == 1 and all(isinstance(v[keys[0]], (int, float)) for _, v in cells)
+    figure = sweep_lines(rows, out, keys[0]) if numeric else grid_bars(rows, out, [n for n, _ in cells], keys)
+    L = [f"# Grid over {', '.join(f'`{k}`' for k in keys)}", "",
+         f"Final milestone ({last:,} samples); mean over seeds, (min–max) with several. Per-cell reports: "
+         + ", ".join(f"[{name}]({name}/report.md)" for name, _ in cells) + ".", "",
+         "| " + " | ".join(keys) + " | " + " | ".join(f"{a} CIDEr | {a} top-5 %" for a in arms) + " |",
+         "|" + "---:|" * len(keys) + "---:|---:|" * len(arms)]
+    for _, values in cells:
+        cells_md = []
         for a in arms:
-            rs = [r for r in rows if r[key] == v and r["arm"] == a and r["milestone"] == last]
-            cells.append(f"{np.mean([r['cider'] for r in rs]):.3f} | {100 * np.mean([r['top5'] for r in rs]):.1f}" if rs else "– | –")
-        L.append(f"| {v} | " + " | ".join(cells) + " |")
-    L += ["", "![sweep](paraphrase_sweep.png)", ""]
+            rs = [r for r in rows if all(r.get(k) == v for k, v in values.items()) and r["arm"] == a and r["milestone"] == last]
+            g = aggregate(rs).get((a, last))
+            cells_md.append(f"{_cell(g, 'cider', False)} | {_cell(g, 'top5', True)}" if g else "– | –")
+        L.append("| " + " | ".join(str(values[k]) for k in keys) + " | " + " | ".join(cells_md) + " |")
+    L += ["", f"![grid]({figure.name})", ""]
     write_text_atomic(out / "sweep.md", "\n".join(L))

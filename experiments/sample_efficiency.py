@@ -3,14 +3,17 @@
 Writes into DIR: metrics.jsonl (one row per arm, seed and milestone), baselines.json,
 control_audit.{json,md}, predictions/, figures (PNG + PDF), report.md, summary.json, and one run
 directory per (arm, seed) under runs/. Re-running on the same DIR resumes: finished trainings and
-evaluated checkpoints are not redone. A sweep (``data.synthetic.paraphrase=0,2,4``) runs one
-comparison per value in DIR/<key>=<value>/ and adds a figure of the gap against the knob.
+evaluated checkpoints are not redone. A grid runs one comparison per cell in DIR/<key>=<value>,...:
+comma lists on scalar keys (``data.synthetic.paraphrase=0,2,4 train.lr=1e-3,3e-3``) give the
+cartesian product, ``--cell "k=v k2=v2"`` (repeated) an explicit list of override sets; sweep.md,
+sweep.jsonl and a figure gather the cells.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import time
@@ -28,11 +31,15 @@ def add_parser(sub) -> None:
         "sample-efficiency", help="the main job: train all arms on identical data, evaluate every milestone, report",
         description="Train every arm of the config (default: jepa and vlm) with the one loop on identical data, "
                     "evaluate each milestone checkpoint (captioning CIDEr, top-1/top-5 classification, retrieval "
-                    "R@1), and write metrics.jsonl, figures, a control audit and report.md into --out. Give a "
-                    "comma list on one scalar key (e.g. data.synthetic.paraphrase=0,2,4) to sweep it.")
+                    "R@1), and write metrics.jsonl, figures, a control audit and report.md into --out. Grids: a "
+                    "comma list on scalar keys (e.g. data.synthetic.paraphrase=0,2,4) sweeps them, several "
+                    "keys give their cartesian product, and --cell runs an explicit list of override sets; "
+                    "each cell is an ordinary resumable run folder, gathered into sweep.md and one figure.")
     from experiments.cli import add_config_args
 
     add_config_args(p)
+    p.add_argument("--cell", action="append", metavar="'K=V [K=V ...]'",
+                   help="one grid cell: overrides applied on top of the others (repeat for each cell)")
     p.set_defaults(run=run)
 
 
@@ -131,26 +138,43 @@ def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets,
                  ckpt["samples_seen"], row["cider"], 100 * (row["top1"] or 0), 100 * (row["top5"] or 0), m["eval_s"])
 
 
+def grid_cells(sweeps: dict[str, list], cells: list[str]) -> list[tuple[str, list[str], dict]]:
+    """(folder name, overrides, {column: value}) per cell: the cartesian product of the swept keys,
+    or the explicit override sets given with --cell. Columns are the keys' last parts unless two clash."""
+    from shared.config import parse_override
+
+    if sweeps and cells:
+        raise ConfigError("give either comma-list sweeps or --cell override sets, not both")
+    sets = ([[f"{k}={v}" for k, v in zip(sweeps, combo)] for combo in itertools.product(*sweeps.values())]
+            if sweeps else [c.split() for c in cells])
+    keys = list(dict.fromkeys(parse_override(o)[0] for overrides in sets for o in overrides))
+    shorts = [k.split(".")[-1] for k in keys]
+    column = {k: (s if shorts.count(s) == 1 else k) for k, s in zip(keys, shorts)}
+    out = []
+    for overrides in sets:
+        values = {column[k]: v for k, v in map(parse_override, overrides)}
+        name = ",".join(f"{c}={v}" for c, v in values.items()).replace(" ", "").replace("/", "_")
+        out.append((name or "base", overrides, values))
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     plain, sweeps = split_sweeps(args.overrides)
-    if len(sweeps) > 1:
-        raise ConfigError(f"sweep one key at a time; got {sorted(sweeps)}")
-    if not sweeps:
+    cells = grid_cells(sweeps, args.cell or [])
+    if not cells:
         cfg = load_config(args.config, plain)
         run_comparison(cfg, args.out)
         log.info("report: %s", args.out / "report.md")
         return 0
-    (key, values), = sweeps.items()
-    short = key.split(".")[-1]
-    for value in values:  # validate every value before spending minutes on the first
-        load_config(args.config, plain + [f"{key}={value}"])
+    for _, overrides, _ in cells:  # validate every cell before spending minutes on the first
+        load_config(args.config, plain + overrides)
     rows = []
-    for value in values:
-        sub = args.out / f"{short}={value}"
-        log.info("sweep %s=%s -> %s", key, value, sub)
-        rows += [dict(r, **{short: value}) for r in run_comparison(load_config(args.config, plain + [f"{key}={value}"]), sub)]
+    for name, overrides, values in cells:
+        sub = args.out / name
+        log.info("grid cell %s -> %s", " ".join(overrides), sub)
+        rows += [dict(r, **values) for r in run_comparison(load_config(args.config, plain + overrides), sub)]
     from experiments.report import write_sweep_outputs
 
-    write_sweep_outputs(args.out, rows, short, values)
-    log.info("sweep report: %s", args.out / "sweep.md")
+    write_sweep_outputs(args.out, rows, [(name, values) for name, _, values in cells])
+    log.info("grid report: %s", args.out / "sweep.md")
     return 0

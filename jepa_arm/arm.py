@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 @register_arm("jepa", JepaConfig)
 class JepaArm(Arm):
+    """Predicts the target caption's embedding (layers of the base LM, bidirectional, mean-pooled); InfoNCE; a Y-decoder gives text."""
+
     supports_embed = True
 
     def __init__(self, ctx: ArmContext):
@@ -28,13 +30,19 @@ class JepaArm(Arm):
             log.warning("jepa: a trainable Y-encoder with the %s loss can collapse (only InfoNCE has a uniformity term)", c.loss)
         self.tokenizer = ctx.tokenizer
         self.y_encoder = YEncoder(c.y_encoder, ctx.device, tokenizer=ctx.tokenizer)
-        out_dim = c.shared_dim or self.y_encoder.dim
-        self.predictor = Predictor(ctx.base_lm(), (c.layers[0], c.layers[1]), c.causal, ctx.visual_dim, out_dim)
+        self.predictor = self.build_predictor(ctx, c.shared_dim or self.y_encoder.dim)
         self.y_head = nn.Linear(self.y_encoder.dim, c.shared_dim, device=ctx.device) if c.shared_dim else None
         self._text_cache: TextEmbeddingCache | None = None
         self.decoder = None
         self._decoder_key: tuple | None = None
         self.decoder_meta: dict = {}
+
+    def build_predictor(self, ctx: ArmContext, out_dim: int) -> nn.Module:
+        """The module ``predict`` runs: layers of the shared base LM, bidirectional by default. An
+        arm that keeps the JEPA text side (Y-encoder, InfoNCE, Y-decoder) with another predictor
+        overrides this, ``predict`` and ``inference_stages``."""
+        c = self.arm_cfg
+        return Predictor(ctx.base_lm(), (c.layers[0], c.layers[1]), c.causal, ctx.visual_dim, out_dim)
 
     # ---- text side -----------------------------------------------------------------------
     def _y_embed(self, texts: list[str]) -> torch.Tensor:

@@ -79,8 +79,8 @@ def parameters(params: dict[str, int], out_dir: Path) -> list[Path]:
     return save(fig, out_dir, "parameters")
 
 
-def paraphrase_sweep(rows: list[dict], out_dir: Path, key: str = "paraphrase") -> list[Path]:
-    """Final-milestone CIDEr and top-5 per arm against the surface-variability knob."""
+def sweep_lines(rows: list[dict], out_dir: Path, key: str) -> Path:
+    """Final-milestone CIDEr and top-5 per arm against one numeric knob (``<key>_sweep.png``)."""
     df = _frame(rows)
     last = df[df["milestone"] == df["milestone"].max()]
     palette = {arm_label(a): c for a, c in arm_palette(df["arm"].unique()).items()}
@@ -89,9 +89,32 @@ def paraphrase_sweep(rows: list[dict], out_dir: Path, key: str = "paraphrase") -
         d = last.assign(value=last[metric] * (100 if metric == "top5" else 1))
         sns.lineplot(data=d, x=key, y="value", hue="Arm", palette=palette, marker="o",
                      errorbar=("pi", 100) if d["seed"].nunique() > 1 else None, ax=ax)
-        ax.set_xlabel("caption surface variability (paraphrase level)")
+        ax.set_xlabel(SWEEP_LABELS.get(key, key))
         ax.set_ylabel(title)
         ax.set_title(f"{title} at {int(last['samples_seen'].max()):,} samples")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return save(fig, out_dir, "paraphrase_sweep")
+    return save(fig, out_dir, f"{key}_sweep")[0]
+
+
+def grid_bars(rows: list[dict], out_dir: Path, cells: list[str], keys: list[str]) -> Path:
+    """Final-milestone CIDEr and top-5 per grid cell and arm (bars: seed mean, whiskers: seed range)."""
+    df = _frame(rows)
+    last = df[df["milestone"] == df["milestone"].max()]
+    last = last.assign(cell=[",".join(f"{k}={r[k]}" for k in keys).replace(" ", "") for _, r in last.iterrows()])
+    palette = {arm_label(a): c for a, c in arm_palette(df["arm"].unique()).items()}
+    fig, axes = plt.subplots(1, 2, figsize=(max(10, 1.3 * len(cells) * 2), 4.2))
+    for ax, metric, title in ((axes[0], "cider", "CIDEr"), (axes[1], "top5", "top-5 accuracy (%)")):
+        d = last.assign(value=last[metric] * (100 if metric == "top5" else 1))
+        sns.barplot(data=d, x="cell", y="value", hue="Arm", palette=palette, order=cells,
+                    errorbar=("pi", 100) if d["seed"].nunique() > 1 else None, ax=ax)
+        ax.set_xlabel("")
+        ax.set_ylabel(title)
+        ax.set_title(f"{title} at {int(last['samples_seen'].max()):,} samples")
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return save(fig, out_dir, "grid")[0]
+
+
+SWEEP_LABELS = {"paraphrase": "caption surface variability (paraphrase level)"}

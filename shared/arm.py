@@ -1,20 +1,26 @@
 """The arm interface: what differs between the two sides of the comparison, and nothing else.
 
 The training loop, the evaluators and the latency harness only call the methods below; they never
-branch on an arm's name. Adding an arm means a new package that subclasses ``Arm``, decorates it
-with ``@register_arm(name, ConfigClass)`` and is listed in the config's ``plugins`` (the two
-built-in arms are always loaded).
+branch on an arm's name. Adding an arm means a module that subclasses ``Arm`` and decorates it with
+``@register_arm(name, ConfigClass)``, found either through the config's ``plugins`` (a module name
+or a path) or, for an installed package, through the ``jepa_vs_vlm.arms`` entry-point group, which
+is also how the two built-in arms are found (see pyproject.toml).
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import os
+import sys
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
 
-BUILTIN_PLUGINS = ("jepa_arm", "vlm_arm")
+ENTRY_POINT_GROUP = "jepa_vs_vlm.arms"
 
 
 @dataclass
@@ -61,6 +67,7 @@ class ArmContext:
     # stream's identity: what an arm has seen by a checkpoint
     captions_at: Callable[[int, int], list[str]] | None = None
     stream_key: str = ""
+    arm_name: str = ""  # the name being built: a registered arm's, or a variant's (set by build_arm)
 
     def train_captions(self, limit: int | None = None) -> list[str]:
         """Every caption of the first ``limit`` training clips (all by default)."""
@@ -89,6 +96,8 @@ class Arm(nn.Module):
     def __init__(self, ctx: ArmContext):
         super().__init__()
         self.samples_seen: int | None = None
+        if ctx.arm_name:  # a variant keeps its base arm's class under its own name and section
+            self.name = ctx.arm_name
         self.ctx = ctx
         self.cfg = ctx.cfg
         self.arm_cfg = ctx.cfg.arm_config(self.name)
@@ -255,13 +264,50 @@ def register_arm(name: str, config_cls: type) -> Callable[[type], type]:
 
 
 def load_plugins(extra: list[str] | tuple[str, ...] = ()) -> None:
+    """Import the installed arms (entry points, once) and the ``plugins`` named by a config."""
     from shared.config import ConfigError
 
-    for module in (*BUILTIN_PLUGINS, *extra):
+    if not _INSTALLED:
+        found = entry_points(group=ENTRY_POINT_GROUP)
+        if not found:
+            raise ConfigError(f"no arm is installed (entry-point group {ENTRY_POINT_GROUP!r} is empty): "
+                              "install the project first, e.g. pip install -e .")
+        for ep in found:
+            try:
+                ep.load()
+            except ImportError as e:
+                raise ConfigError(f"installed arm {ep.name!r} ({ep.value}) cannot be imported: {e}") from None
+            _INSTALLED.append(ep.name)
+    for plugin in extra:
         try:
-            importlib.import_module(module)
+            _import_plugin(plugin)
         except ImportError as e:
-            raise ConfigError(f"plugins: cannot import arm module {module!r}: {e}") from None
+            raise ConfigError(f"plugins: cannot import arm module {plugin!r}: {e}") from None
+
+
+_INSTALLED: list[str] = []
+
+
+def _import_plugin(plugin: str) -> None:
+    """A module name (``my_arms.arm``), or the path of a ``.py`` file or package folder, imported
+    under its own name with its parent folder put on ``sys.path``."""
+    if not (plugin.endswith(".py") or "/" in plugin or os.sep in plugin):
+        importlib.import_module(plugin)
+        return
+    path = Path(plugin).expanduser().resolve()
+    if not path.exists():
+        raise ImportError(f"no such file or folder: {path}")
+    name = path.stem if path.is_file() else path.name
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    module = importlib.import_module(name)
+    if Path(module.__file__).resolve().parent not in (path.parent, path):
+        raise ImportError(f"{name!r} resolves to {module.__file__}, not to {path}: rename one of them")
+
+
+def registered_arms(plugins: list[str] | tuple[str, ...] = ()) -> dict[str, ArmSpec]:
+    load_plugins(plugins)
+    return dict(_REGISTRY)
 
 
 def arm_config_classes() -> dict[str, type]:
@@ -277,8 +323,9 @@ def arm_class(name: str) -> type:
 
 
 def build_arm(name: str, ctx: ArmContext) -> Arm:
+    """Arm ``name`` (a registered arm or a variant of one in ``ctx.cfg.variants``)."""
     load_plugins(ctx.cfg.plugins)
-    if name not in _REGISTRY:
+    base = ctx.cfg.base_arm(name)
+    if base not in _REGISTRY:
         raise KeyError(f"unknown arm {name!r}; registered: {sorted(_REGISTRY)}")
-    arm = _REGISTRY[name].arm_cls(ctx)
-    return arm
+    return _REGISTRY[base].arm_cls(dataclasses.replace(ctx, arm_name=name))

@@ -180,7 +180,11 @@ class Config:
     seed: int = 0  # training seed: arm initialisation, base LM initialisation, data order
     seeds: list[int] = field(default_factory=lambda: [0])  # sample-efficiency runs one arm per seed
     arms: list[str] = field(default_factory=lambda: ["jepa", "vlm"])
-    plugins: list[str] = field(default_factory=list)  # extra modules that register arms
+    # extra arm modules: a module name, or the path of a .py file or package folder
+    plugins: list[str] = field(default_factory=list)
+    # arm variants: the same arm under other settings of its own section, compared side by side,
+    # e.g. {jepa_l2: {arm: jepa, jepa.loss: l2}}; name one in `arms` like an arm
+    variants: dict[str, Any] = field(default_factory=dict)
     cache_dir: str = "~/.cache/jepa-vs-vlm"  # encoder features, text embeddings, tokenizers
     data: DataConfig = field(default_factory=DataConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -196,13 +200,19 @@ class Config:
     def cache_path(self) -> Path:
         return Path(self.cache_dir).expanduser()
 
+    def base_arm(self, name: str) -> str:
+        """The registered arm a name builds: itself, or a variant's base arm."""
+        return base_arm_name(self.variants, name)
+
     def arm_config(self, name: str) -> Any:
         if name not in self.arm:
             raise ConfigError(f"no config section for arm {name!r}; known: {sorted(self.arm)}")
         return self.arm[name]
 
 
-SHARED_SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "arm")
+def base_arm_name(variants: dict[str, Any] | None, name: str) -> str:
+    v = (variants or {}).get(name)
+    return v["arm"] if isinstance(v, dict) and "arm" in v else name
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,16 +314,64 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     raw["plugins"] = _coerce(raw.get("plugins", []), list[str], "plugins")  # needed before the rest
     load_plugins(raw["plugins"])
     arm_classes = arm_config_classes()
-    arm_raw = {name: raw.pop(name) for name in list(raw) if name in arm_classes}
+    variants = _coerce(raw.get("variants") or {}, dict[str, Any], "variants")
+    arm_raw = {name: raw.pop(name) for name in list(raw) if name in arm_classes or name in variants}
     if "arm" in raw:
         raise ConfigError("arm sections are written at the top level by arm name (e.g. 'jepa:'), not under 'arm:'")
     cfg = build_dataclass(Config, raw)
     cfg.arm = {name: build_dataclass(cls, arm_raw.get(name), name) for name, cls in arm_classes.items()}
+    for name, spec in variants.items():
+        base, section = _variant_section(name, spec, arm_classes, arm_raw)
+        cfg.arm[name] = build_dataclass(arm_classes[base], section, name)
+    for name, section in cfg.arm.items():
+        # an arm section may take values from the others once all are built (e.g. an arm that shares
+        # another's target space); the result is what config.yaml records and the audit compares
+        if hasattr(section, "resolve_with"):
+            section.resolve_with(cfg, name)
     for name in cfg.arms:
-        if name not in arm_classes:
-            raise ConfigError(f"arms: unknown arm {name!r}; registered arms: {sorted(arm_classes)}")
+        if name not in cfg.arm:
+            raise ConfigError(f"arms: unknown arm {name!r}; registered arms: {sorted(arm_classes)}"
+                              + (f", variants: {sorted(variants)}" if variants else ""))
     validate(cfg)
     return cfg
+
+
+def _variant_section(name: str, spec: Any, arm_classes: dict[str, type], arm_raw: dict[str, Any]) -> tuple[str, dict]:
+    """A variant's section: its base arm's, with the variant's overrides (``jepa.loss: l2`` or
+    ``jepa: {loss: l2}``) and then a section written under the variant's own name (as a run's
+    config.yaml has it) on top. Only the base arm's own section may change."""
+    where = f"variants.{name}"
+    if name in arm_classes:
+        raise ConfigError(f"{where}: {name!r} is a registered arm; a variant needs a name of its own")
+    if not isinstance(spec, dict) or not isinstance(spec.get("arm"), str):
+        raise ConfigError(f"{where}: expected a mapping with `arm: <registered arm>` and that arm's keys, got {spec!r}")
+    base = spec["arm"]
+    if base not in arm_classes:
+        raise ConfigError(f"{where}.arm: unknown arm {base!r}; registered arms: {sorted(arm_classes)}")
+    section = copy.deepcopy(arm_raw.get(base) or {})
+    for key, value in spec.items():
+        if key == "arm":
+            continue
+        head, _, rest = key.partition(".")
+        if head != base:
+            raise ConfigError(f"{where}.{key}: a variant may only change its base arm's own section ({base}.*); "
+                              "shared settings are the same for every arm of a comparison")
+        if rest:
+            set_dotted(section, rest, value)
+        elif isinstance(value, dict):
+            _merge_into(section, value)
+        else:
+            raise ConfigError(f"{where}.{key}: expected a mapping of {base}'s keys")
+    _merge_into(section, arm_raw.get(name) or {})
+    return base, section
+
+
+def _merge_into(target: dict, extra: dict) -> None:
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(target.get(k), dict):
+            _merge_into(target[k], v)
+        else:
+            target[k] = copy.deepcopy(v)
 
 
 def validate(cfg: Config) -> None:
@@ -370,6 +428,23 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+def read_preset(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A preset file; ``extends: other.yaml`` (relative to it) starts from that preset, this file's
+    sections merged on top key by key (lists are replaced, not appended)."""
+    path = Path(path).resolve()
+    if path in _chain:
+        raise ConfigError(f"{path}: extends itself through {' -> '.join(p.name for p in _chain)}")
+    raw = read_yaml(path)
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: expected a preset file name, got {parent!r}")
+    base = read_preset(path.parent / parent, (*_chain, path))
+    _merge_into(base, raw)
+    return base
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     """``a.b.c=value`` -> ("a.b.c", parsed value); values use YAML syntax (1e-4, [0,1], null)."""
     if "=" not in item:
@@ -398,7 +473,7 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Load a YAML preset and apply ``key=value`` overrides (``a,b,c`` fills a list field)."""
-    raw = read_yaml(path) if path else {}
+    raw = read_preset(path) if path else {}
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(raw, key, value)
@@ -442,7 +517,7 @@ def split_sweeps(overrides: list[str]) -> tuple[list[str], dict[str, list[Any]]]
 
 
 # Keys that do not change what training computes: excluded from resume checks and control audits.
-NOT_TRAINING = ("seeds", "arms", "plugins", "cache_dir", "eval", "latency", "selective", "arm_name",
+NOT_TRAINING = ("seeds", "arms", "plugins", "variants", "cache_dir", "eval", "latency", "selective", "arm_name",
                 "train.log_every", "train.resume_every", "train.threads",
                 "data.synthetic.streams", "data.synthetic.stream_events", "data.manifest.streams_path",
                 "data.workers", "data.prefetch")
@@ -462,7 +537,7 @@ def training_view(cfg_dict: dict[str, Any], arm_name: str) -> dict[str, Any]:
     """The flat keys that define what arm ``arm_name`` trains on, its own section included."""
     from shared.arm import arm_config_classes
 
-    other_arms = set(arm_config_classes()) - {arm_name}
+    other_arms = (set(arm_config_classes()) | set(cfg_dict.get("variants") or {})) - {arm_name}
     return {k: v for k, v in flatten(cfg_dict).items()
             if k.split(".")[0] not in other_arms
             and not any(k == p or k.startswith(p + ".") for p in NOT_TRAINING)}

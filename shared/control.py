@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from shared.config import training_view
+from shared.config import base_arm_name, flatten, training_view
 from shared.runinfo import read_json
 
 
@@ -41,16 +41,27 @@ def audit(run_dirs: list[Path]) -> dict:
     first = next(iter(views.values()))
     differing = {d["key"] for d in differences}
     shared = {k: first.get(k) for k in keys if k not in differing}
-    controls = {arm: _controls(arm, cfg) for arm, cfg, _ in runs}
+    controls = {arm: arm_controls(arm, cfg) for arm, cfg, _ in runs}
+    variants = {arm: _variant_diff(arm, cfg) for arm, cfg, _ in runs if base_arm_name(cfg.get("variants"), arm) != arm}
     return {"ok": not differences, "differences": differences, "arm_keys": own, "shared": shared,
-            "data_order": orders, "controls": controls, "runs": [str(d) for d in run_dirs]}
+            "data_order": orders, "controls": controls, "variants": variants, "runs": [str(d) for d in run_dirs]}
 
 
-def _controls(arm: str, cfg: dict) -> list[str]:
+def _variant_diff(arm: str, cfg: dict) -> dict:
+    """A variant's own section against its base arm's, key by key (what the variant changes)."""
+    base = base_arm_name(cfg.get("variants"), arm)
+    mine, theirs = flatten(cfg.get(arm) or {}), flatten(cfg.get(base) or {})
+    keys = sorted(set(mine) | set(theirs))
+    return {"base": base, "differs": {k: {"base": theirs.get(k, "<missing>"), "variant": mine.get(k, "<missing>")}
+                                      for k in keys if mine.get(k, "<missing>") != theirs.get(k, "<missing>")}}
+
+
+def arm_controls(arm: str, cfg: dict) -> list[str]:
+    """The arm's own account of what it gets besides its prediction target (``Arm.controls``)."""
     from shared.arm import arm_class
 
     try:
-        return arm_class(arm).controls(cfg.get(arm, {}))
+        return arm_class(base_arm_name(cfg.get("variants"), arm)).controls(cfg.get(arm, {}))
     except KeyError:  # an arm whose plugin is not importable here
         return []
 
@@ -72,6 +83,12 @@ def audit_markdown(result: dict) -> str:
     if any(result.get("controls", {}).values()):
         lines += ["", "## What each arm gets besides its prediction target", ""]
         lines += [f"- {arm}: {c}" for arm, cs in result["controls"].items() for c in cs]
+    if result.get("variants"):
+        lines += ["", "## Variants: what each changes in its base arm's section", "",
+                  "| variant | base arm | key | base value | variant value |", "|---|---|---|---|---|"]
+        for arm, v in result["variants"].items():
+            rows = v["differs"].items() or [("(none)", {"base": "", "variant": ""})]
+            lines += [f"| {arm} | {v['base']} | `{k}` | `{d['base']}` | `{d['variant']}` |" for k, d in rows]
     lines += ["", "## Arm-specific settings (allowed to differ)", ""]
     for arm, keys in result["arm_keys"].items():
         lines += [f"<details><summary>{arm} ({len(keys)} keys)</summary>", "", "| key | value |", "|---|---|"]

@@ -28,6 +28,8 @@ def _trie_tables(trie: CandidateTrie):
 
 @register_arm("vlm", VlmConfig)
 class VlmArm(Arm):
+    """PerceptionLM recipe: projector + the base LM, next-token cross-entropy on the caption; classifies by perplexity."""
+
     def __init__(self, ctx: ArmContext):
         super().__init__(ctx)
         c: VlmConfig = self.arm_cfg

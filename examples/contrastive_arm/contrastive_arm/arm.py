@@ -1,0 +1,92 @@
+"""The contrastive baseline: how much does the JEPA arm's 0.5B predictor add?
+
+It keeps the JEPA arm's whole text side (the Y-encoder's target space, InfoNCE over the effective
+batch, the Y-decoder that turns an embedding into a caption, classification by cosine) and replaces
+the predictor, layers of a language model that read the visual tokens and the query, with the mean
+of the visual tokens through a small MLP. The query is ignored: there is no language model to read it.
+
+By default its text side is copied from the ``jepa`` section when the config is built
+(``target_from: jepa``), so the two arms differ only in the predictor, and the copied values are what
+the run's config.yaml records and the control audit compares.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from jepa_arm.arm import JepaArm
+from jepa_arm.config import JepaConfig, YDecoderConfig, YEncoderConfig
+from shared.arm import ArmContext, register_arm
+from shared.config import ConfigError
+
+# the JEPA fields that make up the text side: copied from the `target_from` section
+TEXT_SIDE = ("shared_dim", "loss", "temperature", "negatives", "mask_duplicate_targets", "y_encoder", "y_decoder")
+
+
+@dataclass
+class ContrastiveConfig:
+    hidden_size: int = 512  # the MLP's width
+    depth: int = 2  # hidden layers of the MLP
+    # the arm section whose text side (TEXT_SIDE) this arm uses; null = this section's own values
+    target_from: str | None = "jepa"
+    shared_dim: int | None = None
+    loss: Literal["infonce", "cosine", "l1", "l2"] = "infonce"
+    temperature: float = 0.05
+    negatives: Literal["effective", "micro"] = "effective"
+    mask_duplicate_targets: bool = True
+    y_encoder: YEncoderConfig = field(default_factory=YEncoderConfig)
+    y_decoder: YDecoderConfig = field(default_factory=YDecoderConfig)
+
+    def resolve_with(self, cfg, name: str) -> None:
+        """Copy the text side from ``target_from`` (called by the config loader once every section is built)."""
+        if self.target_from is None:
+            return
+        source = cfg.arm.get(self.target_from)
+        if not isinstance(source, JepaConfig):
+            raise ConfigError(f"{name}.target_from: {self.target_from!r} is not a JEPA arm section")
+        defaults = ContrastiveConfig()
+        for key in TEXT_SIDE:
+            mine, theirs = getattr(self, key), getattr(source, key)
+            if mine != getattr(defaults, key) and mine != theirs:
+                raise ConfigError(f"{name}.{key}: set here and taken from {self.target_from}.{key} "
+                                  f"(target_from); set {name}.target_from=null to choose it apart")
+            setattr(self, key, dataclasses.replace(theirs) if dataclasses.is_dataclass(theirs) else theirs)
+
+
+class PooledMLP(nn.Module):
+    """Mean of the visual tokens -> LayerNorm -> (Linear, GELU) x depth -> Linear into the target space."""
+
+    def __init__(self, visual_dim: int, hidden: int, depth: int, out_dim: int, device=None):
+        super().__init__()
+        layers: list[nn.Module] = [nn.LayerNorm(visual_dim, device=device)]
+        width = visual_dim
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden, device=device), nn.GELU()]
+            width = hidden
+        layers.append(nn.Linear(width, out_dim, device=device))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, visual: torch.Tensor) -> torch.Tensor:
+        return self.net(visual.mean(dim=1))
+
+
+@register_arm("contrastive", ContrastiveConfig)
+class ContrastiveArm(JepaArm):
+    """Pooled visual tokens -> MLP -> the Y-encoder's space (InfoNCE); no language model, query ignored."""
+
+    def build_predictor(self, ctx: ArmContext, out_dim: int) -> nn.Module:
+        c = self.arm_cfg
+        return PooledMLP(ctx.visual_dim, c.hidden_size, c.depth, out_dim, device=ctx.device)
+
+    def predict(self, visual: torch.Tensor, queries: list[str]) -> torch.Tensor:
+        return self.predictor(visual)
+
+    def inference_stages(self, queries: list[str], max_new_tokens: int):
+        self.prepare_evaluation()
+        return [("query_embedding", lambda visual: visual),  # nothing reads the query
+                ("encoder_predictor", self.predictor),
+                ("decoder", lambda pred: self._decode(pred, max_new_tokens, exact=True))]

@@ -1,0 +1,77 @@
+"""``arms``: the arms this installation can compare, their variants, config keys and capabilities."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import json
+
+from shared.arm import Arm, registered_arms
+from shared.config import flatten, load_config
+
+# optional methods of the Arm interface -> the capability they give (what the evaluators can ask of it)
+CAPABILITIES = {
+    "embed": "retrieval (text-to-video R@1)",
+    "decode_embeddings": "selective decoding",
+    "reconstruct_texts": "decoder ceiling (decode(encode(text)))",
+    "inference_stages": "latency stages",
+    "coupled_loss": "loss over the effective batch (GradCache)",
+}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("arms", help="registered arms and variants: description, config keys, capabilities",
+                       description="List every arm this installation can compare (the built-in ones, installed "
+                                   "packages' entry points, and the config's plugins), each with a one-line "
+                                   "description, its config section's keys with their defaults, and which optional "
+                                   "capabilities it implements; then the config's variants and what each changes "
+                                   "in its base arm. The config is optional (its plugins and variants are read).")
+    from experiments.cli import add_config_args
+
+    add_config_args(p, out=False, config_required=False)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=run)
+
+
+def capabilities(cls: type) -> list[str]:
+    return [what for method, what in CAPABILITIES.items() if getattr(cls, method) is not getattr(Arm, method)]
+
+
+def describe_arms(cfg) -> dict:
+    arms = {}
+    for name, spec in sorted(registered_arms(cfg.plugins).items()):
+        doc = inspect.getdoc(spec.arm_cls) or inspect.getdoc(inspect.getmodule(spec.arm_cls)) or ""
+        arms[name] = {"description": doc.split("\n")[0], "module": spec.arm_cls.__module__,
+                      "config_class": spec.config_cls.__name__,
+                      "keys": flatten(dataclasses.asdict(spec.config_cls())),
+                      "capabilities": capabilities(spec.arm_cls)}
+    variants = {}
+    for name, v in cfg.variants.items():
+        base = cfg.base_arm(name)
+        mine, theirs = flatten(dataclasses.asdict(cfg.arm[name])), flatten(dataclasses.asdict(cfg.arm[base]))
+        variants[name] = {"arm": base, "changes": {k: [theirs.get(k), x] for k, x in mine.items() if theirs.get(k) != x}}
+    return {"arms": arms, "variants": variants, "compared": cfg.arms}
+
+
+def arms_text(info: dict) -> str:
+    L = []
+    for name, a in info["arms"].items():
+        L += [f"{name}  ({a['module']}, section `{name}:` = {a['config_class']})", f"  {a['description']}",
+              "  capabilities: " + (", ".join(a["capabilities"]) or "training and captioning/classification only"),
+              "  config keys (default):"]
+        L += [f"    {name}.{k} = {json.dumps(v)}" for k, v in a["keys"].items()]
+        L.append("")
+    if info["variants"]:
+        L.append("variants (this config):")
+        for name, v in info["variants"].items():
+            changes = ", ".join(f"{k}: {json.dumps(a)} -> {json.dumps(b)}" for k, (a, b) in v["changes"].items())
+            L.append(f"  {name} = {v['arm']} with {changes or 'no change'}")
+        L.append("")
+    L.append("compared by this config (`arms`): " + ", ".join(info["compared"]))
+    return "\n".join(L)
+
+
+def run(args: argparse.Namespace) -> int:
+    info = describe_arms(load_config(args.config, args.overrides))
+    print(json.dumps(info, indent=2) if args.json else arms_text(info))
+    return 0
