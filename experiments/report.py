@@ -295,18 +295,18 @@ def write_sweep_outputs(out: Path, rows: list[dict], cells: list[tuple[str, dict
     last = max(r["milestone"] for r in rows)
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     numeric = len(keys) == 1 and all(isinstance(v[keys[0]], (int, float)) for _, v in cells)
-    figure = sweep_lines(rows, out, keys[0]) if numeric else grid_bars(rows, out, [n for n, _ in cells], keys)
+    figure = sweep_lines(rows, out, keys[0]) if numeric else grid_bars(rows, out, [n for n, _ in cells])
     L = [f"# Grid over {', '.join(f'`{k}`' for k in keys)}", "",
          f"Final milestone ({last:,} samples); mean over seeds, (min–max) with several. Per-cell reports: "
          + ", ".join(f"[{name}]({name}/report.md)" for name, _ in cells) + ".", "",
          "| " + " | ".join(keys) + " | " + " | ".join(f"{a} CIDEr | {a} top-5 %" for a in arms) + " |",
          "|" + "---:|" * len(keys) + "---:|---:|" * len(arms)]
-    for _, values in cells:
+    for name, values in cells:
         cells_md = []
         for a in arms:
-            rs = [r for r in rows if all(r.get(k) == v for k, v in values.items()) and r["arm"] == a and r["milestone"] == last]
+            rs = [r for r in rows if r["cell"] == name and r["arm"] == a and r["milestone"] == last]
             g = aggregate(rs).get((a, last))
             cells_md.append(f"{_cell(g, 'cider', False)} | {_cell(g, 'top5', True)}" if g else "– | –")
-        L.append("| " + " | ".join(str(values[k]) for k in keys) + " | " + " | ".join(cells_md) + " |")
+        L.append("| " + " | ".join(str(values.get(k, "–")) for k in keys) + " | " + " | ".join(cells_md) + " |")
     L += ["", f"![grid]({figure.name})", ""]
     write_text_atomic(out / "sweep.md", "\n".join(L))

@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     for name, overrides, values in cells:
         sub = args.out / name
         log.info("grid cell %s -> %s", " ".join(overrides), sub)
-        rows += [dict(r, **values) for r in run_comparison(load_config(args.config, plain + overrides), sub)]
+        rows += [dict(r, cell=name, **values) for r in run_comparison(load_config(args.config, plain + overrides), sub)]
     from experiments.report import write_sweep_outputs
 
     write_sweep_outputs(args.out, rows, [(name, values) for name, _, values in cells])

@@ -97,11 +97,10 @@ def sweep_lines(rows: list[dict], out_dir: Path, key: str) -> Path:
     return save(fig, out_dir, f"{key}_sweep")[0]
 
 
-def grid_bars(rows: list[dict], out_dir: Path, cells: list[str], keys: list[str]) -> Path:
-    """Final-milestone CIDEr and top-5 per grid cell and arm (bars: seed mean, whiskers: seed range)."""
+def grid_bars(rows: list[dict], out_dir: Path, cells: list[str]) -> Path:
+    """Final-milestone CIDEr and top-5 per grid cell (rows' ``cell``) and arm (bars: seed mean, whiskers: range)."""
     df = _frame(rows)
     last = df[df["milestone"] == df["milestone"].max()]
-    last = last.assign(cell=[",".join(f"{k}={r[k]}" for k in keys).replace(" ", "") for _, r in last.iterrows()])
     palette = {arm_label(a): c for a, c in arm_palette(df["arm"].unique()).items()}
     fig, axes = plt.subplots(1, 2, figsize=(max(10, 1.3 * len(cells) * 2), 4.2))
     for ax, metric, title in ((axes[0], "cider", "CIDEr"), (axes[1], "top5", "top-5 accuracy (%)")):

@@ -14,7 +14,11 @@ ARM_LABELS = {"jepa": "VL-JEPA (embedding prediction)", "vlm": "VLM (token predi
 
 
 def arm_palette(arms) -> dict[str, str]:
-    extra = iter(sns.color_palette("colorblind", 10)[2:])
+    """The two built-in arms keep their colours; others (variants, external arms) take the colour-blind
+    palette's next colours, then evenly spaced hues when there are more than it holds."""
+    arms = list(arms)
+    others = sum(a not in ARM_COLOURS for a in arms)
+    extra = iter(sns.color_palette("colorblind", 10)[2:] + sns.color_palette("husl", max(0, others - 8)))
     return {a: ARM_COLOURS.get(a) or next(extra) for a in arms}
 
 

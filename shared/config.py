@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
+from shared.registry import RegistryError, arm_config_classes, load_plugins
+
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the offending key (and file when known)."""
@@ -308,11 +310,12 @@ def build_dataclass(cls: type, values: Any, prefix: str = "") -> Any:
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build the full Config; arm sections are looked up in the arm registry."""
-    from shared.arm import arm_config_classes, load_plugins
-
     raw = copy.deepcopy(raw or {})
     raw["plugins"] = _coerce(raw.get("plugins", []), list[str], "plugins")  # needed before the rest
-    load_plugins(raw["plugins"])
+    try:
+        load_plugins(raw["plugins"])
+    except RegistryError as e:
+        raise ConfigError(str(e)) from None
     arm_classes = arm_config_classes()
     variants = _coerce(raw.get("variants") or {}, dict[str, Any], "variants")
     arm_raw = {name: raw.pop(name) for name in list(raw) if name in arm_classes or name in variants}
@@ -486,8 +489,6 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
 
 def field_type(key: str) -> Any:
     """The annotation of a dotted config key (arm sections included), or raise naming the key."""
-    from shared.arm import arm_config_classes
-
     parts = key.split(".")
     arm_classes = arm_config_classes()
     cls: Any = arm_classes[parts[0]] if parts[0] in arm_classes else Config
@@ -535,8 +536,6 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def training_view(cfg_dict: dict[str, Any], arm_name: str) -> dict[str, Any]:
     """The flat keys that define what arm ``arm_name`` trains on, its own section included."""
-    from shared.arm import arm_config_classes
-
     other_arms = (set(arm_config_classes()) | set(cfg_dict.get("variants") or {})) - {arm_name}
     return {k: v for k, v in flatten(cfg_dict).items()
             if k.split(".")[0] not in other_arms
