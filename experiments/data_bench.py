@@ -157,7 +157,6 @@ def step_times(prepared, steps: int) -> dict:
     from shared.features.visual import VisualFeatures
     from shared.optim import build_optimizer
     from shared.precision import autocast_for
-    from shared.train_loop import build_seeded_arm
 
     cfg = prepared.cfg
     out = {}
@@ -166,7 +165,7 @@ def step_times(prepared, steps: int) -> dict:
         for mode in ("cache", "online"):
             mcfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, features=mode))
             features = VisualFeatures(mcfg, prepared.features.encoder)
-            arm = build_seeded_arm(prepared, name)
+            arm = prepared.seeded_arm(name)
             arm.prepare_training()
             arm.train()
             opt = build_optimizer(arm, cfg)

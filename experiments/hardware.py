@@ -20,7 +20,6 @@ def arm_step_ms(cfg, steps: int = 2) -> dict[str, dict[str, float]]:
     """{arm: {precision: ms per training step}} on the preset's micro-batch (random visual tokens)."""
     from shared.optim import build_optimizer
     from shared.pipeline import prepare, random_visual_batch
-    from shared.train_loop import build_seeded_arm
 
     prepared = prepare(cfg, splits=())
     batch = random_visual_batch(prepared, cfg.train.micro_batch, "cpu")
@@ -28,7 +27,7 @@ def arm_step_ms(cfg, steps: int = 2) -> dict[str, dict[str, float]]:
     for name in cfg.arms:
         out[name] = {}
         for precision in PRECISIONS:
-            arm = build_seeded_arm(prepared, name)
+            arm = prepared.seeded_arm(name)
             arm.prepare_training()
             arm.train()
             opt = build_optimizer(arm, cfg)

@@ -48,11 +48,10 @@ def preload_video(prepared, frames: int):
 def arm_inference(prepared, encoder, name: str, video, window, device) -> dict:
     from shared.precision import autocast_for
     from shared.latency import summarize, time_stages
-    from shared.train_loop import build_seeded_arm
 
     cfg = prepared.cfg
     lat = cfg.latency
-    arm = build_seeded_arm(prepared, name, device).eval()
+    arm = prepared.seeded_arm(name, device).eval()
     arm.prepare_evaluation()
 
     def in_autocast(fn):
@@ -102,11 +101,10 @@ def arm_training(prepared, name: str, steps: int, device, peak: float) -> dict:
     from shared.pipeline import random_visual_batch
     from shared.precision import autocast_for
     from shared.latency import count_flops
-    from shared.train_loop import build_seeded_arm
 
     cfg = prepared.cfg
     t = cfg.train
-    arm = build_seeded_arm(prepared, name, device)
+    arm = prepared.seeded_arm(name, device)
     arm.prepare_training()
     arm.train()
     opt = build_optimizer(arm, cfg)

@@ -115,9 +115,8 @@ def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets,
     """Every set for each checkpoint (each process its share of the clips); one row each, by the main process."""
     from shared.checkpoint import load_weights
     from shared.evaluate import combine, evaluate
-    from shared.train_loop import build_seeded_arm
 
-    arm = build_seeded_arm(prep, arm_name)  # on this process's device
+    arm = prep.seeded_arm(arm_name)  # on this process's device
     train_log = read_jsonl(out / "runs" / arm_name / f"seed{seed}" / "train_log.jsonl")
     for ckpt in todo:
         weights, _ = load_weights(Path(ckpt["path"]))

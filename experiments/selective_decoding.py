@@ -54,7 +54,7 @@ def resolve_checkpoint(path: Path) -> tuple[Path, Path | None]:
 def load_trained_arm(cfg: Config, out: Path, checkpoint: Path | None):
     from shared.checkpoint import load_weights
     from shared.pipeline import prepare
-    from shared.train_loop import build_seeded_arm, check_same_config, train_arm
+    from shared.train_loop import check_same_config, train_arm
 
     name = cfg.selective.arm
     if name not in cfg.arm:
@@ -69,7 +69,7 @@ def load_trained_arm(cfg: Config, out: Path, checkpoint: Path | None):
         if run_dir is not None:  # the checkpoint must be of this config's arm, or the weights won't fit
             check_same_config(run_dir, cfg, name, evaluating=True)
     weights, state = load_weights(ckpt)
-    arm = build_seeded_arm(prepared, name)
+    arm = prepared.seeded_arm(name)
     if not arm.supports_embed:
         raise ConfigError(f"selective.arm: arm {name!r} has no embedding output to segment")
     arm.load_trainable_state_dict(weights)
@@ -144,7 +144,7 @@ def sweep_point(arm, streams: list[dict], strategy: str, pooling: str, hz: float
     ``memo`` keeps decoded texts by (stream, segment, pooling) across sweep points: at high rates
     both strategies pick the same one-window segments, whose exact and mean embeddings coincide.
     """
-    from jepa_arm.selective_decoding import decode_points, nearest_decoded, segments_for
+    from shared.segmentation import decode_points, nearest_decoded, segments_for
     from shared.metrics import cider
 
     memo = {} if memo is None else memo

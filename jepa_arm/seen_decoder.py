@@ -97,7 +97,7 @@ def _train(decoder: TrainedDecoder, opt, cfg: YDecoderConfig, meta: dict, start:
             torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
             opt.step()
             step += 1
-    return {**meta, "samples": stop, "steps": step, "captions_sha256": digest.hex(), "final_loss": float(loss)}
+    return {**meta, "samples": stop, "steps": step, "captions_sha256": digest.hex(), "final_loss": float(loss.detach())}
 
 
 def captions_digest(captions: list[str], previous: bytes | None = None) -> bytes:

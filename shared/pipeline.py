@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from shared import processes
-from shared.arm import ArmContext, Batch
+from shared.arm import ArmContext, Batch, build_arm
 from shared.config import Config
 from shared.data.loader import ClipBatches, batches, make_loader
 from shared.data.order import TrainOrder
@@ -39,6 +39,12 @@ class Prepared:
                           visual_tokens=self.visual_tokens, device=torch.device(device),
                           captions_of_train=lambda limit=None: list(train.captions(limit)),
                           captions_at=self.seen_captions, stream_key=digest(self.cfg.seed, train.text_key))
+
+    def seeded_arm(self, name: str, device=None):
+        """Arm ``name`` built on ``device`` (default: this process's accelerator device), its
+        initialisation seeded by the run's seed: the same weights wherever it is built."""
+        torch.manual_seed(self.cfg.seed)
+        return build_arm(name, self.context(device if device is not None else processes.device()))
 
     def seen_captions(self, start: int, stop: int) -> list[str]:
         """The target captions at training positions [start, stop) of this seed's order."""

@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 
 from shared import processes
-from shared.arm import Arm, build_arm
 from shared.checkpoint import RunDir, TrainState, folder_lock, load_resume, save_resume, save_weights
 from shared.config import Config, ConfigError, dump_yaml, to_dict, training_view
 from shared.data.loader import ClipBatches, TrainPlan, batches, make_loader
@@ -63,12 +62,6 @@ def new_accelerator(cfg: Config, run_dir: Path):
         torch.backends.cudnn.allow_tf32 = True
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision,
                        log_with="tensorboard", project_dir=str(run_dir))
-
-
-def build_seeded_arm(prepared: Prepared, name: str, device=None) -> Arm:
-    """The arm built on ``device`` (default: this process's accelerator device), seeded by the run's seed."""
-    torch.manual_seed(prepared.cfg.seed)  # arm-specific initialisation is seeded by the run's seed
-    return build_arm(name, prepared.context(device if device is not None else processes.device()))
 
 
 def write_run_header(run: RunDir, cfg: Config, arm_name: str, order: TrainOrder, total_samples: int,
@@ -155,7 +148,7 @@ def _train(prepared: Prepared, arm_name: str, run: RunDir, accelerator, precisio
     train = prepared.dataset.split("train")
     order = TrainOrder(cfg.seed, train.caption_counts())
 
-    arm = build_seeded_arm(prepared, arm_name, accelerator.device)
+    arm = prepared.seeded_arm(arm_name, accelerator.device)
     arm.prepare_training()
     if t.activation_checkpointing:
         arm.enable_activation_checkpointing()

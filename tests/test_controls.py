@@ -5,8 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from shared.train_loop import build_seeded_arm
-
 
 def jepa_at(prepared, samples: int, cache, *overrides):
     from shared.config import load_config
@@ -14,7 +12,7 @@ def jepa_at(prepared, samples: int, cache, *overrides):
 
     cfg = load_config(SMOKE, [f"cache_dir={cache}", *overrides])
     prep = dataclasses.replace(prepared, cfg=cfg)
-    arm = build_seeded_arm(prep, "jepa", "cpu").eval()
+    arm = prep.seeded_arm("jepa", "cpu").eval()
     arm.set_progress(samples)
     arm.prepare_evaluation()
     return prep, arm

@@ -195,10 +195,9 @@ def test_paper_parameter_counts_on_meta_device():
 
 
 def test_jepa_arm_trains_and_evaluates(smoke_prepared):
-    from shared.train_loop import build_seeded_arm
 
     prep = dataclasses.replace(smoke_prepared)
-    arm = build_seeded_arm(prep, "jepa")
+    arm = prep.seeded_arm("jepa")
     arm.prepare_training()
     batch = prep.batch("train", list(range(8)), [0] * 8)
     loss = arm(batch)
@@ -216,9 +215,8 @@ def test_jepa_arm_trains_and_evaluates(smoke_prepared):
 
 
 def test_both_arms_start_from_the_same_base_lm(smoke_prepared):
-    from shared.train_loop import build_seeded_arm
 
-    jepa, vlm = build_seeded_arm(smoke_prepared, "jepa"), build_seeded_arm(smoke_prepared, "vlm")
+    jepa, vlm = smoke_prepared.seeded_arm("jepa"), smoke_prepared.seeded_arm("vlm")
     start, end = smoke_prepared.cfg.arm["jepa"].layers
     for i, layer in enumerate(jepa.predictor.lm.layers):
         theirs = vlm.lm.model.layers[start + i].state_dict()
@@ -227,10 +225,9 @@ def test_both_arms_start_from_the_same_base_lm(smoke_prepared):
 
 
 def test_trainable_y_encoder_uses_the_lr_multiplier_and_shared_heads(smoke_cfg, smoke_prepared):
-    from shared.train_loop import build_seeded_arm
 
     prep = dataclasses.replace(smoke_prepared, cfg=smoke_cfg("jepa.y_encoder.trainable=true", "jepa.shared_dim=32"))
-    arm = build_seeded_arm(prep, "jepa")
+    arm = prep.seeded_arm("jepa")
     groups = arm.param_groups(1e-3, 0.01)
     y_ids = {id(p) for p in arm.y_encoder.parameters()}
     for g in groups:
@@ -250,8 +247,6 @@ def test_infonce_over_the_effective_batch_is_the_same_for_any_micro_batch(smoke_
     import dataclasses
 
     from accelerate import Accelerator
-
-    from shared.train_loop import build_seeded_arm
     from shared.train_step import coupled_step
 
     batch = smoke_prepared.batch("train", list(range(32)), [i % 3 for i in range(32)])
@@ -260,7 +255,7 @@ def test_infonce_over_the_effective_batch_is_the_same_for_any_micro_batch(smoke_
 
     def run(micro_batches, cfg=None):
         prep = smoke_prepared if cfg is None else dataclasses.replace(smoke_prepared, cfg=cfg)
-        arm = build_seeded_arm(prep, "jepa", "cpu").train()
+        arm = prep.seeded_arm("jepa", "cpu").train()
         loss = coupled_step(accelerator, arm, arm, micro_batches)
         return loss, {n: p.grad.clone() for n, p in arm.named_parameters() if p.requires_grad}
 
@@ -268,6 +263,6 @@ def test_infonce_over_the_effective_batch_is_the_same_for_any_micro_batch(smoke_
     split, g_split = run(halves)
     assert torch.allclose(whole, split, rtol=1e-5)
     assert all(torch.allclose(g_whole[n], g_split[n], rtol=1e-4, atol=1e-7) for n in g_whole)
-    arm = build_seeded_arm(smoke_prepared, "jepa", "cpu")
+    arm = smoke_prepared.seeded_arm("jepa", "cpu")
     micro = sum(float(arm(h)) for h in halves) / 2  # the per-micro-batch loss (jepa.negatives=micro)
     assert abs(micro - float(whole)) > 1e-3

@@ -4,12 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shared.train_loop import build_seeded_arm
-
 
 @pytest.fixture
 def vlm(smoke_prepared):
-    return build_seeded_arm(smoke_prepared, "vlm")
+    return smoke_prepared.seeded_arm("vlm")
 
 
 def test_loss_is_on_caption_tokens_only(smoke_prepared, vlm):
@@ -95,11 +93,11 @@ def test_lora_trains_only_adapters_and_projector(smoke_cfg, smoke_prepared):
     import dataclasses
 
     prep = dataclasses.replace(smoke_prepared, cfg=smoke_cfg("vlm.lora=true", "vlm.lora_r=4"))
-    arm = build_seeded_arm(prep, "vlm")
+    arm = prep.seeded_arm("vlm")
     trainable = [n for n, p in arm.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n or n.startswith("projector.") for n in trainable)
     assert any("lora_" in n for n in trainable)
-    full = build_seeded_arm(smoke_prepared, "vlm").parameter_counts()["trainable_params"]
+    full = smoke_prepared.seeded_arm("vlm").parameter_counts()["trainable_params"]
     assert arm.parameter_counts()["trainable_params"] < full
     frozen_before = {n: p.detach().clone() for n, p in arm.named_parameters() if not p.requires_grad}
     overfit(arm, prep, steps=3)
@@ -108,7 +106,7 @@ def test_lora_trains_only_adapters_and_projector(smoke_cfg, smoke_prepared):
 
 def test_beam_search_captions(smoke_cfg, smoke_prepared):
     prep = dataclasses.replace(smoke_prepared, cfg=smoke_cfg("vlm.num_beams=3"))
-    arm = build_seeded_arm(prep, "vlm").eval()
+    arm = prep.seeded_arm("vlm").eval()
     with torch.no_grad():
         out = arm.caption(prep.visual("test", range(2)), ["describe"] * 2, max_new_tokens=5)
     assert len(out) == 2 and all(isinstance(o, str) for o in out)

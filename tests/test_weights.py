@@ -27,7 +27,6 @@ def test_base_lm_and_tokenizer_from_a_local_llama_folder(smoke_cfg, smoke_prepar
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from shared.lm import build_base_lm, load_tokenizer
-    from shared.train_loop import build_seeded_arm
 
     tok = smoke_prepared.tokenizer
     tok.save_pretrained(str(tmp_path / "llama"))
@@ -43,9 +42,9 @@ def test_base_lm_and_tokenizer_from_a_local_llama_folder(smoke_cfg, smoke_prepar
     import dataclasses
 
     prep = dataclasses.replace(smoke_prepared, cfg=cfg, tokenizer=load_tokenizer(cfg))
-    vlm = build_seeded_arm(prep, "vlm", "cpu")
+    vlm = prep.seeded_arm("vlm", "cpu")
     assert torch.equal(vlm.lm.model.layers[1].mlp.up_proj.weight, model.model.layers[1].mlp.up_proj.weight)
-    jepa = build_seeded_arm(prep, "jepa", "cpu")  # layers [1, 2) of the same pretrained model
+    jepa = prep.seeded_arm("jepa", "cpu")  # layers [1, 2) of the same pretrained model
     assert torch.equal(jepa.predictor.lm.layers[0].mlp.up_proj.weight, model.model.layers[1].mlp.up_proj.weight)
 
 

@@ -1,5 +1,5 @@
-"""Selective decoding (the paper's section 4.5): decode a stream of predicted embeddings only where
-its meaning changes, instead of at a fixed interval.
+"""Segmentation for selective decoding (the paper's section 4.5), for any arm that embeds: decode a
+stream of predicted embeddings only where its meaning changes, instead of at a fixed interval.
 
 Both strategies split the W window embeddings of a stream into N contiguous segments and decode one
 embedding per segment, taken at the segment's middle window ("exact") or averaged over the segment
