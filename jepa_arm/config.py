@@ -62,10 +62,10 @@ class YDecoderConfig:
 
 
 @dataclass
-class JepaConfig:
-    layers: list[int] = field(default_factory=lambda: [3, 6])  # [start, end) of the base LM's layers
-    causal: bool = False  # True restores the causal mask (the paper's ablation)
-    max_query_tokens: int = 512
+class TextSideConfig:
+    """What the JEPA arm predicts into and how it is scored and decoded: shared with any arm that
+    keeps the JEPA text side and changes only the predictor (see examples/contrastive_arm)."""
+
     shared_dim: int | None = None  # linear heads into a shared space (paper: 1536); None = the Y-encoder's space
     loss: Literal["infonce", "cosine", "l1", "l2"] = "infonce"
     temperature: float = 0.05
@@ -77,3 +77,10 @@ class JepaConfig:
     mask_duplicate_targets: bool = True
     y_encoder: YEncoderConfig = field(default_factory=YEncoderConfig)
     y_decoder: YDecoderConfig = field(default_factory=YDecoderConfig)
+
+
+@dataclass
+class JepaConfig(TextSideConfig):
+    layers: list[int] = field(default_factory=lambda: [3, 6])  # [start, end) of the base LM's layers
+    causal: bool = False  # True restores the causal mask (the paper's ablation)
+    max_query_tokens: int = 512

@@ -12,42 +12,33 @@ the run's config.yaml records and the control audit compares.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from jepa_arm.arm import JepaArm
-from jepa_arm.config import JepaConfig, YDecoderConfig, YEncoderConfig
+from jepa_arm.config import TextSideConfig
 from shared.arm import ArmContext, register_arm
 from shared.config import ConfigError
 
-# the JEPA fields that make up the text side: copied from the `target_from` section
-TEXT_SIDE = ("shared_dim", "loss", "temperature", "negatives", "mask_duplicate_targets", "y_encoder", "y_decoder")
+TEXT_SIDE = tuple(f.name for f in dataclasses.fields(TextSideConfig))  # taken from `target_from`
 
 
 @dataclass
-class ContrastiveConfig:
+class ContrastiveConfig(TextSideConfig):
     hidden_size: int = 512  # the MLP's width
     depth: int = 2  # hidden layers of the MLP
     # the arm section whose text side (TEXT_SIDE) this arm uses; null = this section's own values
     target_from: str | None = "jepa"
-    shared_dim: int | None = None
-    loss: Literal["infonce", "cosine", "l1", "l2"] = "infonce"
-    temperature: float = 0.05
-    negatives: Literal["effective", "micro"] = "effective"
-    mask_duplicate_targets: bool = True
-    y_encoder: YEncoderConfig = field(default_factory=YEncoderConfig)
-    y_decoder: YDecoderConfig = field(default_factory=YDecoderConfig)
 
     def resolve_with(self, cfg, name: str) -> None:
         """Copy the text side from ``target_from`` (called by the config loader once every section is built)."""
         if self.target_from is None:
             return
         source = cfg.arm.get(self.target_from)
-        if not isinstance(source, JepaConfig):
-            raise ConfigError(f"{name}.target_from: {self.target_from!r} is not a JEPA arm section")
+        if not isinstance(source, TextSideConfig) or source is self:
+            raise ConfigError(f"{name}.target_from: {self.target_from!r} is not another JEPA-like arm section")
         defaults = ContrastiveConfig()
         for key in TEXT_SIDE:
             mine, theirs = getattr(self, key), getattr(source, key)
