@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from shared.metrics import METRICS, metric
 from shared.control import audit, audit_markdown
 from shared.runinfo import read_json, read_jsonl, write_json_atomic, write_text_atomic
 
@@ -59,8 +60,7 @@ def aggregate(rows: list[dict]) -> dict:
     out = {}
     for key, rs in groups.items():
         agg = {"samples_seen": rs[0]["samples_seen"], "seeds": len(rs)}
-        for m in ("cider", "top1", "top5", "top5_phrasings", "recall1", "train_loss", "decoder_ceiling_cider",
-                  "decoder_samples"):
+        for m in [*(x.key for x in METRICS), "train_loss", "decoder_samples"]:
             vals = [r[m] for r in rs if r.get(m) is not None]
             if vals:
                 agg[m] = (float(np.mean(vals)), float(np.min(vals)), float(np.max(vals)))
@@ -160,6 +160,24 @@ def control_lines(cfg: dict, rows: list[dict], arms: list[str]) -> list[str]:
     return L
 
 
+def results_table(agg: dict, arms: list[str], milestones: list[int]) -> list[str]:
+    """One row per (milestone, arm), a column per declared table metric (shared/metrics.py)."""
+    columns = [m for m in METRICS if m.in_table]
+    L = ["| samples seen | arm | " + " | ".join(m.label for m in columns) + " | train loss | Y-decoder samples |",
+         "|---:|---|" + "---:|" * (len(columns) + 2)]
+    for ms in milestones:
+        for a in arms:
+            g = agg.get((a, ms))
+            if g:
+                dec = f"{g['decoder_samples'][0]:,.0f}" if "decoder_samples" in g else "–"
+                L.append(f"| {g['samples_seen']:,} | {a} | " + " | ".join(_cell(g, m.key, m.percent) for m in columns)
+                         + f" | {_cell(g, 'train_loss', False)} | {dec} |")
+    return L
+
+
+ABLATION_METRICS = ("cider", "top5", "recall1")  # the paper's Table 5 reports these per row
+
+
 def variant_lines(cfg: dict, agg: dict, arms: list[str], last: int) -> list[str]:
     """Each variant against its base arm at the last milestone: the ablation table (paper's Table 5 shape)."""
     from shared.config import base_arm_name, flatten
@@ -170,16 +188,19 @@ def variant_lines(cfg: dict, agg: dict, arms: list[str], last: int) -> list[str]
         return []
     L = ["## Variants against their base arm", "",
          f"Last milestone ({last:,} samples); mean over seeds (min–max); Δ = variant − base arm, in the metric's unit.", "",
-         "| arm | changes | CIDEr | Δ | top-5 % | Δ | R@1 % | Δ |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+         "| arm | changes | " + " | ".join(f"{metric(m).label} | Δ" for m in ABLATION_METRICS) + " |",
+         "|---|---|" + "---:|---:|" * len(ABLATION_METRICS)]
     for a in dict.fromkeys([base_arm_name(variants, v) for v in rows] + rows):
         base = base_arm_name(variants, a)
         g, b = agg.get((a, last), {}), agg.get((base, last), {})
         mine, theirs = flatten(cfg.get(a) or {}), flatten(cfg.get(base) or {})
         changes = ", ".join(f"`{base}.{k}={mine[k]}`" for k in mine if mine[k] != theirs.get(k)) if a != base else "(base arm)"
         cells = []
-        for m, pct in (("cider", False), ("top5", True), ("recall1", True)):
+        for m in ABLATION_METRICS:
+            x = metric(m)
             delta = g[m][0] - b[m][0] if m in g and m in b and a != base else None
-            cells += [_cell(g, m, pct) if g else "–", ("+" if delta and delta > 0 else "") + _fmt(delta, pct) if delta is not None else ""]
+            cells += [_cell(g, m, x.percent) if g else "–",
+                      ("+" if delta and delta > 0 else "") + _fmt(delta, x.percent) if delta is not None else ""]
         L.append(f"| {a} | {changes} | " + " | ".join(cells) + " |")
     return L + [""]
 
@@ -209,17 +230,8 @@ def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, mi
                           "One seed: at small sample counts the seed-to-seed spread is large; run seeds=0,1,2 before concluding."),
           "", f"CIDEr-D on pycocoevalcap's scale (0–10, not x100). top-k: each label scored by its canonical text; "
           f"\"top-5 % phrasings\": by the best of {phr:g} phrasings of it (where computed). Y-decoder samples: the "
-          "captions the JEPA arm's decoder trained on by that checkpoint.", "",
-          "| samples seen | arm | CIDEr | top-1 % | top-5 % | top-5 % phrasings | R@1 % | train loss | Y-decoder samples |",
-          "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for ms in milestones:
-        for a in arms:
-            g = agg.get((a, ms))
-            if g:
-                dec = f"{g['decoder_samples'][0]:,.0f}" if "decoder_samples" in g else "–"
-                L.append(f"| {g['samples_seen']:,} | {a} | {_cell(g, 'cider', False)} | {_cell(g, 'top1', True)} | "
-                         f"{_cell(g, 'top5', True)} | {_cell(g, 'top5_phrasings', True)} | {_cell(g, 'recall1', True)} | "
-                         f"{_cell(g, 'train_loss', False)} | {dec} |")
+          "captions the JEPA arm's decoder trained on by that checkpoint.", ""]
+    L += results_table(agg, arms, milestones)
     if any("sets" in r for r in rows):
         L += ["", "Per evaluation set (last milestone, mean over seeds):", "", "| set | arm | CIDEr | top-5 % |", "|---|---|---:|---:|"]
         last = max(milestones)

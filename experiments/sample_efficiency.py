@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from shared.config import ConfigError, Config, dump_yaml, load_config, split_sweeps
+from shared.metrics import METRICS
 from shared.precision import announce
 from shared.runinfo import append_jsonl, read_jsonl, versions, write_json_atomic, write_text_atomic
 
@@ -49,9 +50,8 @@ def metrics_row(arm_name: str, seed: int, ckpt: dict, m: dict, trainable: int, t
            "milestone": ckpt["milestone"], "cider": m["cider"], "top1": m.get("top1"), "top5": m.get("top5"),
            "train_loss": logged[-1]["loss"] if logged else ckpt.get("train_loss"),
            "trainable_params": trainable, "wall_s": ckpt.get("wall_s")}
-    for extra in ("top1_phrasings", "top5_phrasings", "phrasings", "recall1", "decoder_ceiling_cider", "eval_s",
-                  "caption_s", "classify_s", "sets"):
-        if extra in m:
+    for extra in [*(x.key for x in METRICS), "phrasings", "eval_s", "caption_s", "classify_s", "sets"]:
+        if extra in m and extra not in row:
             row[extra] = m[extra]
     return row
 

@@ -7,6 +7,7 @@ import pandas as pd
 
 from matplotlib.ticker import FixedLocator, NullFormatter
 
+from shared.metrics import METRICS
 from plots.style import arm_label, arm_palette, plt, save, sns
 
 
@@ -31,18 +32,22 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
+PANEL_TITLES = {"cider": "Captioning CIDEr", "top5": "Top-5 classification accuracy (%)"}
+
+
 def sample_efficiency(rows: list[dict], baselines: dict, out_dir: Path) -> list[Path]:
     """CIDEr and top-5 vs samples seen, one line per arm (mean over seeds, band = min..max)."""
     df = _frame(rows)
     palette = {arm_label(a): c for a, c in arm_palette(df["arm"].unique()).items()}
     n_seeds = df["seed"].nunique()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    panels = [("cider", "Captioning CIDEr", axes[0]), ("top5", "Top-5 classification accuracy (%)", axes[1])]
-    for metric, title, ax in panels:
+    metrics = [m for m in METRICS if m.in_curves]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.2), squeeze=False)
+    for m, ax in zip(metrics, axes[0]):
+        metric, title = m.key, PANEL_TITLES.get(m.key, m.label)
         if metric not in df:
             ax.set_visible(False)
             continue
-        d = df.assign(value=df[metric] * (100 if metric == "top5" else 1))
+        d = df.assign(value=df[metric] * (100 if m.percent else 1))
         sns.lineplot(data=d, x="samples_seen", y="value", hue="Arm", palette=palette, marker="o",
                      errorbar=("pi", 100) if n_seeds > 1 else None, ax=ax)
         if metric == "top5" and "chance_top5" in baselines:

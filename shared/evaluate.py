@@ -20,7 +20,7 @@ from shared import processes
 from shared.arm import Arm
 from shared.data.loader import ClipBatches, EvalPlan, batches, make_loader
 from shared.data.sources import ClipSource, manifest_dataset
-from shared.metrics import cider, recall_at_k, top_k_accuracy
+from shared.metrics import METRICS, cider, recall_at_k, top_k_accuracy
 from shared.pipeline import Prepared
 from shared.precision import autocast_for
 
@@ -199,13 +199,11 @@ def baselines(prepared: Prepared, evalset: EvalSet) -> dict:
     return out
 
 
-AVERAGED = ("cider", "top1", "top5", "top1_phrasings", "top5_phrasings", "recall1", "decoder_ceiling_cider")
-
-
 def combine(per_set: dict[str, dict]) -> dict:
     """Mean of each metric over the sets that have it (the paper's averaging); per-set values kept."""
+    averaged = [m.key for m in METRICS if m.averaged_over_sets]
     out = {}
-    for key in AVERAGED:
+    for key in averaged:
         vals = [m[key] for m in per_set.values() if m.get(key) is not None]
         if vals:
             out[key] = float(np.mean(vals))
@@ -215,7 +213,7 @@ def combine(per_set: dict[str, dict]) -> dict:
     if phrasings:
         out["phrasings"] = float(np.mean(phrasings))
     if len(per_set) > 1:
-        out["sets"] = {name: {k: m[k] for k in AVERAGED if k in m} for name, m in per_set.items()}
+        out["sets"] = {name: {k: m[k] for k in averaged if k in m} for name, m in per_set.items()}
     return out
 
 

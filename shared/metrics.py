@@ -7,11 +7,41 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import top_k_accuracy_score
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One evaluation metric, declared once: rows, aggregation over sets and seeds, the report's
+    table and the figures read this list, so a new metric is its computation plus one line here."""
+
+    key: str  # its name in metrics.jsonl
+    label: str  # column header
+    percent: bool = False  # stored as a fraction in [0, 1], shown x100
+    higher_is_better: bool = True
+    averaged_over_sets: bool = True  # several evaluation sets: the mean, as the paper averages benchmarks
+    in_table: bool = True  # a column of the report's results table
+    in_curves: bool = False  # a panel of the sample-efficiency figure
+
+
+METRICS: list[Metric] = [
+    Metric("cider", "CIDEr", in_curves=True),
+    Metric("top1", "top-1 %", percent=True),
+    Metric("top5", "top-5 %", percent=True, in_curves=True),
+    Metric("top1_phrasings", "top-1 % phrasings", percent=True, in_table=False),
+    Metric("top5_phrasings", "top-5 % phrasings", percent=True),
+    Metric("recall1", "R@1 %", percent=True),
+    Metric("decoder_ceiling_cider", "Y-decoder ceiling CIDEr", in_table=False),
+]
+
+
+def metric(key: str) -> Metric:
+    return next(m for m in METRICS if m.key == key)
 
 
 def cider(predictions: list[str], references: list[list[str]]) -> tuple[float, np.ndarray]:

@@ -58,3 +58,25 @@ def test_top_1_with_two_classes():
     scores = [[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]
     assert top_k_accuracy(scores, [1, 1, 0], 1) == pytest.approx(1 / 3)
     assert top_k_accuracy(scores, [1, 0, 1], 1) == pytest.approx(1.0)
+
+
+def test_a_new_metric_is_its_declaration_and_its_values():
+    """Declared once, a metric is carried by rows, averaged over sets and seeds, and tabled in the report."""
+    from experiments.report import aggregate, results_table
+    from experiments.sample_efficiency import metrics_row
+    from shared.evaluate import combine
+    from shared.metrics import METRICS, Metric
+
+    METRICS.append(Metric("top3", "top-3 %", percent=True))
+    try:
+        m = combine({"a": {"cider": 1.0, "top3": 0.5}, "b": {"cider": 2.0, "top3": 0.7}})
+        assert m["top3"] == pytest.approx(0.6) and m["sets"]["b"]["top3"] == 0.7
+        ckpt = {"step": 1, "samples_seen": 64, "milestone": 64}
+        rows = [metrics_row("jepa", seed, ckpt, dict(m, top3=0.2 * (seed + 1)), 10, []) for seed in (0, 1)]
+        assert [r["top3"] for r in rows] == [0.2, 0.4]
+        agg = aggregate(rows)
+        assert agg[("jepa", 64)]["top3"] == pytest.approx((0.3, 0.2, 0.4))
+        header, _, row = results_table(agg, ["jepa"], [64])
+        assert "top-3 %" in header and "30.0 (20.0–40.0)" in row
+    finally:
+        METRICS.pop()
