@@ -10,7 +10,6 @@ corpus CIDEr over all matched pairs. Results, figure and report land in --out; r
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from shared.config import Config, ConfigError, dump_yaml, load_config
+from shared.features.streams import stream_window_features
 from shared.precision import announce
 from shared.runinfo import append_jsonl, read_json, read_jsonl, versions, write_json_atomic, write_text_atomic
 
@@ -77,39 +77,6 @@ def load_trained_arm(cfg: Config, out: Path, checkpoint: Path | None):
     arm.eval()
     arm.prepare_evaluation()
     return arm, ckpt, state
-
-
-def stream_features(stream, encoder, cfg: Config, cache: Path) -> tuple[np.ndarray, torch.Tensor]:
-    """Window centres and the frozen encoder's features of every window, cached per (encoder, windows).
-
-    Overlapping windows share most of their frame times, and the encoder works per frame, so each
-    distinct frame is read and encoded once and the windows gather their frames' tokens.
-    """
-    from safetensors.torch import load_file, save_file
-
-    from shared.precision import DTYPE_NAMES
-    from shared.progress import progress_bar
-    from shared.data.streams import window_times
-
-    s = cfg.selective
-    centres, times = window_times(stream.duration, s.window_s, s.hop_s, cfg.data.frames)
-    key = hashlib.sha256(f"{encoder.fingerprint()}|{times.round(4).tobytes().hex()}".encode()).hexdigest()[:16]
-    path = cache / f"{stream.id}-{key}.safetensors"
-    if path.is_file():
-        return centres, load_file(str(path))["features"]
-    size, chunk = cfg.encoder.image_size, cfg.encoder.batch_frames
-    unique, where = np.unique(times.round(6), return_inverse=True)
-    parts = []
-    for start in progress_bar(range(0, len(unique), chunk), desc=f"encode {stream.id}", unit="batch", leave=False):
-        frames = stream.read_frames(unique[start:start + chunk], size)
-        parts.append(encoder.encode_frames(torch.from_numpy(np.ascontiguousarray(frames))).to("cpu", DTYPE_NAMES[cfg.encoder.cache_dtype]))
-    per_frame = torch.cat(parts)  # [F, tokens_per_frame, dim]
-    feats = per_frame[torch.from_numpy(where.reshape(times.shape))].flatten(1, 2)  # [W, frames * tokens, dim]
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"features": feats.contiguous()}, str(tmp))
-    tmp.replace(path)
-    return centres, feats
 
 
 @torch.no_grad()
@@ -208,7 +175,7 @@ def run_selective(cfg: Config, out: Path, checkpoint: Path | None) -> list[dict]
     encoder = FrozenEncoder.from_config(cfg).to(arm.ctx.device)  # the stream's frames are encoded where the arm runs
     streams = []
     for st in sources:
-        centres, feats = stream_features(st, encoder, cfg, out / "stream_features")
+        centres, feats = stream_window_features(st, encoder, cfg)
         streams.append({"id": st.id, "duration": st.duration, "events": st.events, "centres": centres,
                         "embeddings": embed_windows(arm, feats, cfg)})
     meta.update(streams=len(streams), windows=sum(len(s["centres"]) for s in streams),

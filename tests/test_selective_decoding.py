@@ -90,18 +90,18 @@ def test_selective_decoding_run_writes_results_and_resumes(tmp_path, cache_dir, 
 
 
 def test_window_features_gathered_from_distinct_frames_equal_per_window_encoding(tmp_path, smoke_cfg):
-    from experiments.selective_decoding import stream_features
-    from shared.features.encoder import FrozenEncoder
     from shared.data.streams import load_streams
+    from shared.features.encoder import FrozenEncoder
+    from shared.features.streams import stream_window_features
 
-    cfg = smoke_cfg()
+    cfg = smoke_cfg(f"cache_dir={tmp_path}")
     stream = load_streams(cfg)[0]
     encoder = FrozenEncoder(cfg.encoder)
-    centres, feats = stream_features(stream, encoder, cfg, tmp_path)
+    centres, feats = stream_window_features(stream, encoder, cfg)
     _, times = window_times(stream.duration, cfg.selective.window_s, cfg.selective.hop_s, cfg.data.frames)
     size = cfg.encoder.image_size
     direct = encoder.encode_clips(stream.read_frames(times.reshape(-1), size).reshape(*times.shape, size, size, 3))
     assert feats.shape == direct.shape and len(centres) == len(feats)
     assert torch.equal(feats, direct)
-    again = stream_features(stream, encoder, cfg, tmp_path)[1]  # from the cache file
-    assert torch.equal(again, feats) and len(list(tmp_path.glob("*.safetensors"))) == 1
+    again = stream_window_features(stream, encoder, cfg)[1]  # from the cache file
+    assert torch.equal(again, feats) and len(list((tmp_path / "features" / "streams").glob("*.safetensors"))) == 1
