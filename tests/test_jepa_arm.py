@@ -264,5 +264,5 @@ def test_infonce_over_the_effective_batch_is_the_same_for_any_micro_batch(smoke_
     assert torch.allclose(whole, split, rtol=1e-5)
     assert all(torch.allclose(g_whole[n], g_split[n], rtol=1e-4, atol=1e-7) for n in g_whole)
     arm = smoke_prepared.seeded_arm("jepa", "cpu")
-    micro = sum(float(arm(h)) for h in halves) / 2  # the per-micro-batch loss (jepa.negatives=micro)
+    micro = sum(float(arm(h).detach()) for h in halves) / 2  # the per-micro-batch loss (jepa.negatives=micro)
     assert abs(micro - float(whole)) > 1e-3
