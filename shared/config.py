@@ -346,6 +346,8 @@ def _variant_section(name: str, spec: Any, arm_classes: dict[str, type], arm_raw
     where = f"variants.{name}"
     if name in arm_classes:
         raise ConfigError(f"{where}: {name!r} is a registered arm; a variant needs a name of its own")
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"{where}: a variant's name is a config section: letters, digits, '_' and '-' only")
     if not isinstance(spec, dict) or not isinstance(spec.get("arm"), str):
         raise ConfigError(f"{where}: expected a mapping with `arm: <registered arm>` and that arm's keys, got {spec!r}")
     base = spec["arm"]

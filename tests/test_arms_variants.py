@@ -29,6 +29,7 @@ def test_a_variant_is_its_base_section_with_its_changes():
     ("variants={x: {arm: nope}}", r"variants.x.arm: unknown arm 'nope'"),
     ("variants={vlm: {arm: jepa}}", r"variants.vlm: 'vlm' is a registered arm"),
     ("variants={x: {arm: jepa, jepa.nope: 1}}", r"unknown config key x.nope"),
+    ("variants={a.b: {arm: jepa}}", r"variants.a.b: a variant.s name is a config section"),
     ("arms=jepa,jepa_l3", r"arms: unknown arm 'jepa_l3'"),
 ])
 def test_bad_variants_are_refused_by_name(override, message):

@@ -2,8 +2,9 @@
 
 It keeps the JEPA arm's whole text side (the Y-encoder's target space, InfoNCE over the effective
 batch, the Y-decoder that turns an embedding into a caption, classification by cosine) and replaces
-the predictor, layers of a language model that read the visual tokens and the query, with the mean
-of the visual tokens through a small MLP. The query is ignored: there is no language model to read it.
+the predictor, layers of a language model that read the visual tokens and the query, with pooled
+visual tokens (each frame's mean, frames in order) through a small MLP. The query is ignored: there
+is no language model to read it.
 
 By default its text side is copied from the ``jepa`` section when the config is built
 (``target_from: jepa``), so the two arms differ only in the predictor, and the copied values are what
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -27,6 +29,8 @@ TEXT_SIDE = tuple(f.name for f in dataclasses.fields(TextSideConfig))  # taken f
 
 @dataclass
 class ContrastiveConfig(TextSideConfig):
+    # "frames": each frame's tokens averaged, frames kept in order (motion survives); "all": one mean
+    pool: Literal["frames", "all"] = "frames"
     hidden_size: int = 512  # the MLP's width
     depth: int = 2  # hidden layers of the MLP
     # the arm section whose text side (TEXT_SIDE) this arm uses; null = this section's own values
@@ -49,12 +53,16 @@ class ContrastiveConfig(TextSideConfig):
 
 
 class PooledMLP(nn.Module):
-    """Mean of the visual tokens -> LayerNorm -> (Linear, GELU) x depth -> Linear into the target space."""
+    """Pooled visual tokens -> LayerNorm -> (Linear, GELU) x depth -> Linear into the target space.
 
-    def __init__(self, visual_dim: int, hidden: int, depth: int, out_dim: int, device=None):
+    ``frames`` > 1 pools each frame's tokens and keeps the frames in order (concatenated), so motion,
+    which many classes are made of, survives; ``frames`` = 1 averages every token of the clip."""
+
+    def __init__(self, visual_dim: int, frames: int, hidden: int, depth: int, out_dim: int, device=None):
         super().__init__()
-        layers: list[nn.Module] = [nn.LayerNorm(visual_dim, device=device)]
-        width = visual_dim
+        self.frames = frames
+        width = visual_dim * frames
+        layers: list[nn.Module] = [nn.LayerNorm(width, device=device)]
         for _ in range(depth):
             layers += [nn.Linear(width, hidden, device=device), nn.GELU()]
             width = hidden
@@ -62,16 +70,18 @@ class PooledMLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, visual: torch.Tensor) -> torch.Tensor:
-        return self.net(visual.mean(dim=1))
+        b, tokens, dim = visual.shape
+        return self.net(visual.reshape(b, self.frames, tokens // self.frames, dim).mean(dim=2).flatten(1))
 
 
 @register_arm("contrastive", ContrastiveConfig)
 class ContrastiveArm(JepaArm):
-    """Pooled visual tokens -> MLP -> the Y-encoder's space (InfoNCE); no language model, query ignored."""
+    """Pooled visual tokens (per frame, in order) -> MLP -> the Y-encoder's space (InfoNCE); no language model."""
 
     def build_predictor(self, ctx: ArmContext, out_dim: int) -> nn.Module:
         c = self.arm_cfg
-        return PooledMLP(ctx.visual_dim, c.hidden_size, c.depth, out_dim, device=ctx.device)
+        frames = ctx.cfg.data.frames if c.pool == "frames" else 1
+        return PooledMLP(ctx.visual_dim, frames, c.hidden_size, c.depth, out_dim, device=ctx.device)
 
     def predict(self, visual: torch.Tensor, queries: list[str]) -> torch.Tensor:
         return self.predictor(visual)
