@@ -169,10 +169,10 @@ class JepaArm(Arm):
                  "tokenizer: no pretrained text knowledge" if weights == "random"
                  else f"the pretrained {y.get('kind', '?')} encoder `{weights or 'packaged all-MiniLM-L6-v2'}`: "
                       "pretrained text knowledge the other arm does not get")
-        out = [f"target space (`jepa.y_encoder.weights`={weights}): {space}"
+        out = [f"target space (`y_encoder.weights`={weights}): {space}"
                + (", trained with the arm" if y.get("trainable") else "") + "."]
         if d.get("kind", "trained") == "trained":
-            out.append("Y-decoder (`jepa.y_decoder.budget`=" + d.get("budget", "seen") + "): " + (
+            out.append("Y-decoder (`y_decoder.budget`=" + d.get("budget", "seen") + "): " + (
                 "trained at each checkpoint on the captions the arm saw up to it, no more"
                 if d.get("budget", "seen") == "seen" else
                 f"trained on every distinct training caption ({d.get('steps')} steps x {d.get('batch_size')}) "
