@@ -6,8 +6,9 @@ import dataclasses
 import inspect
 import json
 
-from shared.arm import Arm, registered_arms
-from shared.config import flatten, load_config
+from shared.arm import Arm
+from shared.registry import registered_arms
+from shared.config import flatten, load_config, to_dict, variant_changes
 
 # optional methods of the Arm interface -> the capability they give (what the evaluators can ask of it)
 CAPABILITIES = {
@@ -45,11 +46,9 @@ def describe_arms(cfg) -> dict:
                       "config_class": spec.config_cls.__name__,
                       "keys": flatten(dataclasses.asdict(spec.config_cls())),
                       "capabilities": capabilities(spec.arm_cls)}
-    variants = {}
-    for name, v in cfg.variants.items():
-        base = cfg.base_arm(name)
-        mine, theirs = flatten(dataclasses.asdict(cfg.arm[name])), flatten(dataclasses.asdict(cfg.arm[base]))
-        variants[name] = {"arm": base, "changes": {k: [theirs.get(k), x] for k, x in mine.items() if theirs.get(k) != x}}
+    resolved = to_dict(cfg)
+    variants = {name: {"arm": cfg.base_arm(name), "changes": {k: list(ab) for k, ab in variant_changes(resolved, name).items()}}
+                for name in cfg.variants}
     return {"arms": arms, "variants": variants, "compared": cfg.arms}
 
 

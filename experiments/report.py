@@ -180,7 +180,7 @@ ABLATION_METRICS = ("cider", "top5", "recall1")  # the paper's Table 5 reports t
 
 def variant_lines(cfg: dict, agg: dict, arms: list[str], last: int) -> list[str]:
     """Each variant against its base arm at the last milestone: the ablation table (paper's Table 5 shape)."""
-    from shared.config import base_arm_name, flatten
+    from shared.config import base_arm_name, variant_changes
 
     variants = cfg.get("variants") or {}
     rows = [a for a in arms if a in variants and base_arm_name(variants, a) in arms]
@@ -193,8 +193,7 @@ def variant_lines(cfg: dict, agg: dict, arms: list[str], last: int) -> list[str]
     for a in dict.fromkeys([base_arm_name(variants, v) for v in rows] + rows):
         base = base_arm_name(variants, a)
         g, b = agg.get((a, last), {}), agg.get((base, last), {})
-        mine, theirs = flatten(cfg.get(a) or {}), flatten(cfg.get(base) or {})
-        changes = ", ".join(f"`{base}.{k}={mine[k]}`" for k in mine if mine[k] != theirs.get(k)) if a != base else "(base arm)"
+        changes = ", ".join(f"`{base}.{k}={v}`" for k, (_, v) in variant_changes(cfg, a).items()) if a != base else "(base arm)"
         cells = []
         for m in ABLATION_METRICS:
             x = metric(m)

@@ -15,9 +15,8 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-# the registry (importing nothing of the project) is re-exported here: arms import it with the interface
-from shared.registry import arm_class, arm_config_classes, load_plugins, register_arm, registered_arms  # noqa: F401
-
+from shared.registry import arm_class
+from shared.registry import register_arm  # noqa: F401 - arms take it with the interface they implement
 
 
 @dataclass

@@ -526,6 +526,16 @@ NOT_TRAINING = ("seeds", "arms", "plugins", "variants", "cache_dir", "eval", "la
                 "data.workers", "data.prefetch")
 
 
+def variant_changes(cfg_dict: dict[str, Any], name: str) -> dict[str, tuple[Any, Any]]:
+    """{key: (base arm's value, variant's value)} for every key of its section that a variant changes
+    (keys relative to the section; empty for a registered arm)."""
+    base = base_arm_name(cfg_dict.get("variants"), name)
+    mine, theirs = flatten(cfg_dict.get(name) or {}), flatten(cfg_dict.get(base) or {})
+    missing = "<missing>"
+    return {k: (theirs.get(k, missing), mine.get(k, missing)) for k in sorted(set(mine) | set(theirs))
+            if base != name and mine.get(k, missing) != theirs.get(k, missing)}
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():

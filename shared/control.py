@@ -9,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from shared.config import base_arm_name, flatten, training_view
+from shared.config import base_arm_name, training_view, variant_changes
+from shared.registry import RegistryError, arm_class
 from shared.runinfo import read_json
 
 
@@ -49,20 +50,15 @@ def audit(run_dirs: list[Path]) -> dict:
 
 def _variant_diff(arm: str, cfg: dict) -> dict:
     """A variant's own section against its base arm's, key by key (what the variant changes)."""
-    base = base_arm_name(cfg.get("variants"), arm)
-    mine, theirs = flatten(cfg.get(arm) or {}), flatten(cfg.get(base) or {})
-    keys = sorted(set(mine) | set(theirs))
-    return {"base": base, "differs": {k: {"base": theirs.get(k, "<missing>"), "variant": mine.get(k, "<missing>")}
-                                      for k in keys if mine.get(k, "<missing>") != theirs.get(k, "<missing>")}}
+    return {"base": base_arm_name(cfg.get("variants"), arm),
+            "differs": {k: {"base": a, "variant": b} for k, (a, b) in variant_changes(cfg, arm).items()}}
 
 
 def arm_controls(arm: str, cfg: dict) -> list[str]:
     """The arm's own account of what it gets besides its prediction target (``Arm.controls``)."""
-    from shared.arm import arm_class
-
     try:
-        return arm_class(base_arm_name(cfg.get("variants"), arm)).controls(cfg.get(arm, {}))
-    except KeyError:  # an arm whose plugin is not importable here
+        return arm_class(base_arm_name(cfg.get("variants"), arm), cfg.get("plugins") or ()).controls(cfg.get(arm, {}))
+    except (KeyError, RegistryError):  # an arm whose plugin is not importable here
         return []
 
 

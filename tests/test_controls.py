@@ -76,7 +76,7 @@ def test_a_random_target_space_has_no_pretrained_weights(smoke_prepared):
 
 
 def test_controls_are_named_in_the_audit(smoke_prepared):
-    from shared.arm import arm_class
+    from shared.registry import arm_class
 
     lines = arm_class("jepa").controls({"y_encoder": {"kind": "minilm", "weights": "random"},
                                          "y_decoder": {"kind": "trained", "budget": "seen"}})
