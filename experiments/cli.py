@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from shared.config import ConfigError
     from shared.data.manifest import ManifestError
     from shared.data.media import MediaError
-    from shared.train_loop import Diverged
+    from shared.training.loop import Diverged
 
     try:
         return args.run(args) or 0

@@ -155,7 +155,7 @@ def loader_throughput(prepared, batches: int) -> dict:
 def step_times(prepared, steps: int) -> dict:
     from shared.data.loader import batches
     from shared.features.visual import VisualFeatures
-    from shared.optim import build_optimizer
+    from shared.training.optim import build_optimizer
     from shared.precision import autocast_for
 
     cfg = prepared.cfg

@@ -18,7 +18,7 @@ PRECISIONS = ("no", "bf16")
 
 def arm_step_ms(cfg, steps: int = 2) -> dict[str, dict[str, float]]:
     """{arm: {precision: ms per training step}} on the preset's micro-batch (random visual tokens)."""
-    from shared.optim import build_optimizer
+    from shared.training.optim import build_optimizer
     from shared.pipeline import prepare, random_visual_batch
 
     prepared = prepare(cfg, splits=())

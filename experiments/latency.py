@@ -47,7 +47,7 @@ def preload_video(prepared, frames: int):
 
 def arm_inference(prepared, encoder, name: str, video, window, device) -> dict:
     from shared.precision import autocast_for
-    from shared.latency import summarize, time_stages
+    from shared.evaluation.latency import summarize, time_stages
 
     cfg = prepared.cfg
     lat = cfg.latency
@@ -97,10 +97,10 @@ def arm_inference(prepared, encoder, name: str, video, window, device) -> dict:
 
 
 def arm_training(prepared, name: str, steps: int, device, peak: float) -> dict:
-    from shared.optim import build_optimizer
+    from shared.training.optim import build_optimizer
     from shared.pipeline import random_visual_batch
     from shared.precision import autocast_for
-    from shared.latency import count_flops
+    from shared.evaluation.latency import count_flops
 
     cfg = prepared.cfg
     t = cfg.train
@@ -125,7 +125,7 @@ def arm_training(prepared, name: str, steps: int, device, peak: float) -> dict:
         step()
     flops = count_flops(fwd_bwd)
     opt.zero_grad(set_to_none=True)
-    from shared.latency import synchronize
+    from shared.evaluation.latency import synchronize
 
     synchronize(device)
     start = time.perf_counter()
@@ -160,7 +160,7 @@ def profile_steps(step, n: int) -> list[dict]:
 def run_latency(cfg, out: Path, train_steps: int) -> dict:
     from plots.latency import latency_figure
     from shared.features.encoder import FrozenEncoder
-    from shared.latency import summarize, time_stages
+    from shared.evaluation.latency import summarize, time_stages
     from shared.pipeline import prepare
     from shared.precision import DTYPE_NAMES, decision, matmul_gflops
 

@@ -1,11 +1,11 @@
-"""``describe --memory``: estimated peak training memory per GPU of each arm (shared/memory.py)."""
+"""``describe --memory``: estimated peak training memory per GPU of each arm (shared/training/memory.py)."""
 from __future__ import annotations
 
 import dataclasses
 
 import torch
 
-from shared.memory import calibrate, estimate_arm
+from shared.training.memory import calibrate, estimate_arm
 
 CALIBRATION = ["lm.hidden_size=256", "lm.intermediate_size=1024", "lm.num_layers=4", "lm.num_heads=4",
                "lm.num_kv_heads=4", "lm.vocab_size=null", "lm.weights=null", "lm.tokenizer=captions",
@@ -37,7 +37,7 @@ H100_BF16_DENSE = 989e12  # FLOP/s, NVIDIA's datasheet figure for the SXM part
 def memory(cfg, gpus: int, caption_tokens: int, with_calibration: bool, mfu: float = 0.4) -> dict:
     from shared.config import load_config, to_dict
     from shared.features.encoder import FrozenEncoder
-    from shared.memory import encoder_flops
+    from shared.training.memory import encoder_flops
 
     ctx, encoder_params = stand_in_context(cfg, "meta")
     on_gpu = encoder_params if cfg.encoder.features == "online" else 0
@@ -78,7 +78,7 @@ def _keep(key: str) -> bool:
 def memory_text(m: dict) -> str:
     L = [f"Estimated peak training memory per GPU: micro-batch {m['micro_batch']}, {m['visual_tokens']} visual tokens "
          f"+ query + {m['caption_tokens']}-token caption, bf16 autocast, AdamW; FSDP over {m['gpus']} GPUs.",
-         "(activations traced on the meta device with fused attention; states counted exactly; shared/memory.py)", "",
+         "(activations traced on the meta device with fused attention; states counted exactly; shared/training/memory.py)", "",
          f"{'arm':<6} {'trainable':>14} {'checkpointing':>13} {'activations':>12} {'DDP':>9} {'FSDP':>9}"]
     for name, a in m["arms"].items():
         for key, label in (("without_checkpointing", "no"), ("with_checkpointing", "yes")):

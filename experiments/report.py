@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from shared.metrics import METRICS, metric
-from shared.control import audit, audit_markdown
+from shared.evaluation.metrics import METRICS, metric
+from shared.evaluation.control import audit, audit_markdown
 from shared.runinfo import read_json, read_jsonl, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def _precision(cfg, summary) -> str:
 
 def control_lines(cfg: dict, rows: list[dict], arms: list[str]) -> list[str]:
     """Every setting that gives one arm something the other lacks, as the run was configured."""
-    from shared.control import arm_controls
+    from shared.evaluation.control import arm_controls
 
     lm = cfg["lm"]
     L = ["- Base LM (both arms' starting weights): " + (f"pretrained `{lm['weights']}`" if lm["weights"]
@@ -161,7 +161,7 @@ def control_lines(cfg: dict, rows: list[dict], arms: list[str]) -> list[str]:
 
 
 def results_table(agg: dict, arms: list[str], milestones: list[int]) -> list[str]:
-    """One row per (milestone, arm), a column per declared table metric (shared/metrics.py)."""
+    """One row per (milestone, arm), a column per declared table metric (shared/evaluation/metrics.py)."""
     columns = [m for m in METRICS if m.in_table]
     L = ["| samples seen | arm | " + " | ".join(m.label for m in columns) + " | train loss | Y-decoder samples |",
          "|---:|---|" + "---:|" * (len(columns) + 2)]

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from shared.config import ConfigError, Config, dump_yaml, load_config, split_sweeps
-from shared.metrics import METRICS
+from shared.evaluation.metrics import METRICS
 from shared.precision import announce
 from shared.runinfo import append_jsonl, read_jsonl, versions, write_json_atomic, write_text_atomic
 
@@ -59,7 +59,7 @@ def metrics_row(arm_name: str, seed: int, ckpt: dict, m: dict, trainable: int, t
 def run_comparison(cfg: Config, out: Path) -> list[dict]:
     """Train and evaluate every (seed, arm); returns the metrics rows. Under several processes
     (accelerate launch / torchrun) every process trains and evaluates its share; the main one writes."""
-    from shared.checkpoint import folder_lock
+    from shared.training.checkpoint import folder_lock
 
     from shared.processes import is_main
 
@@ -70,9 +70,9 @@ def run_comparison(cfg: Config, out: Path) -> list[dict]:
 
 def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:
     from experiments.report import write_outputs
-    from shared.evaluate import baselines, combined_baselines, eval_sets
+    from shared.evaluation.evaluate import baselines, combined_baselines, eval_sets
     from shared.pipeline import prepare
-    from shared.train_loop import train_arm
+    from shared.training.loop import train_arm
 
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"phases": {}}
@@ -113,8 +113,8 @@ def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:
 
 def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets, result, out: Path, main: bool) -> None:
     """Every set for each checkpoint (each process its share of the clips); one row each, by the main process."""
-    from shared.checkpoint import load_weights
-    from shared.evaluate import combine, evaluate
+    from shared.training.checkpoint import load_weights
+    from shared.evaluation.evaluate import combine, evaluate
 
     arm = prep.seeded_arm(arm_name)  # on this process's device
     train_log = read_jsonl(out / "runs" / arm_name / f"seed{seed}" / "train_log.jsonl")

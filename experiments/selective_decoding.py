@@ -52,9 +52,9 @@ def resolve_checkpoint(path: Path) -> tuple[Path, Path | None]:
 
 
 def load_trained_arm(cfg: Config, out: Path, checkpoint: Path | None):
-    from shared.checkpoint import load_weights
+    from shared.training.checkpoint import load_weights
     from shared.pipeline import prepare
-    from shared.train_loop import check_same_config, train_arm
+    from shared.training.loop import check_same_config, train_arm
 
     name = cfg.selective.arm
     if name not in cfg.arm:
@@ -111,8 +111,8 @@ def sweep_point(arm, streams: list[dict], strategy: str, pooling: str, hz: float
     ``memo`` keeps decoded texts by (stream, segment, pooling) across sweep points: at high rates
     both strategies pick the same one-window segments, whose exact and mean embeddings coincide.
     """
-    from shared.segmentation import decode_points, nearest_decoded, segments_for
-    from shared.metrics import cider
+    from shared.evaluation.segmentation import decode_points, nearest_decoded, segments_for
+    from shared.evaluation.metrics import cider
 
     memo = {} if memo is None else memo
 
@@ -149,7 +149,7 @@ def sweep_point(arm, streams: list[dict], strategy: str, pooling: str, hz: float
 def run_selective(cfg: Config, out: Path, checkpoint: Path | None) -> list[dict]:
     from experiments.selective_report import write_selective_outputs
     from shared.features.encoder import FrozenEncoder
-    from shared.metrics import cider
+    from shared.evaluation.metrics import cider
     from shared.data.streams import load_streams
 
     out.mkdir(parents=True, exist_ok=True)

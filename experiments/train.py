@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from shared.config import ConfigError
     from shared.pipeline import prepare
-    from shared.train_loop import train_arm
+    from shared.training.loop import train_arm
 
     cfg = load_config(args.config, args.overrides)
     announce(cfg)

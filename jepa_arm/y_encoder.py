@@ -18,7 +18,7 @@ from torch import nn
 
 from jepa_arm.config import YEncoderConfig
 from shared.progress import progress_bar
-from shared.tensor_store import ShardStore
+from shared.features.tensor_store import ShardStore
 
 # Published architectures, for meta-device parameter counts without any download.
 ARCHITECTURES = {

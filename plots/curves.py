@@ -7,7 +7,7 @@ import pandas as pd
 
 from matplotlib.ticker import FixedLocator, NullFormatter
 
-from shared.metrics import METRICS
+from shared.evaluation.metrics import METRICS
 from plots.style import arm_label, arm_palette, plt, save, sns
 
 

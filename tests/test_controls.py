@@ -53,7 +53,7 @@ def test_corpus_budget_is_the_ablation(smoke_prepared, tmp_path):
 
 def test_phrasings_canonical_first_and_best_of_a_label_counts():
     from shared.data import synthetic
-    from shared.evaluate import EvalSet
+    from shared.evaluation.evaluate import EvalSet
 
     p = synthetic.phrasings(5, 4, level=4)
     assert p[0] == synthetic.class_texts()[5] and len(set(p)) == 4

@@ -65,7 +65,7 @@ def test_store_round_trips_rows_across_shards(tmp_path, dtype):
 
 def test_cache_and_online_modes_train_the_same(smoke_prepared, tmp_path):
     """A few training steps from cached features and from frames encoded in the step: same losses."""
-    from shared.train_loop import train_arm
+    from shared.training.loop import train_arm
     from shared.runinfo import read_jsonl
 
     def run(mode):

@@ -247,7 +247,7 @@ def test_infonce_over_the_effective_batch_is_the_same_for_any_micro_batch(smoke_
     import dataclasses
 
     from accelerate import Accelerator
-    from shared.train_step import coupled_step
+    from shared.training.step import coupled_step
 
     batch = smoke_prepared.batch("train", list(range(32)), [i % 3 for i in range(32)])
     halves = [smoke_prepared.batch("train", list(range(s, s + 16)), [i % 3 for i in range(s, s + 16)]) for s in (0, 16)]

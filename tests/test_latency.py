@@ -3,7 +3,7 @@ import json
 import pytest
 
 from experiments.cli import main
-from shared.latency import summarize, time_stages
+from shared.evaluation.latency import summarize, time_stages
 from tests.conftest import PAPER, SMOKE
 
 STAGE_FIELDS = {"mean_ms", "p50_ms", "p95_ms", "n"}

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from shared.metrics import cider, recall_at_k, top_k_accuracy
+from shared.evaluation.metrics import cider, recall_at_k, top_k_accuracy
 
 PREDS = ["a red square moves left", "a blue circle", "the green cross blinks quickly", "a dog"]
 REFS = [["a red square moves left", "the red box slides to the left"],
@@ -64,8 +64,8 @@ def test_a_new_metric_is_its_declaration_and_its_values():
     """Declared once, a metric is carried by rows, averaged over sets and seeds, and tabled in the report."""
     from experiments.report import aggregate, results_table
     from experiments.sample_efficiency import metrics_row
-    from shared.evaluate import combine
-    from shared.metrics import METRICS, Metric
+    from shared.evaluation.evaluate import combine
+    from shared.evaluation.metrics import METRICS, Metric
 
     METRICS.append(Metric("top3", "top-3 %", percent=True))
     try:

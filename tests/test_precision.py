@@ -72,7 +72,7 @@ def test_fp32_autocast_holds_inside_a_bf16_region():
 
 def test_resume_under_another_resolved_precision_is_refused(fake_cpu, smoke_prepared, tmp_path):
     from shared.config import load_config
-    from shared.train_loop import train_arm
+    from shared.training.loop import train_arm
     from tests.conftest import SMOKE
 
     def prep(*overrides):

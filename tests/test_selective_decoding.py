@@ -5,7 +5,7 @@ import torch
 import pytest
 
 from experiments.cli import main
-from shared.segmentation import adaptive_segments, decode_points, nearest_decoded, uniform_segments
+from shared.evaluation.segmentation import adaptive_segments, decode_points, nearest_decoded, uniform_segments
 from shared.data.streams import window_times
 from tests.conftest import SMOKE
 

@@ -5,8 +5,8 @@ import torch
 from safetensors.torch import load_file
 
 from shared.data.order import TrainOrder
-from shared.optim import lr_factor
-from shared.train_loop import train_arm
+from shared.training.optim import lr_factor
+from shared.training.loop import train_arm
 
 
 @pytest.fixture

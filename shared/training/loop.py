@@ -23,16 +23,16 @@ from pathlib import Path
 import torch
 
 from shared import processes
-from shared.checkpoint import RunDir, TrainState, folder_lock, load_resume, save_resume, save_weights
+from shared.training.checkpoint import RunDir, TrainState, folder_lock, load_resume, save_resume, save_weights
 from shared.config import Config, ConfigError, dump_yaml, to_dict, training_view
 from shared.data.loader import ClipBatches, TrainPlan, batches, make_loader
 from shared.data.order import TrainOrder
-from shared.optim import build_optimizer, build_scheduler
+from shared.training.optim import build_optimizer, build_scheduler
 from shared.pipeline import Prepared
 from shared.precision import decision, resolve_config
 from shared.progress import progress_bar
 from shared.runinfo import append_jsonl, read_jsonl, versions, write_json_atomic, write_text_atomic
-from shared.train_step import coupled_step, independent_step
+from shared.training.step import coupled_step, independent_step
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from shared import processes
 from shared.arm import Arm
 from shared.data.loader import ClipBatches, EvalPlan, batches, make_loader
 from shared.data.sources import ClipSource, manifest_dataset
-from shared.metrics import METRICS, cider, recall_at_k, top_k_accuracy
+from shared.evaluation.metrics import METRICS, cider, recall_at_k, top_k_accuracy
 from shared.pipeline import Prepared
 from shared.precision import autocast_for
 

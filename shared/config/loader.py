@@ -1,8 +1,7 @@
-"""Typed experiment configuration: a dataclass tree, YAML presets and dotted ``key=value`` overrides.
+"""Typed loading: YAML presets (``extends:``), dotted ``key=value`` overrides, variants, validation, dumping.
 
-Every section is a dataclass, so an unknown key or a wrongly typed value is caught at load time
-and reported with its full dotted name. Arms contribute their own section (``jepa:``, ``vlm:``)
-through the arm registry, so adding an arm never edits this file.
+Every section is a dataclass (``schema.py``), so an unknown key or a wrongly typed value is caught
+at load time and reported with its full dotted name (and the preset file when known).
 """
 from __future__ import annotations
 
@@ -10,216 +9,14 @@ import copy
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from shared.config.schema import Config, ConfigError
 from shared.registry import RegistryError, arm_config_classes, load_plugins
 
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the offending key (and file when known)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Sections shared by every arm. Anything here must be identical across the arms of a comparison.
-# --------------------------------------------------------------------------------------------
-@dataclass
-class SyntheticConfig:
-    """The suite's procedural video benchmark (see shared/synthetic.py)."""
-
-    seed: int = 1234  # fixes the clips themselves; independent of the training seed
-    train_clips: int = 6000
-    val_clips: int = 288
-    test_clips: int = 576
-    captions_per_clip: int = 5
-    # Surface variability of the captions: 0 = one canonical phrasing per meaning, up to 4 = many
-    # paraphrases (synonyms, word order, templates). Videos and labels do not depend on it.
-    paraphrase: int = 2
-    image_size: int = 64
-    fps: float = 8.0  # frame rate of the rendered clips (and streams)
-    clip_seconds: float = 2.0
-    streams: int = 4  # long videos made of consecutive events, for selective decoding
-    stream_events: int = 24
-
-
-@dataclass
-class ManifestConfig:
-    path: str | None = None  # JSONL of clips (see shared/data/manifest.py)
-    streams_path: str | None = None  # JSONL of long videos with timestamped events
-    # a `validate` report (its invalid.jsonl): the clips it lists are skipped, counted in the log
-    exclude: str | None = None
-
-
-@dataclass
-class DataConfig:
-    source: Literal["synthetic", "manifest"] = "synthetic"
-    frames: int = 16  # frames sampled uniformly per clip
-    query: str = "Describe the video."  # the prompt X_Q given to both arms
-    # DataLoader worker processes that read clips (decode and resize frames, or read cached
-    # features); 0 = in the training process. prefetch = batches each worker keeps ready.
-    workers: int = 0
-    prefetch: int = 2
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    manifest: ManifestConfig = field(default_factory=ManifestConfig)
-
-
-@dataclass
-class EncoderConfig:
-    """The frozen X-encoder shared by every arm (a Perception Encoder from timm)."""
-
-    # "cache": features computed once, stored in memory-mapped shards and read by the loader;
-    # "online": the encoder runs on the training device inside each step, on frames the loader
-    # decodes (the PerceptionLM way; no feature storage, the mode for paper scale). Same batches.
-    features: Literal["cache", "online"] = "cache"
-    model: str = "vit_pe_core_tiny_patch16_384"
-    weights: str | None = None  # local file/dir or hub id; None = seeded random init (frozen)
-    image_size: int = 64
-    init_seed: int = 0  # only used without weights
-    pool_grid: int = 2  # spatial tokens per frame side after average pooling; 0 = keep all
-    # weights and compute dtype; "auto" = the resolved training precision's (shared/precision.py)
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    cache_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    batch_frames: int = 256
-
-
-@dataclass
-class LMConfig:
-    """The base causal LM and tokenizer shared by both arms.
-
-    ``weights`` names a hub id or local folder of a pretrained Llama (the paper: Llama-3.2-1B);
-    without it the architecture fields below build a randomly initialised model, identical for
-    both arms (seeded by the run's seed). The architecture fields also let ``describe`` build the
-    paper's models on the meta device with no download.
-    """
-
-    weights: str | None = None
-    tokenizer: str = "captions"  # "captions" = BPE trained on the training captions; else hub id/path
-    tokenizer_vocab: int = 1024  # target size of the captions tokenizer
-    hidden_size: int = 256
-    intermediate_size: int = 1024
-    num_layers: int = 6
-    num_heads: int = 4
-    num_kv_heads: int = 4
-    head_dim: int | None = None
-    vocab_size: int | None = None  # None = the tokenizer's size
-    rope_theta: float = 10000.0
-    max_position: int = 2048
-    rms_norm_eps: float = 1e-5
-    tie_embeddings: bool = True
-    # "eager" trains ~30% faster than "sdpa" for these short sequences on CPU (measured); GPUs: sdpa
-    attn_implementation: Literal["eager", "sdpa"] = "sdpa"
-
-
-@dataclass
-class TrainConfig:
-    effective_batch: int = 128  # samples per optimizer step, whatever the process count
-    micro_batch: int = 32  # samples per forward pass and process; accumulation fills the rest
-    lr: float = 3e-4
-    weight_decay: float = 0.05
-    beta1: float = 0.9
-    beta2: float = 0.95
-    warmup_frac: float = 0.05
-    schedule: Literal["cosine", "constant", "linear"] = "cosine"
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    # Checkpoints at these numbers of samples seen; training stops at the last one.
-    milestones: list[int] = field(default_factory=lambda: [1024, 4096, 16384])
-    # "auto": bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), fp32 ("no") elsewhere;
-    # resolved once per run (shared/precision.py) and recorded resolved in the run's config.yaml
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    # recompute each transformer layer in the backward pass (use_reentrant=False): less activation
-    # memory for ~30% more compute; in the shared section, so both arms of a comparison use it or not
-    activation_checkpointing: bool = False
-    compile: bool = False  # torch.compile each transformer block (GPUs; minutes of compile on a CPU)
-    threads: int = 0  # torch threads; 0 = all cores
-    log_every: int = 10  # optimizer steps between log lines
-    resume_every: int = 100  # optimizer steps between resume points (besides milestones)
-
-
-@dataclass
-class EvalConfig:
-    split: Literal["val", "test"] = "test"
-    # Extra evaluation sets (manifest JSONL files; their clips of ``split`` are used), averaged as
-    # the paper averages YouCook2 / MSR-VTT / PVD-Bench. Empty = the training data's own split.
-    sets: list[str] = field(default_factory=list)
-    max_clips: int = 0  # 0 = the whole split (per set)
-    batch_size: int = 64
-    caption_max_tokens: int = 24
-    retrieval: bool = True  # text-to-video recall@1 for arms that implement embed()
-    # top-k over phrasings ("top5_phrasings"): each label's canonical text plus (phrasings - 1) other
-    # phrasings of the data's grammar (synthetic data), the label scoring its best one, so an arm is
-    # not judged on one wording it may never have been trained to produce; "top5" stays the canonical
-    # text's. Scoring K phrasings costs the VLM ~K^2/2 times the canonical scoring, so by default it
-    # runs at the last milestone only ("all": every milestone). Manifest data has one text per label.
-    phrasings: int = 4
-    phrasings_at: Literal["last", "all"] = "last"
-
-
-@dataclass
-class LatencyConfig:
-    frames: int = 64
-    repeats: int = 100
-    warmup: int = 5
-    caption_tokens: int = 16  # tokens generated per decode (forced, for comparable timing)
-
-
-@dataclass
-class SelectiveConfig:
-    """Selective decoding of long streams (the paper's section 4.5)."""
-    arm: str = "jepa"  # an arm with embed() and decode_embeddings()
-    window_s: float = 2.0  # each window's span; its data.frames frames are spread uniformly over it
-    hop_s: float = 0.5  # window centres every hop_s seconds: 1 / hop_s is the highest decoding rate
-    frequencies_hz: list[float] = field(default_factory=lambda: [2.0, 1.0, 0.5, 0.35, 0.2, 0.1, 0.05, 0.02, 0.01])
-    poolings: list[Literal["exact", "mean"]] = field(default_factory=lambda: ["exact", "mean"])
-    batch_windows: int = 64  # windows read, encoded and embedded at a time
-
-
-@dataclass
-class Config:
-    seed: int = 0  # training seed: arm initialisation, base LM initialisation, data order
-    seeds: list[int] = field(default_factory=lambda: [0])  # sample-efficiency runs one arm per seed
-    arms: list[str] = field(default_factory=lambda: ["jepa", "vlm"])
-    # extra arm modules: a module name, or the path of a .py file or package folder
-    plugins: list[str] = field(default_factory=list)
-    # arm variants: the same arm under other settings of its own section, compared side by side,
-    # e.g. {jepa_l2: {arm: jepa, jepa.loss: l2}}; name one in `arms` like an arm
-    variants: dict[str, Any] = field(default_factory=dict)
-    cache_dir: str = "~/.cache/jepa-vs-vlm"  # encoder features, text embeddings, tokenizers
-    data: DataConfig = field(default_factory=DataConfig)
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    lm: LMConfig = field(default_factory=LMConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    latency: LatencyConfig = field(default_factory=LatencyConfig)
-    selective: SelectiveConfig = field(default_factory=SelectiveConfig)
-    # Arm sections (name -> that arm's config dataclass), filled from the arm registry.
-    arm: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def cache_path(self) -> Path:
-        return Path(self.cache_dir).expanduser()
-
-    def base_arm(self, name: str) -> str:
-        """The registered arm a name builds: itself, or a variant's base arm."""
-        return base_arm_name(self.variants, name)
-
-    def arm_config(self, name: str) -> Any:
-        if name not in self.arm:
-            raise ConfigError(f"no config section for arm {name!r}; known: {sorted(self.arm)}")
-        return self.arm[name]
-
-
-def base_arm_name(variants: dict[str, Any] | None, name: str) -> str:
-    v = (variants or {}).get(name)
-    return v["arm"] if isinstance(v, dict) and "arm" in v else name
-
-
-# --------------------------------------------------------------------------------------------
-# Building, validating and dumping
-# --------------------------------------------------------------------------------------------
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -517,38 +314,3 @@ def split_sweeps(overrides: list[str]) -> tuple[list[str], dict[str, list[Any]]]
         else:
             plain.append(item)
     return plain, sweeps
-
-
-# Keys that do not change what training computes: excluded from resume checks and control audits.
-NOT_TRAINING = ("seeds", "arms", "plugins", "variants", "cache_dir", "eval", "latency", "selective", "arm_name",
-                "train.log_every", "train.resume_every", "train.threads",
-                "data.synthetic.streams", "data.synthetic.stream_events", "data.manifest.streams_path",
-                "data.workers", "data.prefetch")
-
-
-def variant_changes(cfg_dict: dict[str, Any], name: str) -> dict[str, tuple[Any, Any]]:
-    """{key: (base arm's value, variant's value)} for every key of its section that a variant changes
-    (keys relative to the section; empty for a registered arm)."""
-    base = base_arm_name(cfg_dict.get("variants"), name)
-    mine, theirs = flatten(cfg_dict.get(name) or {}), flatten(cfg_dict.get(base) or {})
-    missing = "<missing>"
-    return {k: (theirs.get(k, missing), mine.get(k, missing)) for k in sorted(set(mine) | set(theirs))
-            if base != name and mine.get(k, missing) != theirs.get(k, missing)}
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def training_view(cfg_dict: dict[str, Any], arm_name: str) -> dict[str, Any]:
-    """The flat keys that define what arm ``arm_name`` trains on, its own section included."""
-    other_arms = (set(arm_config_classes()) | set(cfg_dict.get("variants") or {})) - {arm_name}
-    return {k: v for k, v in flatten(cfg_dict).items()
-            if k.split(".")[0] not in other_arms
-            and not any(k == p or k.startswith(p + ".") for p in NOT_TRAINING)}

@@ -1,0 +1,1 @@
+"""Evaluation of checkpoints: metrics (declared once), the arm-agnostic evaluator, latency, segmentation, the control audit."""
