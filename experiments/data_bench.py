@@ -28,7 +28,8 @@ import torch
 
 from shared.config import load_config
 from shared.precision import announce
-from shared.runinfo import versions, write_json_atomic, write_text_atomic
+from shared.runinfo import versions
+from shared.files import atomic_path, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 MEDIA = 16  # distinct small videos behind every manifest
@@ -73,14 +74,12 @@ def write_manifest(path: Path, n: int, media: list[str]) -> Path:
 
     if path.is_file():
         return path
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w") as f:
+    with atomic_path(path) as tmp, tmp.open("w") as f:
         for i in range(n + 64):
             clip = synthetic.make_clip(0, "bench", i % 5000, 2, 3)
             split = "train" if i < n else ("val" if i < n + 32 else "test")
             f.write(json.dumps({"id": f"clip-{i}", "media": media[i % len(media)], "captions": list(clip.captions),
                                 "label": synthetic.canonical_caption(clip.scene.meaning), "split": split}) + "\n")
-    os.replace(tmp, path)
     return path
 
 

@@ -18,7 +18,8 @@ import torch
 
 from shared.config import load_config
 from shared.precision import announce
-from shared.runinfo import versions, write_json_atomic, write_text_atomic
+from shared.runinfo import versions
+from shared.files import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 

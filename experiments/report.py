@@ -15,7 +15,7 @@ import yaml
 
 from shared.evaluation.metrics import METRICS, metric
 from shared.evaluation.control import audit, audit_markdown
-from shared.runinfo import read_json, read_jsonl, write_json_atomic, write_text_atomic
+from shared.files import read_json, read_jsonl, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from shared.config import ConfigError, Config, dump_yaml, load_config, split_sweeps
 from shared.evaluation.metrics import METRICS
 from shared.precision import announce
-from shared.runinfo import append_jsonl, read_jsonl, versions, write_json_atomic, write_text_atomic
+from shared.runinfo import versions
+from shared.files import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ import torch
 from shared.config import Config, ConfigError, dump_yaml, load_config
 from shared.features.streams import stream_window_features
 from shared.precision import announce
-from shared.runinfo import append_jsonl, read_json, read_jsonl, versions, write_json_atomic, write_text_atomic
+from shared.runinfo import versions
+from shared.files import append_jsonl, read_json, read_jsonl, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.runinfo import read_json, read_jsonl, write_text_atomic
+from shared.files import read_json, read_jsonl, write_text_atomic
 
 
 def decodes_saved(rows: list[dict], pooling: str) -> list[dict]:

@@ -23,7 +23,7 @@ from jepa_arm.config import YDecoderConfig
 from jepa_arm.y_decoder import TrainedDecoder
 from shared.precision import autocast, resolve
 from shared.progress import progress_bar
-from shared.runinfo import write_json_atomic
+from shared.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 

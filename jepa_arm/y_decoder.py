@@ -24,7 +24,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from jepa_arm.config import YDecoderConfig
 from shared.precision import autocast, resolve
 from shared.progress import progress_bar
-from shared.runinfo import write_json_atomic
+from shared.files import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +134,8 @@ def load_or_train(emb_dim: int, tokenizer, cfg: YDecoderConfig, y_fingerprint: s
             "samples": cfg.steps * cfg.batch_size, "decoder_params": sum(p.numel() for p in decoder.parameters()), "final_loss": sum(losses[-20:]) / len(losses[-20:]),
             "train_s": round(time.perf_counter() - t0, 2)}
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "model.safetensors.tmp"
-    save_model(decoder, str(tmp))  # handles the tied input/output embeddings
-    tmp.replace(folder / "model.safetensors")
+    with atomic_path(folder / "model.safetensors") as tmp:
+        save_model(decoder, str(tmp))  # handles the tied input/output embeddings
     write_json_atomic(folder / "meta.json", meta)
     log.info("trained the Y-decoder on %d captions in %.0fs (final loss %.3f)", len(texts), meta["train_s"], meta["final_loss"])
     return decoder, meta

@@ -66,7 +66,7 @@ def test_store_round_trips_rows_across_shards(tmp_path, dtype):
 def test_cache_and_online_modes_train_the_same(smoke_prepared, tmp_path):
     """A few training steps from cached features and from frames encoded in the step: same losses."""
     from shared.training.loop import train_arm
-    from shared.runinfo import read_jsonl
+    from shared.files import read_jsonl
 
     def run(mode):
         cfg = dataclasses.replace(smoke_prepared.cfg, encoder=dataclasses.replace(smoke_prepared.cfg.encoder, features=mode),

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.runinfo import write_json_atomic
+from shared.files import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -203,10 +202,9 @@ def load_index(path: str | Path, cache_root: str | Path | None = None) -> Manife
                                  meta["labels"], meta["digest"])
     index = build_index(path)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".index.{os.getpid()}.npz"
-    np.savez(tmp, offsets=index.offsets, lines=index.lines, split=index.split, label=index.label,
-             n_captions=index.n_captions)
-    os.replace(tmp, folder / "index.npz")
+    with atomic_path(folder / "index.npz", suffix=".npz") as tmp:
+        np.savez(tmp, offsets=index.offsets, lines=index.lines, split=index.split, label=index.label,
+                 n_captions=index.n_captions)
     write_json_atomic(folder / "meta.json", {"manifest": str(path.resolve()), "clips": len(index),
                                              "labels": index.labels, "digest": index.digest})
     log.info("indexed %s: %d clips, %d labels", path, len(index), len(index.labels))

@@ -11,7 +11,7 @@ import yaml
 
 from shared.config import base_arm_name, training_view, variant_changes
 from shared.registry import RegistryError, arm_class
-from shared.runinfo import read_json
+from shared.files import read_json
 
 
 def load_run(run_dir: Path) -> tuple[str, dict, dict]:

@@ -11,7 +11,6 @@ k mod P), and nothing of a split is ever held in RAM: a batch reads its rows fro
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shared.runinfo import write_json_atomic
+from shared.files import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 SHARD_CLIPS = 1024
@@ -61,10 +60,8 @@ class FeatureStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         data = rows.detach().to("cpu", self.dtype).contiguous()
         array = data.view(torch.int16).numpy() if self.dtype == torch.bfloat16 else data.numpy()
-        tmp = self.folder / f".{self.path(k).name}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
+        with atomic_path(self.path(k)) as tmp, open(tmp, "wb") as f:
             np.save(f, array)
-        os.replace(tmp, self.path(k))
 
     def _map(self, k: int) -> np.ndarray:
         if k not in self._maps:

@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from shared.config import Config
 from shared.data.streams import window_times
+from shared.files import atomic_path
 from shared.precision import DTYPE_NAMES
 from shared.progress import progress_bar
 
@@ -35,8 +36,6 @@ def stream_window_features(stream, encoder, cfg: Config) -> tuple[np.ndarray, to
         parts.append(encoder.encode_frames(torch.from_numpy(np.ascontiguousarray(frames))).to("cpu", DTYPE_NAMES[cfg.encoder.cache_dtype]))
     per_frame = torch.cat(parts)  # [F, tokens_per_frame, dim]
     feats = per_frame[torch.from_numpy(where.reshape(times.shape))].flatten(1, 2)  # [W, frames * tokens, dim]
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"features": feats.contiguous()}, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file({"features": feats.contiguous()}, str(tmp))
     return centres, feats

@@ -15,6 +15,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from shared.files import atomic_path
+
 
 class ShardStore:
     def __init__(self, folder: str | Path, dtype: torch.dtype = torch.float32):
@@ -37,9 +39,8 @@ class ShardStore:
         if len(keys) != len(rows):
             raise ValueError(f"{len(keys)} keys for {len(rows)} rows")
         name = f"shard-{time.time_ns():020d}-{os.getpid()}.safetensors"
-        tmp = self.dir / f".{name}.tmp"
-        save_file({"rows": rows.detach().to(self.dtype).contiguous().cpu()}, str(tmp), metadata={"keys": json.dumps(keys)})
-        os.replace(tmp, self.dir / name)
+        with atomic_path(self.dir / name) as tmp:
+            save_file({"rows": rows.detach().to(self.dtype).contiguous().cpu()}, str(tmp), metadata={"keys": json.dumps(keys)})
         for row, key in enumerate(keys):
             self._index[key] = (self.dir / name, row)
 

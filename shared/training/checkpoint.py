@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from shared.config import ConfigError
-from shared.runinfo import read_json, write_json_atomic
+from shared.files import read_json, swap_in, write_json_atomic
 
 
 @dataclass
@@ -47,17 +47,6 @@ class TrainState:
         d = dict(d)
         d["milestones_done"] = tuple(d.get("milestones_done", ()))
         return TrainState(**{k: v for k, v in d.items() if k in TrainState.__dataclass_fields__})
-
-
-def swap_in(tmp: Path, final: Path) -> None:
-    """Replace ``final`` by the complete folder ``tmp``: ``final`` is always whole or absent
-    (a crash between the renames leaves ``final.old``, which readers fall back to)."""
-    old = final.with_name(final.name + ".old")
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 class RunDir:

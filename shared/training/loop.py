@@ -31,7 +31,8 @@ from shared.training.optim import build_optimizer, build_scheduler
 from shared.pipeline import Prepared
 from shared.precision import decision, resolve_config
 from shared.progress import progress_bar
-from shared.runinfo import append_jsonl, read_jsonl, versions, write_json_atomic, write_text_atomic
+from shared.runinfo import versions
+from shared.files import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
 from shared.training.step import coupled_step, independent_step
 
 log = logging.getLogger(__name__)
