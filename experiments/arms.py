@@ -6,9 +6,10 @@ import dataclasses
 import inspect
 import json
 
+from experiments.cli import add_config_args
 from shared.arm import Arm
-from shared.registry import registered_arms
 from shared.config import flatten, load_config, to_dict, variant_changes
+from shared.registry import registered_arms
 
 # optional methods of the Arm interface -> the capability they give (what the evaluators can ask of it)
 CAPABILITIES = {
@@ -20,15 +21,13 @@ CAPABILITIES = {
 }
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("arms", help="registered arms and variants: description, config keys, capabilities",
+def add_parser(sub, help: str) -> None:
+    p = sub.add_parser("arms", help=help,
                        description="List every arm this installation can compare (the built-in ones, installed "
                                    "packages' entry points, and the config's plugins), each with a one-line "
                                    "description, its config section's keys with their defaults, and which optional "
                                    "capabilities it implements; then the config's variants and what each changes "
                                    "in its base arm. The config is optional (its plugins and variants are read).")
-    from experiments.cli import add_config_args
-
     add_config_args(p, out=False, config_required=False)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=run)

@@ -2,12 +2,25 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
 from pathlib import Path
 
-COMMANDS = ("describe", "arms", "train", "sample_efficiency", "latency", "selective_decoding", "validate", "data_bench", "report")
+# command -> one line for the overview. A command's module (experiments/<command>.py, '-' -> '_') is
+# imported only when that command runs, so `--help` and each command load only what they use.
+COMMANDS = {
+    "describe": "resolved config and per-arm parameter counts (no weights needed); --hardware",
+    "arms": "registered arms and variants: description, config keys, capabilities",
+    "train": "train one arm with the shared loop, checkpoints at sample milestones",
+    "sample-efficiency": "the main job: train all arms on identical data, evaluate every milestone, report",
+    "latency": "per-stage inference latency, streaming cost, training throughput and MFU",
+    "selective-decoding": "decode long streams only where the embedding changes (paper 4.5)",
+    "validate": "check every clip's media file of a manifest (parallel, resumable)",
+    "data-bench": "data pipeline at scale: RSS vs manifest size, loader clips/s, cache vs online step, seek vs scan decoding",
+    "report": "redraw the figures and report of a sample-efficiency or selective-decoding run",
+}
 
 EPILOG = """\
 overrides: any config key as dotted key=value after the options, in YAML syntax, e.g.
@@ -36,22 +49,29 @@ def add_config_args(p: argparse.ArgumentParser, out: bool = True, config_require
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    import importlib
-
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with ``command``'s options loaded (the others listed by name and help only)."""
     parser = argparse.ArgumentParser(
         prog="python -m experiments",
         description="Embedding prediction (VL-JEPA) vs token prediction (VLM): a controlled comparison.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for name in COMMANDS:
-        importlib.import_module(f"experiments.{name}").add_parser(sub)
+    for name, help in COMMANDS.items():
+        if name == command:
+            importlib.import_module(f"experiments.{name.replace('-', '_')}").add_parser(sub, help)
+        else:
+            sub.add_parser(name, help=help, add_help=False)
     return parser
+
+
+def chosen_command(argv: list[str]) -> str | None:
+    return next((w for w in argv if not w.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(chosen_command(argv))
     # overrides may stand anywhere, also after options: collect the key=value words argparse left over
     args, extra = parser.parse_known_args(argv)
     unknown = [w for w in extra if w.startswith("-") or "=" not in w]
@@ -60,19 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*getattr(args, "overrides", []), *extra]
     setup_logging(getattr(args, "out", None), getattr(args, "verbose", False))
-    from shared.config import ConfigError
-    from shared.data.manifest import ManifestError
-    from shared.data.media import MediaError
-    from shared.training.loop import Diverged
-
     try:
         return args.run(args) or 0
-    except (ConfigError, ManifestError, MediaError, FileNotFoundError) as e:
+    except Exception as e:  # the suite's own errors carry an exit code: message only, no traceback
+        code = 2 if isinstance(e, FileNotFoundError) else getattr(e, "exit_code", None)
+        if code is None:
+            raise
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    except Diverged as e:  # the last good checkpoint is intact: a resume with another setting can start there
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+        return code
     except KeyboardInterrupt:
         print("interrupted: re-run the same command to resume", file=sys.stderr)
         return 130

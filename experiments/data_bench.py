@@ -23,24 +23,33 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
 
+from experiments.cli import add_config_args
 from shared.config import load_config
-from shared.precision import announce
-from shared.runinfo import versions
+from shared.data import synthetic
+from shared.data.loader import ClipBatches, TrainPlan, batches, make_loader
+from shared.data.media import read_video, video_duration
+from shared.data.order import TrainOrder
+from shared.data.sources import build_dataset
+from shared.features.encoder import FrozenEncoder
+from shared.features.visual import VisualFeatures
 from shared.files import atomic_path, write_json_atomic, write_text_atomic
+from shared.pipeline import prepare
+from shared.precision import announce, autocast_for
+from shared.runinfo import versions
+from shared.training.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 MEDIA = 16  # distinct small videos behind every manifest
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("data-bench", help="data pipeline at scale: RSS vs manifest size, loader clips/s, "
-                                          "cache vs online step, seek vs scan decoding",
-                       description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    from experiments.cli import add_config_args
-
+def add_parser(sub, help: str) -> None:
+    p = sub.add_parser("data-bench", help=help,
+                       description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
     p.add_argument("--clips", default="10000,200000", help="manifest sizes for the memory runs (comma list)")
     p.add_argument("--steps", type=int, default=20, help="training steps per memory run and per step-time side")
@@ -51,8 +60,6 @@ def add_parser(sub) -> None:
 
 # ---- generated data --------------------------------------------------------------------------
 def write_video(path: Path, seconds: float, fps: int = 25, size: int = 64, gop: int = 50) -> None:
-    import av
-
     with av.open(str(path), "w") as out:
         stream = out.add_stream("mpeg4", rate=fps)
         stream.width = stream.height = size
@@ -70,8 +77,6 @@ def write_video(path: Path, seconds: float, fps: int = 25, size: int = 64, gop: 
 
 def write_manifest(path: Path, n: int, media: list[str]) -> Path:
     """``n`` training clips (and a few val/test ones) over ``media``, captions from the synthetic grammar."""
-    from shared.data import synthetic
-
     if path.is_file():
         return path
     with atomic_path(path) as tmp, tmp.open("w") as f:
@@ -85,9 +90,6 @@ def write_manifest(path: Path, n: int, media: list[str]) -> Path:
 
 def fill_random(cfg, source) -> None:
     """Cache-mode shards of random rows (what is measured is the reader, not the values)."""
-    from shared.features.encoder import FrozenEncoder
-    from shared.features.visual import VisualFeatures
-
     store = VisualFeatures(cfg, FrozenEncoder.from_config(cfg)).store(source)
     g = torch.Generator().manual_seed(0)
     for k in store.missing():
@@ -105,9 +107,6 @@ def peak_rss_mb(cmd: list[str], env: dict) -> float:
 
 
 def memory_runs(args, out: Path, manifests: dict[int, Path]) -> dict:
-    from shared.data.sources import build_dataset
-    from shared.pipeline import prepare
-
     result = {}
     for mode in ("cache", "online"):
         for n, path in manifests.items():
@@ -128,9 +127,6 @@ def memory_runs(args, out: Path, manifests: dict[int, Path]) -> dict:
 
 def train_loader(prepared, features, batches: int, workers: int):
     """The first ``batches`` training micro-batches of one process, read through ``features``."""
-    from shared.data.loader import ClipBatches, TrainPlan, make_loader
-    from shared.data.order import TrainOrder
-
     cfg = prepared.cfg
     train = prepared.dataset.split("train")
     plan = TrainPlan(TrainOrder(0, train.caption_counts()), 0, cfg.train.micro_batch, cfg.train.micro_batch, 1)
@@ -152,11 +148,6 @@ def loader_throughput(prepared, batches: int) -> dict:
 
 # ---- 3. step time, cache vs online ----------------------------------------------------------------
 def step_times(prepared, steps: int) -> dict:
-    from shared.data.loader import batches
-    from shared.features.visual import VisualFeatures
-    from shared.training.optim import build_optimizer
-    from shared.precision import autocast_for
-
     cfg = prepared.cfg
     out = {}
     for name in cfg.arms:
@@ -184,8 +175,6 @@ def step_times(prepared, steps: int) -> dict:
 
 # ---- 4. decoding ----------------------------------------------------------------------------------
 def decode_rates(path: Path, frames: int = 16, repeats: int = 3) -> dict:
-    from shared.data.media import read_video, video_duration
-
     times = np.linspace(0.5, video_duration(path) - 0.5, frames)
     out = {}
     for name, seek in (("seek", True), ("from_start", False)):
@@ -220,9 +209,6 @@ def markdown(r: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.features.visual import VisualFeatures
-    from shared.pipeline import prepare
-
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     cfg0 = load_config(args.config, args.overrides)

@@ -9,21 +9,26 @@ import json
 import torch
 import yaml
 
-from shared.arm import build_arm
-from shared.config import load_config, to_dict
+from experiments.cli import add_config_args
+from experiments.hardware import hardware, hardware_text
+from experiments.memory_report import memory, memory_text
+from shared.arm import ArmContext, build_arm
+from shared.config import ConfigError, load_config, to_dict
+from shared.data.sources import build_dataset
+from shared.features.encoder import FrozenEncoder
+from shared.lm import load_tokenizer
+from shared.pipeline import tokenizer_corpus
 from shared.precision import decision
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("describe", help="resolved config and per-arm parameter counts (no weights needed); --hardware",
+def add_parser(sub, help: str) -> None:
+    p = sub.add_parser("describe", help=help,
                        description="Print the resolved config and, for every arm, its total and trainable "
                                    "parameters. Models are built on the meta device, so paper.yaml needs no "
                                    "weights, no hub and no GPU. --hardware (config optional) prints this machine's "
                                    "bf16 capability flags, measured fp32 and bf16 matmul GFLOP/s, and the precision "
                                    "train.mixed_precision=auto resolves to here; with --config also each arm's "
                                    "training step time under fp32 and under bf16, measured in the same process.")
-    from experiments.cli import add_config_args
-
     add_config_args(p, out=False, config_required=False)
     p.add_argument("--json", action="store_true", help='machine-readable: {"arms": {...}, "config": {...}}')
     p.add_argument("--hardware", action="store_true",
@@ -39,14 +44,8 @@ def add_parser(sub) -> None:
 
 
 def describe(cfg) -> dict:
-    from shared.arm import ArmContext
-    from shared.features.encoder import FrozenEncoder
-
     tokenizer = None
     if cfg.lm.vocab_size is None:  # the captions tokenizer's size depends on the data
-        from shared.data.sources import build_dataset
-        from shared.lm import load_tokenizer
-        from shared.pipeline import tokenizer_corpus
 
         tokenizer = load_tokenizer(cfg, tokenizer_corpus(cfg, build_dataset(cfg)))
     meta = torch.device("meta")
@@ -66,20 +65,14 @@ def describe(cfg) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.config import ConfigError
-
     if args.config is None and not args.hardware:
         raise ConfigError("describe: --config is required (only --hardware runs without one)")
     cfg = load_config(args.config, args.overrides)
     if args.memory:
-        from experiments.memory_report import memory, memory_text
-
         m = memory(cfg, args.gpus, args.caption_tokens, args.calibrate)
         print(json.dumps(m, indent=2) if args.json else memory_text(m))
         return 0
     if args.hardware:
-        from experiments.hardware import hardware, hardware_text
-
         h = hardware(cfg, step_arms=args.config is not None)
         print(json.dumps(h, indent=2) if args.json else hardware_text(h))
         return 0

@@ -11,16 +11,15 @@ import time
 
 import torch
 
+from shared.pipeline import prepare, random_visual_batch
 from shared.precision import DTYPE_NAMES, autocast, decision, matmul_gflops
+from shared.training.optim import build_optimizer
 
 PRECISIONS = ("no", "bf16")
 
 
 def arm_step_ms(cfg, steps: int = 2) -> dict[str, dict[str, float]]:
     """{arm: {precision: ms per training step}} on the preset's micro-batch (random visual tokens)."""
-    from shared.training.optim import build_optimizer
-    from shared.pipeline import prepare, random_visual_batch
-
     prepared = prepare(cfg, splits=())
     batch = random_visual_batch(prepared, cfg.train.micro_batch, "cpu")
     out: dict[str, dict[str, float]] = {}

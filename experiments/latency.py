@@ -15,11 +15,25 @@ import time
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
+from experiments.cli import add_config_args
+from plots.latency import latency_figure
 from shared.config import load_config
-from shared.precision import announce
-from shared.runinfo import versions
+from shared.evaluation.latency import count_flops, summarize, synchronize, time_stages
+from shared.features.encoder import FrozenEncoder
 from shared.files import write_json_atomic, write_text_atomic
+from shared.pipeline import prepare, random_visual_batch
+from shared.precision import (
+    DTYPE_NAMES,
+    announce,
+    autocast_for,
+    decision,
+    matmul_gflops,
+)
+from shared.processes import device as process_device
+from shared.runinfo import versions
+from shared.training.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +41,10 @@ RANDOM_WEIGHTS = ["encoder.weights=null", "lm.weights=null", "lm.tokenizer=capti
                   "jepa.y_encoder.weights=random", "jepa.y_decoder.weights=random"]
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("latency", help="per-stage inference latency, streaming cost, training throughput and MFU",
-                       description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    from experiments.cli import add_config_args
-
+def add_parser(sub, help: str) -> None:
+    p = sub.add_parser("latency", help=help,
+                       description=__doc__.split("\n\n")[1],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
     p.add_argument("--random-weights", action="store_true",
                    help="random weights for every model (the architectures are unchanged): time paper.yaml "
@@ -47,9 +60,6 @@ def preload_video(prepared, frames: int):
 
 
 def arm_inference(prepared, encoder, name: str, video, window, device) -> dict:
-    from shared.precision import autocast_for
-    from shared.evaluation.latency import summarize, time_stages
-
     cfg = prepared.cfg
     lat = cfg.latency
     arm = prepared.seeded_arm(name, device).eval()
@@ -98,11 +108,6 @@ def arm_inference(prepared, encoder, name: str, video, window, device) -> dict:
 
 
 def arm_training(prepared, name: str, steps: int, device, peak: float) -> dict:
-    from shared.training.optim import build_optimizer
-    from shared.pipeline import random_visual_batch
-    from shared.precision import autocast_for
-    from shared.evaluation.latency import count_flops
-
     cfg = prepared.cfg
     t = cfg.train
     arm = prepared.seeded_arm(name, device)
@@ -126,7 +131,6 @@ def arm_training(prepared, name: str, steps: int, device, peak: float) -> dict:
         step()
     flops = count_flops(fwd_bwd)
     opt.zero_grad(set_to_none=True)
-    from shared.evaluation.latency import synchronize
 
     synchronize(device)
     start = time.perf_counter()
@@ -147,8 +151,6 @@ def arm_training(prepared, name: str, steps: int, device, peak: float) -> dict:
 
 def profile_steps(step, n: int) -> list[dict]:
     """Where a training step's time goes: the top operators by self time."""
-    from torch.profiler import ProfilerActivity, profile
-
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(n):
             step()
@@ -159,14 +161,7 @@ def profile_steps(step, n: int) -> list[dict]:
 
 
 def run_latency(cfg, out: Path, train_steps: int) -> dict:
-    from plots.latency import latency_figure
-    from shared.features.encoder import FrozenEncoder
-    from shared.evaluation.latency import summarize, time_stages
-    from shared.pipeline import prepare
-    from shared.precision import DTYPE_NAMES, decision, matmul_gflops
-
     out.mkdir(parents=True, exist_ok=True)
-    from shared.processes import device as process_device
 
     device = process_device()  # whatever accelerate gives this process: CPU here, CUDA elsewhere
     torch.set_num_threads(cfg.train.threads or torch.get_num_threads())

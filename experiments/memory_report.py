@@ -5,7 +5,13 @@ import dataclasses
 
 import torch
 
-from shared.training.memory import calibrate, estimate_arm
+from shared.arm import ArmContext
+from shared.config import SyntheticConfig, load_config, to_dict
+from shared.data.sources import build_dataset
+from shared.features.encoder import FrozenEncoder
+from shared.lm import load_tokenizer
+from shared.pipeline import tokenizer_corpus
+from shared.training.memory import calibrate, encoder_flops, estimate_arm
 
 CALIBRATION = ["lm.hidden_size=256", "lm.intermediate_size=1024", "lm.num_layers=4", "lm.num_heads=4",
                "lm.num_kv_heads=4", "lm.vocab_size=null", "lm.weights=null", "lm.tokenizer=captions",
@@ -15,13 +21,6 @@ CALIBRATION = ["lm.hidden_size=256", "lm.intermediate_size=1024", "lm.num_layers
 def stand_in_context(cfg, device: str):
     """The arm context of ``cfg`` at full size on ``device``, with a captions tokenizer standing in
     for the LM's own (only token counts matter here, and no hub is needed)."""
-    from shared.arm import ArmContext
-    from shared.config import SyntheticConfig
-    from shared.data.sources import build_dataset
-    from shared.features.encoder import FrozenEncoder
-    from shared.lm import load_tokenizer
-    from shared.pipeline import tokenizer_corpus
-
     synthetic = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source="synthetic", synthetic=SyntheticConfig()),
                                     lm=dataclasses.replace(cfg.lm, tokenizer="captions"))
     tokenizer = load_tokenizer(synthetic, tokenizer_corpus(synthetic, build_dataset(synthetic)))
@@ -35,10 +34,6 @@ H100_BF16_DENSE = 989e12  # FLOP/s, NVIDIA's datasheet figure for the SXM part
 
 
 def memory(cfg, gpus: int, caption_tokens: int, with_calibration: bool, mfu: float = 0.4) -> dict:
-    from shared.config import load_config, to_dict
-    from shared.features.encoder import FrozenEncoder
-    from shared.training.memory import encoder_flops
-
     ctx, encoder_params = stand_in_context(cfg, "meta")
     on_gpu = encoder_params if cfg.encoder.features == "online" else 0
     enc_flops = encoder_flops(FrozenEncoder.from_config(cfg, device=torch.device("meta")), cfg.data.frames) \

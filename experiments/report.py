@@ -13,8 +13,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from experiments.selective_report import write_selective_outputs
+from plots.curves import grid_bars, parameters, sample_efficiency, sweep_lines
+from shared.config import base_arm_name, variant_changes
+from shared.evaluation.control import arm_controls, audit, audit_markdown
 from shared.evaluation.metrics import METRICS, metric
-from shared.evaluation.control import audit, audit_markdown
 from shared.files import read_json, read_jsonl, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -27,8 +30,8 @@ PAPER = [
 ]
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("report", help="redraw the figures and report of a sample-efficiency or selective-decoding run",
+def add_parser(sub, help: str) -> None:
+    p = sub.add_parser("report", help=help,
                        description="Rebuild DIR's figures and report from its result files only (sample-efficiency: "
                                    "metrics.jsonl, baselines.json, runs/*/config.yaml -> report.md and control audit; "
                                    "selective-decoding: selective_decoding.jsonl -> selective_report.md); no model is loaded.")
@@ -37,8 +40,6 @@ def add_parser(sub) -> None:
 
 
 def redraw(args: argparse.Namespace) -> int:
-    from experiments.selective_report import write_selective_outputs
-
     if (args.out / "selective_decoding.jsonl").is_file() and not (args.out / "metrics.jsonl").is_file():
         write_selective_outputs(args.out)
     else:
@@ -102,8 +103,6 @@ def comparison_lines(agg: dict, arms: list[str], milestones: list[int]) -> list[
 
 
 def write_outputs(out: Path) -> bool:
-    from plots.curves import parameters, sample_efficiency
-
     out = Path(out)
     rows = read_jsonl(out / "metrics.jsonl")
     if not rows:
@@ -145,8 +144,6 @@ def _precision(cfg, summary) -> str:
 
 def control_lines(cfg: dict, rows: list[dict], arms: list[str]) -> list[str]:
     """Every setting that gives one arm something the other lacks, as the run was configured."""
-    from shared.evaluation.control import arm_controls
-
     lm = cfg["lm"]
     L = ["- Base LM (both arms' starting weights): " + (f"pretrained `{lm['weights']}`" if lm["weights"]
                                                           else "seeded random init, the same for both arms") + ".",
@@ -180,8 +177,6 @@ ABLATION_METRICS = ("cider", "top5", "recall1")  # the paper's Table 5 reports t
 
 def variant_lines(cfg: dict, agg: dict, arms: list[str], last: int) -> list[str]:
     """Each variant against its base arm at the last milestone: the ablation table (paper's Table 5 shape)."""
-    from shared.config import base_arm_name, variant_changes
-
     variants = cfg.get("variants") or {}
     rows = [a for a in arms if a in variants and base_arm_name(variants, a) in arms]
     if not rows:
@@ -298,8 +293,6 @@ def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, mi
 def write_sweep_outputs(out: Path, rows: list[dict], cells: list[tuple[str, dict]]) -> None:
     """sweep.jsonl (every row with its cell's values), sweep.md (last milestone per cell and arm, mean
     and range over seeds) and a figure: CIDEr and top-5 against the knob for one numeric key, per cell otherwise."""
-    from plots.curves import grid_bars, sweep_lines
-
     out = Path(out)
     write_text_atomic(out / "sweep.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in rows))
     keys = list(dict.fromkeys(k for _, values in cells for k in values))

@@ -19,26 +19,43 @@ import logging
 import time
 from pathlib import Path
 
-from shared.config import ConfigError, Config, dump_yaml, load_config, split_sweeps
+from experiments.cli import add_config_args
+from experiments.report import write_outputs, write_sweep_outputs
+from shared.config import (
+    Config,
+    ConfigError,
+    dump_yaml,
+    load_config,
+    parse_override,
+    split_sweeps,
+)
+from shared.evaluation.evaluate import (
+    baselines,
+    combine,
+    combined_baselines,
+    eval_sets,
+    evaluate,
+)
 from shared.evaluation.metrics import METRICS
-from shared.precision import announce
-from shared.runinfo import versions
 from shared.files import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
+from shared.pipeline import prepare
+from shared.precision import announce
+from shared.processes import is_main
+from shared.runinfo import versions
+from shared.training.checkpoint import folder_lock, load_weights
+from shared.training.loop import train_arm
 
 log = logging.getLogger(__name__)
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "sample-efficiency", help="the main job: train all arms on identical data, evaluate every milestone, report",
-        description="Train every arm of the config (default: jepa and vlm) with the one loop on identical data, "
-                    "evaluate each milestone checkpoint (captioning CIDEr, top-1/top-5 classification, retrieval "
-                    "R@1), and write metrics.jsonl, figures, a control audit and report.md into --out. Grids: a "
-                    "comma list on scalar keys (e.g. data.synthetic.paraphrase=0,2,4) sweeps them, several "
-                    "keys give their cartesian product, and --cell runs an explicit list of override sets; "
-                    "each cell is an ordinary resumable run folder, gathered into sweep.md and one figure.")
-    from experiments.cli import add_config_args
-
+def add_parser(sub, help: str) -> None:
+    p = sub.add_parser("sample-efficiency", help=help,
+                       description="Train every arm of the config (default: jepa and vlm) with the one loop on identical data, "
+                                   "evaluate each milestone checkpoint (captioning CIDEr, top-1/top-5 classification, retrieval "
+                                   "R@1), and write metrics.jsonl, figures, a control audit and report.md into --out. Grids: a "
+                                   "comma list on scalar keys (e.g. data.synthetic.paraphrase=0,2,4) sweeps them, several "
+                                   "keys give their cartesian product, and --cell runs an explicit list of override sets; "
+                                   "each cell is an ordinary resumable run folder, gathered into sweep.md and one figure.")
     add_config_args(p)
     p.add_argument("--cell", action="append", metavar="'K=V [K=V ...]'",
                    help="one grid cell: overrides applied on top of the others (repeat for each cell)")
@@ -60,21 +77,12 @@ def metrics_row(arm_name: str, seed: int, ckpt: dict, m: dict, trainable: int, t
 def run_comparison(cfg: Config, out: Path) -> list[dict]:
     """Train and evaluate every (seed, arm); returns the metrics rows. Under several processes
     (accelerate launch / torchrun) every process trains and evaluates its share; the main one writes."""
-    from shared.training.checkpoint import folder_lock
-
-    from shared.processes import is_main
-
     main = is_main()
     with folder_lock(out, "sample-efficiency run") if main else contextlib.nullcontext():
         return _run_comparison(cfg, out, main)
 
 
 def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:
-    from experiments.report import write_outputs
-    from shared.evaluation.evaluate import baselines, combined_baselines, eval_sets
-    from shared.pipeline import prepare
-    from shared.training.loop import train_arm
-
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"phases": {}}
     summary["precision"] = announce(cfg)  # each run's config.yaml holds the resolved value
@@ -114,9 +122,6 @@ def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:
 
 def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets, result, out: Path, main: bool) -> None:
     """Every set for each checkpoint (each process its share of the clips); one row each, by the main process."""
-    from shared.training.checkpoint import load_weights
-    from shared.evaluation.evaluate import combine, evaluate
-
     arm = prep.seeded_arm(arm_name)  # on this process's device
     train_log = read_jsonl(out / "runs" / arm_name / f"seed{seed}" / "train_log.jsonl")
     for ckpt in todo:
@@ -141,8 +146,6 @@ def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets,
 def grid_cells(sweeps: dict[str, list], cells: list[str]) -> list[tuple[str, list[str], dict]]:
     """(folder name, overrides, {column: value}) per cell: the cartesian product of the swept keys,
     or the explicit override sets given with --cell. Columns are the keys' last parts unless two clash."""
-    from shared.config import parse_override
-
     if sweeps and cells:
         raise ConfigError("give either comma-list sweeps or --cell override sets, not both")
     sets = ([[f"{k}={v}" for k, v in zip(sweeps, combo)] for combo in itertools.product(*sweeps.values())]
@@ -173,7 +176,6 @@ def run(args: argparse.Namespace) -> int:
         sub = args.out / name
         log.info("grid cell %s -> %s", " ".join(overrides), sub)
         rows += [dict(r, cell=name, **values) for r in run_comparison(load_config(args.config, plain + overrides), sub)]
-    from experiments.report import write_sweep_outputs
 
     write_sweep_outputs(args.out, rows, [(name, values) for name, _, values in cells])
     log.info("grid report: %s", args.out / "sweep.md")

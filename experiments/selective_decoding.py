@@ -17,22 +17,36 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.cli import add_config_args
+from experiments.selective_report import write_selective_outputs
 from shared.config import Config, ConfigError, dump_yaml, load_config
+from shared.data.streams import load_streams
+from shared.evaluation.metrics import cider
+from shared.evaluation.segmentation import decode_points, nearest_decoded, segments_for
+from shared.features.encoder import FrozenEncoder
 from shared.features.streams import stream_window_features
-from shared.precision import announce
+from shared.files import (
+    append_jsonl,
+    read_json,
+    read_jsonl,
+    write_json_atomic,
+    write_text_atomic,
+)
+from shared.pipeline import prepare
+from shared.precision import announce, autocast_for
 from shared.runinfo import versions
-from shared.files import append_jsonl, read_json, read_jsonl, write_json_atomic, write_text_atomic
+from shared.training.checkpoint import load_weights
+from shared.training.loop import check_same_config, train_arm
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("uniform", "adaptive")
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("selective-decoding", help="decode long streams only where the embedding changes (paper 4.5)",
-                       description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    from experiments.cli import add_config_args
-
+def add_parser(sub, help: str) -> None:
+    p = sub.add_parser("selective-decoding", help=help,
+                       description=__doc__.split("\n\n")[1],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="a milestone checkpoint folder, or an arm's run folder (its last milestone is used), e.g. "
@@ -53,10 +67,6 @@ def resolve_checkpoint(path: Path) -> tuple[Path, Path | None]:
 
 
 def load_trained_arm(cfg: Config, out: Path, checkpoint: Path | None):
-    from shared.training.checkpoint import load_weights
-    from shared.pipeline import prepare
-    from shared.training.loop import check_same_config, train_arm
-
     name = cfg.selective.arm
     if name not in cfg.arm:
         raise ConfigError(f"selective.arm: unknown arm {name!r}; registered: {sorted(cfg.arm)}")
@@ -82,8 +92,6 @@ def load_trained_arm(cfg: Config, out: Path, checkpoint: Path | None):
 
 @torch.no_grad()
 def embed_windows(arm, feats: torch.Tensor, cfg: Config) -> np.ndarray:
-    from shared.precision import autocast_for
-
     out = []
     device = next(arm.parameters()).device
     for start in range(0, len(feats), cfg.selective.batch_windows):
@@ -95,8 +103,6 @@ def embed_windows(arm, feats: torch.Tensor, cfg: Config) -> np.ndarray:
 
 @torch.no_grad()
 def decode(arm, embeddings: np.ndarray, cfg: Config) -> list[str]:
-    from shared.precision import autocast_for
-
     texts = []
     for start in range(0, len(embeddings), cfg.eval.batch_size):
         with autocast_for(cfg):
@@ -112,9 +118,6 @@ def sweep_point(arm, streams: list[dict], strategy: str, pooling: str, hz: float
     ``memo`` keeps decoded texts by (stream, segment, pooling) across sweep points: at high rates
     both strategies pick the same one-window segments, whose exact and mean embeddings coincide.
     """
-    from shared.evaluation.segmentation import decode_points, nearest_decoded, segments_for
-    from shared.evaluation.metrics import cider
-
     memo = {} if memo is None else memo
 
     t0 = time.perf_counter()
@@ -148,11 +151,6 @@ def sweep_point(arm, streams: list[dict], strategy: str, pooling: str, hz: float
 
 
 def run_selective(cfg: Config, out: Path, checkpoint: Path | None) -> list[dict]:
-    from experiments.selective_report import write_selective_outputs
-    from shared.features.encoder import FrozenEncoder
-    from shared.evaluation.metrics import cider
-    from shared.data.streams import load_streams
-
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "config.yaml", dump_yaml(cfg))
     write_json_atomic(out / "versions.json", versions())

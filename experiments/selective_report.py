@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from plots.selective import selective_figure
 from shared.files import read_json, read_jsonl, write_text_atomic
 
 
@@ -72,8 +73,6 @@ def selective_markdown(rows: list[dict], meta: dict) -> str:
 
 
 def write_selective_outputs(out: Path) -> None:
-    from plots.selective import selective_figure
-
     rows, meta = read_jsonl(out / "selective_decoding.jsonl"), read_json(out / "selective_meta.json")
     selective_figure(rows, out, meta.get("decoder_ceiling_cider"), meta["annotations"] / meta["video_s"])
     write_text_atomic(out / "selective_report.md", selective_markdown(rows, meta))

@@ -4,19 +4,20 @@ from __future__ import annotations
 import argparse
 import logging
 
-from shared.config import load_config
+from experiments.cli import add_config_args
+from shared.config import ConfigError, load_config
+from shared.pipeline import prepare
 from shared.precision import announce
+from shared.training.loop import train_arm
 
 log = logging.getLogger(__name__)
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train one arm with the shared loop, checkpoints at sample milestones",
+def add_parser(sub, help: str) -> None:
+    p = sub.add_parser("train", help=help,
                        description="Train one arm on the shared data order. Checkpoints are written at every "
                                    "train.milestones entry (samples seen); re-running the same command on the same "
                                    "--out resumes from the last resume point.")
-    from experiments.cli import add_config_args
-
     add_config_args(p)
     p.add_argument("--arm", required=True, help="arm name (e.g. jepa, vlm)")
     p.add_argument("--stop-after", type=int, default=None, metavar="SAMPLES",
@@ -25,10 +26,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.config import ConfigError
-    from shared.pipeline import prepare
-    from shared.training.loop import train_arm
-
     cfg = load_config(args.config, args.overrides)
     announce(cfg)
     if args.arm not in cfg.arm:

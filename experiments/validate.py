@@ -6,11 +6,13 @@ import logging
 import os
 from pathlib import Path
 
+from shared.data.validate import validate
+
 log = logging.getLogger(__name__)
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("validate", help="check every clip's media file of a manifest (parallel, resumable)",
+def add_parser(sub, help: str) -> None:
+    p = sub.add_parser("validate", help=help,
                        description="Index a clip manifest (every line's fields checked), then open each clip's "
                                    "media with its decoder and read one frame, in parallel worker processes. "
                                    "Writes OUT/validate.json (summary) and OUT/invalid.jsonl (line, id, media, "
@@ -24,8 +26,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.data.validate import validate
-
     s = validate(args.manifest, args.out, args.workers, args.cache_dir)
     log.info("%s: %d clips, %d unreadable%s; report in %s", s["manifest"], s["clips"], s["invalid"],
              f" ({', '.join(f'{k}: {v}' for k, v in list(s['problems'].items())[:3])})" if s["invalid"] else "",

@@ -11,6 +11,8 @@ from torch import nn
 from jepa_arm.config import JepaConfig
 from jepa_arm.losses import embedding_loss, same_text_mask
 from jepa_arm.predictor import Predictor
+from jepa_arm.seen_decoder import fit_on_seen
+from jepa_arm.y_decoder import SonarDecoder, TrainedDecoder, load_or_train
 from jepa_arm.y_encoder import TextEmbeddingCache, YEncoder
 from shared.arm import Arm, ArmContext, Batch, register_arm
 
@@ -131,14 +133,11 @@ class JepaArm(Arm):
         dim = self.arm_cfg.shared_dim or self.y_encoder.dim
         self._decode_scale = 1.0
         if dc.weights == "random":  # untrained decoder of the configured architecture: timing only
-            from jepa_arm.y_decoder import SonarDecoder, TrainedDecoder
 
             self._set_decoder(SonarDecoder("random", tokenizer=self.tokenizer) if dc.kind == "sonar"
                               else TrainedDecoder(dim, self.tokenizer, dc, self.cfg.lm.attn_implementation))
             return
         if dc.kind == "sonar":
-            from jepa_arm.y_decoder import SonarDecoder
-
             if not dc.weights:
                 raise ValueError("jepa.y_decoder.weights: required for the sonar decoder (hub id or folder)")
             self._set_decoder(SonarDecoder(dc.weights, tokenizer_source=dc.tokenizer))
@@ -147,14 +146,11 @@ class JepaArm(Arm):
                 self._decode_scale = float(self.y_encoder(sample, normalize=False).norm(dim=-1).mean())
             return
         if seen:
-            from jepa_arm.seen_decoder import fit_on_seen
-
             decoder, self.decoder_meta = fit_on_seen(
                 dim, self.tokenizer, dc, key[0], self.ctx.stream_key, self.samples_seen, self.ctx.seen_captions,
                 self.embed_texts, self.cfg.cache_path, self.cfg.lm.attn_implementation,
                 self.cfg.train.mixed_precision, self.ctx.device)
         else:  # the whole training corpus (budget "corpus", or no checkpoint progress known: timing)
-            from jepa_arm.y_decoder import load_or_train
 
             decoder, self.decoder_meta = load_or_train(
                 dim, self.tokenizer, dc, key[0], self.ctx.train_captions(), self.embed_texts, self.cfg.cache_path,

@@ -21,9 +21,9 @@ from safetensors.torch import load_model, save_model
 
 from jepa_arm.config import YDecoderConfig
 from jepa_arm.y_decoder import TrainedDecoder
+from shared.files import write_json_atomic
 from shared.precision import autocast, resolve
 from shared.progress import progress_bar
-from shared.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,20 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import (
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    M2M100Config,
+    M2M100ForConditionalGeneration,
+)
+from transformers.modeling_outputs import BaseModelOutput
 
 from jepa_arm.config import YDecoderConfig
+from jepa_arm.y_encoder import ARCHITECTURES
+from shared.files import atomic_path, write_json_atomic
 from shared.precision import autocast, resolve
 from shared.progress import progress_bar
-from shared.files import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +156,8 @@ class SonarDecoder(nn.Module):
         """``tokenizer_source``: where the tokenizer is when the decoder's repository ships none (the
         converted SONAR decoders share the encoder's); None = the decoder's own."""
         super().__init__()
-        from transformers import AutoTokenizer, M2M100Config, M2M100ForConditionalGeneration
 
         if weights == "random":  # SONAR's architecture, random weights, the shared tokenizer: timing only
-            from jepa_arm.y_encoder import ARCHITECTURES
 
             config = M2M100Config(**ARCHITECTURES["sonar"][1], decoder_start_token_id=tokenizer.eos_token_id,
                                   pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -170,8 +176,6 @@ class SonarDecoder(nn.Module):
 
     @torch.no_grad()
     def generate(self, emb: torch.Tensor, max_new_tokens: int, min_new_tokens: int = 0) -> list[str]:
-        from transformers.modeling_outputs import BaseModelOutput
-
         emb = emb.to(self.model.device)
         enc = BaseModelOutput(last_hidden_state=emb.float().unsqueeze(1))
         out = self.model.generate(encoder_outputs=enc, attention_mask=torch.ones(len(emb), 1, dtype=torch.long, device=emb.device),

@@ -14,11 +14,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
+from transformers import AutoModel, AutoTokenizer
+from transformers.models.m2m_100.modeling_m2m_100 import M2M100Encoder
 
 from jepa_arm.config import YEncoderConfig
-from shared.progress import progress_bar
 from shared.features.tensor_store import ShardStore
+from shared.progress import progress_bar
 
 # Published architectures, for meta-device parameter counts without any download.
 ARCHITECTURES = {
@@ -68,12 +71,8 @@ class YEncoder(nn.Module):
             self.dim = self.st.get_embedding_dimension() if hasattr(self.st, "get_embedding_dimension") \
                 else self.st.get_sentence_embedding_dimension()
         else:
-            from transformers import AutoModel, AutoTokenizer
-
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.weights))
             if cfg.kind == "sonar":
-                from transformers.models.m2m_100.modeling_m2m_100 import M2M100Encoder
-
                 self.model = M2M100Encoder.from_pretrained(str(self.weights))
                 if hasattr(self.tokenizer, "src_lang"):
                     self.tokenizer.src_lang = "eng_Latn"
@@ -87,8 +86,6 @@ class YEncoder(nn.Module):
             self.eval()
 
     def _build_from_table(self, device: torch.device) -> None:
-        import transformers
-
         if self.kind not in ARCHITECTURES:
             config = transformers.AutoConfig.from_pretrained(str(self.weights))
             with torch.device(device):
@@ -100,8 +97,6 @@ class YEncoder(nn.Module):
         with torch.random.fork_rng(devices=[]), torch.device(device):
             torch.manual_seed(0)
             if self.kind == "sonar":
-                from transformers.models.m2m_100.modeling_m2m_100 import M2M100Encoder
-
                 self.model = M2M100Encoder(config)
                 self.dim = config.d_model
             elif self.kind == "embeddinggemma":

@@ -4,11 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-
 from matplotlib.ticker import FixedLocator, NullFormatter
 
-from shared.evaluation.metrics import METRICS
 from plots.style import arm_label, arm_palette, plt, save, sns
+from shared.evaluation.metrics import METRICS
 
 
 def human(n: float) -> str:

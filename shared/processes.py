@@ -6,11 +6,10 @@ when told ``cpu=True``, so every part of the suite asks through here.
 from __future__ import annotations
 
 import torch
+from accelerate import PartialState
 
 
 def state():
-    from accelerate import PartialState
-
     return PartialState(cpu=not torch.cuda.is_available())
 
 

@@ -7,13 +7,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import torch
+
 PACKAGES = ("torch", "transformers", "accelerate", "peft", "timm", "safetensors", "tokenizers",
             "numpy", "scikit-learn", "pycocoevalcap", "av")
 
 
 def versions() -> dict[str, Any]:
-    import torch
-
     out: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
                            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
     for pkg in PACKAGES:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, PerceptionLMConfig, TimmWrapperConfig
-from transformers.models.perception_lm.modeling_perception_lm import PerceptionLMMultiModalProjector
+from transformers.models.perception_lm.modeling_perception_lm import (
+    PerceptionLMMultiModalProjector,
+)
 
 from shared.arm import Arm, ArmContext, Batch, register_arm
 from vlm_arm.candidate_trie import CandidateTrie, build_trie, group_by_prefix
@@ -43,8 +46,6 @@ class VlmArm(Arm):
         with torch.device(ctx.device):
             self.projector = PerceptionLMMultiModalProjector(plm)
         if c.lora:
-            from peft import LoraConfig, get_peft_model
-
             lm = get_peft_model(lm, LoraConfig(r=c.lora_r, lora_alpha=c.lora_alpha, target_modules=list(c.lora_targets),
                                                lora_dropout=0.0, bias="none"))
         self.lm = lm

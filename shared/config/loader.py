@@ -17,6 +17,7 @@ import yaml
 from shared.config.schema import Config, ConfigError
 from shared.registry import RegistryError, arm_config_classes, load_plugins
 
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 

@@ -14,6 +14,8 @@ from typing import Any, Literal
 class ConfigError(ValueError):
     """A configuration problem; the message names the offending key (and file when known)."""
 
+    exit_code = 2  # the command line prints the message and exits with this code (no traceback)
+
 
 # --------------------------------------------------------------------------------------------
 # Sections shared by every arm. Anything here must be identical across the arms of a comparison.

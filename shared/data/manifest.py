@@ -35,7 +35,9 @@ INDEX_VERSION = "manifest-index-v1"
 
 
 class ManifestError(ValueError):
-    pass
+    """A manifest line that cannot be used; the message is ``<file>:<line>: <problem>``."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
 from PIL import Image
 
@@ -22,6 +23,8 @@ THREADED_PIXELS = 640 * 360
 
 class MediaError(ValueError):
     """Media that cannot be read; the message says which file and why."""
+
+    exit_code = 2
 
 
 def media_kind(path: Path) -> str:
@@ -125,8 +128,6 @@ def read_video(path: Path, size: int, n_frames: int | None = None, times: np.nda
                seek: bool = True) -> np.ndarray:
     """Frames nearest to ``times`` (seconds), or ``n_frames`` uniform over the video, from one opening
     of the file. ``seek=False`` decodes from the start instead (for comparison)."""
-    import av
-
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -157,8 +158,6 @@ def read_video(path: Path, size: int, n_frames: int | None = None, times: np.nda
 
 
 def video_duration(path: Path) -> float:
-    import av
-
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]

@@ -18,6 +18,7 @@ from shared.config import Config
 from shared.data import synthetic
 from shared.data.manifest import ManifestError, ManifestIndex, load_index
 from shared.data.media import MediaError, read_media, uniform_times
+from shared.data.validate import read_invalid
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,6 @@ def excluded_rows(cfg: Config, index: ManifestIndex) -> np.ndarray:
     report = cfg.data.manifest.exclude
     if not report:
         return np.zeros(0, dtype=np.int64)
-    from shared.data.validate import read_invalid
 
     lines = read_invalid(report, index)
     rows = np.flatnonzero(np.isin(index.lines, lines))

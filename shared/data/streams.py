@@ -13,6 +13,9 @@ from typing import Callable
 import numpy as np
 
 from shared.config import Config, ConfigError
+from shared.data.manifest import read_streams
+from shared.data.media import MediaError, media_kind, read_video, video_duration
+from shared.data.synthetic import make_stream
 
 FrameReader = Callable[[np.ndarray, int], np.ndarray]  # (times in s, image size) -> uint8 [T, H, W, 3]
 
@@ -27,8 +30,6 @@ class Stream:
 
 def load_streams(cfg: Config) -> list[Stream]:
     if cfg.data.source == "synthetic":
-        from shared.data.synthetic import make_stream
-
         s = cfg.data.synthetic
         out = []
         for i in range(s.streams):
@@ -39,8 +40,6 @@ def load_streams(cfg: Config) -> list[Stream]:
     path = cfg.data.manifest.streams_path
     if not path:
         raise ConfigError("data.manifest.streams_path: required for selective decoding on manifest data")
-    from shared.data.manifest import read_streams
-    from shared.data.media import MediaError, media_kind, read_video, video_duration
 
     out = []
     for ms in read_streams(path):

@@ -17,10 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.data.manifest import ManifestError, ManifestIndex, _json_object, load_index, parse_clip
+from shared.data.manifest import (
+    ManifestError,
+    ManifestIndex,
+    _json_object,
+    load_index,
+    parse_clip,
+)
 from shared.data.media import check_media
+from shared.files import (
+    append_jsonl,
+    read_json,
+    read_jsonl,
+    write_json_atomic,
+    write_text_atomic,
+)
 from shared.progress import progress_bar
-from shared.files import append_jsonl, read_json, read_jsonl, write_json_atomic, write_text_atomic
 
 CHUNK_LINES = 1000
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import yaml
 
 from shared.config import base_arm_name, training_view, variant_changes
-from shared.registry import RegistryError, arm_class
 from shared.files import read_json
+from shared.registry import RegistryError, arm_class
 
 
 def load_run(run_dir: Path) -> tuple[str, dict, dict]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.utils import gather_object
 
 from shared import processes
 from shared.arm import Arm
@@ -138,8 +139,6 @@ def evaluate(arm: Arm, prepared: Prepared, evalset: EvalSet) -> dict | None:
     """Every metric of the set. Under several processes each evaluates a contiguous share of the
     clips; the shares are gathered and the main process computes and returns the metrics (the others
     return None), so corpus-level CIDEr sees every clip once and rows are written once."""
-    from accelerate.utils import gather_object
-
     arm.eval()
     with processes.state().main_process_first():  # what it fits and caches (a Y-decoder) is written once
         arm.prepare_evaluation()

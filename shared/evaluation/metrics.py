@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import top_k_accuracy_score
 
@@ -46,9 +48,6 @@ def metric(key: str) -> Metric:
 
 def cider(predictions: list[str], references: list[list[str]]) -> tuple[float, np.ndarray]:
     """Corpus CIDEr-D of ``predictions`` against all ``references`` of each item (PTB-tokenized)."""
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} reference sets")
     if not predictions:

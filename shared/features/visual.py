@@ -18,7 +18,13 @@ from shared.arm import Batch
 from shared.data.loader import ClipBatches, ClipReader, EvalPlan, batches, make_loader
 from shared.data.sources import ClipSource
 from shared.features.encoder import FrozenEncoder
-from shared.features.store import SHARD_CLIPS, CacheStats, FeatureStore, store_folder, write_meta
+from shared.features.store import (
+    SHARD_CLIPS,
+    CacheStats,
+    FeatureStore,
+    store_folder,
+    write_meta,
+)
 from shared.precision import DTYPE_NAMES
 from shared.progress import progress_bar
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from shared.config import ConfigError
@@ -113,8 +114,6 @@ def save_resume(accelerator, run: RunDir, state: TrainState) -> None:
 
 def load_resume(accelerator, folder: Path, trainable: list[str]) -> TrainState:
     """Load a resume point; only trainable weights are in it (``Arm.state_dict``), and all must be."""
-    from safetensors import safe_open
-
     weights = folder / "model.safetensors"
     if weights.is_file():  # sharded (FSDP) states are checked by their own loader
         with safe_open(str(weights), framework="pt") as f:

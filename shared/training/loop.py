@@ -21,18 +21,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 
 from shared import processes
-from shared.training.checkpoint import RunDir, TrainState, folder_lock, load_resume, save_resume, save_weights
 from shared.config import Config, ConfigError, dump_yaml, to_dict, training_view
 from shared.data.loader import ClipBatches, TrainPlan, batches, make_loader
 from shared.data.order import TrainOrder
-from shared.training.optim import build_optimizer, build_scheduler
+from shared.files import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
 from shared.pipeline import Prepared
 from shared.precision import decision, resolve_config
 from shared.progress import progress_bar
 from shared.runinfo import versions
-from shared.files import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
+from shared.training.checkpoint import (
+    RunDir,
+    TrainState,
+    folder_lock,
+    load_resume,
+    save_resume,
+    save_weights,
+)
+from shared.training.optim import build_optimizer, build_scheduler
 from shared.training.step import coupled_step, independent_step
 
 log = logging.getLogger(__name__)
@@ -49,13 +59,13 @@ class TrainResult:
 
 
 class Diverged(RuntimeError):
-    """The training loss became NaN or infinite; the last checkpoint before it is intact."""
+    """The training loss became NaN or infinite; the last checkpoint before it is intact, so a resume
+    with another setting can start there."""
+
+    exit_code = 3
 
 
 def new_accelerator(cfg: Config, run_dir: Path):
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
     if processes.state().num_processes == 1:
         AcceleratorState._reset_state(reset_partial_state=True)  # several runs in one process
     if torch.cuda.is_available():  # TF32 matmuls for what runs in fp32 (master weights, losses)
@@ -81,8 +91,6 @@ def write_run_header(run: RunDir, cfg: Config, arm_name: str, order: TrainOrder,
 def check_same_config(run_dir: Path, cfg: Config, arm_name: str, why: str = "", evaluating: bool = False) -> None:
     """Refuse to resume a run directory with another training config: the result would be neither run.
     ``evaluating``: only reading its checkpoints, which any precision can evaluate."""
-    import yaml
-
     path = RunDir(run_dir).config
     if not path.is_file():
         return

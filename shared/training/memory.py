@@ -22,6 +22,10 @@ import weakref
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import AttentionInterface, PreTrainedModel
+
+from shared.arm import Batch, build_arm
 
 GB = 1e9
 
@@ -79,8 +83,6 @@ def fused_attention_memory(module, query, key, value, attention_mask, *args, **k
 @contextlib.contextmanager
 def fused_attention_everywhere(model: torch.nn.Module):
     """Route every transformers attention of ``model`` through the memory stand-in."""
-    from transformers import AttentionInterface, PreTrainedModel
-
     AttentionInterface.register("memory_model", fused_attention_memory)
     configs = {id(m.config): m.config for m in model.modules() if isinstance(m, PreTrainedModel)}
     before = {k: c._attn_implementation for k, c in configs.items()}
@@ -107,8 +109,6 @@ def largest_layer(module: torch.nn.Module) -> int:
 def trace_step(arm, batch, count_flops: bool = True) -> dict:
     """Peak live bytes of one forward + backward (activations, transient tensors, parameter grads),
     and its FLOPs (torch's counter, plus 3x the stand-in attention's forward FLOPs)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     with LiveBytes() as live:  # alone: the FLOP counter's module tracking would keep tensors alive
         loss = arm(batch)
         forward_peak = live.peak
@@ -128,8 +128,6 @@ def trace_step(arm, batch, count_flops: bool = True) -> dict:
 
 def encoder_flops(encoder, frames: int) -> int:
     """Forward FLOPs of the frozen encoder on one clip (meta device)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     x = torch.zeros(frames, encoder.cfg.image_size, encoder.cfg.image_size, 3, dtype=torch.uint8, device="meta")
     with FlopCounterMode(display=False) as flops, torch.no_grad():
         encoder.model.forward_features(x.permute(0, 3, 1, 2).float())
@@ -139,8 +137,6 @@ def encoder_flops(encoder, frames: int) -> int:
 def stand_in_batch(ctx, micro_batch: int, caption_tokens: int, device):
     """A batch of the preset's shapes: visual tokens of the encoder, the query, a caption of
     ``caption_tokens`` tokens (" a" repeated: one token each in a byte-level BPE)."""
-    from shared.arm import Batch
-
     caption = " ".join(["a"] * caption_tokens)
     return Batch(ids=["x"] * micro_batch, queries=[ctx.cfg.data.query] * micro_batch, captions=[caption] * micro_batch,
                  visual=torch.zeros(micro_batch, ctx.visual_tokens, ctx.visual_dim, device=device))
@@ -149,8 +145,6 @@ def stand_in_batch(ctx, micro_batch: int, caption_tokens: int, device):
 def estimate_arm(ctx, name: str, micro_batch: int, caption_tokens: int, gpus: int, encoder_params: int,
                  checkpointing: bool) -> dict:
     """GB per GPU for DDP and FSDP over ``gpus``, with the parts they are made of."""
-    from shared.arm import build_arm
-
     arm = build_arm(name, ctx)
     trainable, frozen = param_bytes(arm)
     layer = largest_layer(arm)
@@ -177,8 +171,6 @@ def estimate_arm(ctx, name: str, micro_batch: int, caption_tokens: int, gpus: in
 def calibrate(ctx_real, name: str, micro_batch: int, caption_tokens: int) -> dict:
     """Traced activation bytes on meta vs a real fp32 CPU step of the same reduced model (tracked
     allocations), without checkpointing: the estimate's error at a size measurable here."""
-    from shared.arm import build_arm
-
     out = {}
     for device in ("meta", "cpu"):
         ctx = dataclasses.replace(ctx_real, device=torch.device(device))
