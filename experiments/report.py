@@ -199,7 +199,8 @@ def variant_lines(cfg: dict, agg: dict, arms: list[str], last: int) -> list[str]
     return L + [""]
 
 
-def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, milestones) -> str:
+def _setup_lines(cfg, base, summary, seeds, milestones) -> list[str]:
+    """Title and what was run: data, encoder, LM, training, evaluation, time spent."""
     d = cfg["data"]
     data_desc = (f"synthetic benchmark: {d['synthetic']['train_clips']} train / {d['synthetic']['test_clips']} test clips, "
                  f"{base.get('classes', '?')} classes, paraphrase level {d['synthetic']['paraphrase']}, "
@@ -218,7 +219,12 @@ def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, mi
          + "; corpus CIDEr-D "
          "(pycocoevalcap, PTB tokenizer, all references); top-k over all label texts; text-to-video R@1 for arms with embeddings.",
          f"- Time spent (data preparation, training, evaluation; all invocations): {total / 60:.1f} min.", ""]
+    return L
 
+
+def _results_lines(rows, agg, arms, seeds, milestones) -> list[str]:
+    """The results table, per-set results and who leads at each milestone."""
+    L: list[str] = []
     phr = max((r.get("phrasings") or 1) for r in rows)
     L += ["## Results", "", (f"Mean over {len(seeds)} seeds (min–max in brackets)." if len(seeds) > 1 else
                           "One seed: at small sample counts the seed-to-seed spread is large; run seeds=0,1,2 before concluding."),
@@ -238,8 +244,12 @@ def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, mi
     L += ["", "Who leads, per milestone" + (" (one seed: differences of a few points are within seed noise)"
                                              if len(seeds) == 1 else "") + ":", ""]
     L += comparison_lines(agg, arms, milestones) + [""]
+    return L
 
-    L += variant_lines(cfg, agg, arms, max(milestones))
+
+def _reference_lines(base, agg) -> list[str]:
+    """Baselines and ceilings that put the results on a scale."""
+    L: list[str] = []
     L += ["## Reference points", "", "| reference | value |", "|---|---:|"]
     if "chance_top5" in base:
         classes = f"{base['classes']} classes" if "classes" in base else "mean over sets"
@@ -252,6 +262,12 @@ def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, mi
     ceilings = [g["decoder_ceiling_cider"][0] for (a, _), g in agg.items() if "decoder_ceiling_cider" in g]
     if ceilings:
         L.append(f"| CIDEr of the Y-decoder on true embeddings, decode(encode(reference)) (bounds the JEPA arm's captioning) | {_fmt(ceilings[-1])} |")
+    return L
+
+
+def _parameter_lines(params, arms, summary) -> list[str]:
+    """Figures, trainable parameters and training throughput."""
+    L: list[str] = []
     L += ["", "## Figures", "", "![sample efficiency](sample_efficiency.png)", "", "![parameters](parameters.png)", "",
           "## Parameters", "", "| arm | trainable parameters |", "|---|---:|"]
     L += [f"| {a} | {p:,} |" for a, p in params.items()]
@@ -259,9 +275,12 @@ def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, mi
         L.append(f"\nTrainable ratio {arms[0]}/{arms[1]}: {params[arms[0]] / max(1, params[arms[1]]):.2f} (paper: ~0.5B/1.2B ≈ 0.4).")
     if summary.get("throughput"):
         L += ["", "Training throughput (samples/s, this machine): " + ", ".join(f"{a} {v:,.0f}" for a, v in summary["throughput"].items()) + "."]
+    return L
 
-    L += ["", "## Controls: what differs between the arms besides the prediction target", ""]
-    L += control_lines(cfg, rows, arms)
+
+def _paper_lines(milestones) -> list[str]:
+    """The paper's section 4.4 numbers and why ours are on another scale."""
+    L: list[str] = []
     L += ["", "## The paper's numbers, for reference", "",
           "Section 4.4 of VL-JEPA (Figure 3): PE-Core ViT-L/14 frozen, Llama-3.2-1B, real video-text data, CIDEr averaged "
           "over YouCook2 / MSR-VTT / PVD-Bench and top-5 over CrossTask-Step / CrossTask-Task / EgoExo4D. Its CIDEr "
@@ -273,7 +292,12 @@ def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, mi
           f"{max(milestones):,} samples (the paper: 0.5M–15M). CIDEr here is computed against the benchmark's own "
           "references, whose ceiling is given above. What carries over is the protocol, not the absolute values; "
           "where our ranking of the arms differs from the paper's, the tables above are what we measured.", ""]
+    return L
 
+
+def _audit_lines(audits) -> list[str]:
+    """The control audit per seed, and the files of the run."""
+    L: list[str] = []
     L += ["## Control audit", ""]
     if audits:
         for s, r in audits.items():
@@ -287,7 +311,21 @@ def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, mi
     L += ["", "Files: `metrics.jsonl` (one row per arm, seed, milestone), `baselines.json`, `predictions/` "
           "(every caption with its references and CIDEr), `runs/<arm>/seed<k>/` (resolved config, data order, "
           "training log, checkpoints), `summary.json` (timings).", ""]
-    return "\n".join(L)
+    return L
+
+
+def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, milestones) -> str:
+    return "\n".join([
+        *_setup_lines(cfg, base, summary, seeds, milestones),
+        *_results_lines(rows, agg, arms, seeds, milestones),
+        *variant_lines(cfg, agg, arms, max(milestones)),
+        *_reference_lines(base, agg),
+        *_parameter_lines(params, arms, summary),
+        "", "## Controls: what differs between the arms besides the prediction target", "",
+        *control_lines(cfg, rows, arms),
+        *_paper_lines(milestones),
+        *_audit_lines(audits),
+    ])
 
 
 def write_sweep_outputs(out: Path, rows: list[dict], cells: list[tuple[str, dict]]) -> None:

@@ -145,42 +145,80 @@ def train_arm(prepared: Prepared, arm_name: str, run_dir: str | Path, stop_at_sa
         return _train(prepared, arm_name, run, accelerator, precision, stop_at_samples, progress)
 
 
-def _train(prepared: Prepared, arm_name: str, run: RunDir, accelerator, precision: dict,
-           stop_at_samples: int | None, progress: bool) -> TrainResult:
-    cfg, t = prepared.cfg, prepared.cfg.train
-    total_steps = math.ceil(t.milestones[-1] / t.effective_batch)
-    nproc = accelerator.num_processes
+@dataclass
+class _Trainee:
+    """An arm ready to train: wrapped by Accelerate, with its optimizer and schedule."""
+
+    model: torch.nn.Module  # the prepared (DDP/FSDP-wrapped) arm
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    trainable_names: list[str]
+    trainable_params: int
+
+
+def _micro_steps(t, nproc: int) -> int:
+    """Micro-batches per process and optimizer step, so that every step sees the effective batch."""
     if t.effective_batch % (t.micro_batch * nproc):
         raise ConfigError(f"train.effective_batch={t.effective_batch} is not a multiple of train.micro_batch x "
                           f"processes ({t.micro_batch} x {nproc})")
-    accum = t.effective_batch // (t.micro_batch * nproc)
-    train = prepared.dataset.split("train")
-    order = TrainOrder(cfg.seed, train.caption_counts())
+    return t.effective_batch // (t.micro_batch * nproc)
 
+
+def _build_trainee(prepared: Prepared, arm_name: str, accelerator, total_steps: int) -> _Trainee:
+    cfg, t = prepared.cfg, prepared.cfg.train
     arm = prepared.seeded_arm(arm_name, accelerator.device)
     arm.prepare_training()
     if t.activation_checkpointing:
         arm.enable_activation_checkpointing()
     if t.compile:
         arm.compile_layers()
-    trainable_names = [n for n, p in arm.named_parameters() if p.requires_grad]
-    result = TrainResult(run.root, trainable_params=arm.parameter_counts()["trainable_params"])
+    names = [n for n, p in arm.named_parameters() if p.requires_grad]
+    count = arm.parameter_counts()["trainable_params"]
     model = accelerator.prepare(arm)
     # built after prepare, over the prepared (possibly sharded) parameters
     optimizer = accelerator.prepare(build_optimizer(accelerator.unwrap_model(model), cfg))
     scheduler = build_scheduler(optimizer, total_steps, cfg)
     accelerator.register_for_checkpointing(scheduler)  # saved with the state, stepped once per step
+    return _Trainee(model, optimizer, scheduler, names, count)
 
+
+def _start_or_resume(run: RunDir, accelerator, cfg: Config, arm_name: str, order: TrainOrder, precision: dict,
+                     trainable_names: list[str]) -> TrainState:
     state, resume = TrainState(), run.find_resume()
     if resume is not None:
         check_same_config(run.root, cfg, arm_name, f"{precision['requested']} -> {precision['resolved']}, {precision['reason']}")
         state = load_resume(accelerator, resume, trainable_names)
         log.info("%s: resuming from step %d (%d samples seen)", run.root, state.step, state.samples_seen)
     elif accelerator.is_main_process:
-        write_run_header(run, cfg, arm_name, order, t.milestones[-1], precision)
+        write_run_header(run, cfg, arm_name, order, cfg.train.milestones[-1], precision)
     if accelerator.is_main_process:  # drop log rows past the resume point: they will be redone
         rows = [r for r in read_jsonl(run.log) if r["step"] <= state.step]
         write_text_atomic(run.log, "".join(json.dumps(r) + "\n" for r in rows))
+    return state
+
+
+def _optimizer_step(accelerator, trainee: _Trainee, micro_batches: list, coupled: bool, grad_clip: float) -> torch.Tensor:
+    model = trainee.model
+    step_loss = (coupled_step(accelerator, model, accelerator.unwrap_model(model), micro_batches) if coupled
+                 else independent_step(accelerator, model, micro_batches))
+    if grad_clip > 0:
+        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+    trainee.optimizer.step()
+    trainee.scheduler.step()
+    trainee.optimizer.zero_grad(set_to_none=True)
+    return step_loss
+
+
+def _train(prepared: Prepared, arm_name: str, run: RunDir, accelerator, precision: dict,
+           stop_at_samples: int | None, progress: bool) -> TrainResult:
+    cfg, t = prepared.cfg, prepared.cfg.train
+    total_steps = math.ceil(t.milestones[-1] / t.effective_batch)
+    nproc = accelerator.num_processes
+    accum = _micro_steps(t, nproc)
+    train = prepared.dataset.split("train")
+    order = TrainOrder(cfg.seed, train.caption_counts())
+    trainee = _build_trainee(prepared, arm_name, accelerator, total_steps)
+    state = _start_or_resume(run, accelerator, cfg, arm_name, order, precision, trainee.trainable_names)
 
     # micro-batch k of this process = micro-step k % accum of step k // accum: resuming restarts at k
     plan = TrainPlan(order, accelerator.process_index, t.effective_batch, t.micro_batch, accum)
@@ -189,21 +227,15 @@ def _train(prepared: Prepared, arm_name: str, run: RunDir, accelerator, precisio
                                  pin=accelerator.device.type == "cuda", persistent=True))
     accelerator.init_trackers("train", config={"arm": arm_name, "seed": cfg.seed})
     # one micro-batch on one process already is the effective batch: the plain loss is the same function
-    coupled = accelerator.unwrap_model(model).couples_batch() and (accum > 1 or nproc > 1)
+    coupled = accelerator.unwrap_model(trainee.model).couples_batch() and (accum > 1 or nproc > 1)
     bar = progress_bar(total=total_steps, initial=state.step, desc=f"train {arm_name} seed {cfg.seed}", unit="step",
                        disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
     run_start, wall_before = time.perf_counter(), state.wall_s
     window = _Window(torch.zeros((), device=accelerator.device))
-    model.train()
+    trainee.model.train()
     while state.step < total_steps:
         micro_batches = [prepared.features.ready(next(stream), accelerator.device) for _ in range(accum)]
-        step_loss = (coupled_step(accelerator, model, accelerator.unwrap_model(model), micro_batches) if coupled
-                     else independent_step(accelerator, model, micro_batches))
-        if t.grad_clip > 0:
-            accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        step_loss = _optimizer_step(accelerator, trainee, micro_batches, coupled, t.grad_clip)
         state.step += 1
         state.samples_seen = state.step * t.effective_batch
         state.wall_s = wall_before + time.perf_counter() - run_start
@@ -219,10 +251,10 @@ def _train(prepared: Prepared, arm_name: str, run: RunDir, accelerator, precisio
                                f"(last checkpoint: {_last_saved(run)}); lower train.lr or check the data")
             state.last_loss = loss
             bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-            _log_row(accelerator, run, state, window, loss, scheduler, t.effective_batch)
+            _log_row(accelerator, run, state, window, loss, trainee.scheduler, t.effective_batch)
         if reached:
             state.milestones_done = tuple(sorted({*state.milestones_done, *reached}))
-            _save_milestones(accelerator, model, run, state, reached, trainable_names, arm_name, cfg.seed)
+            _save_milestones(accelerator, trainee.model, run, state, reached, trainee.trainable_names, arm_name, cfg.seed)
         if saving:
             save_resume(accelerator, run, state)
         if stop_at_samples is not None and state.samples_seen >= stop_at_samples:
@@ -230,11 +262,13 @@ def _train(prepared: Prepared, arm_name: str, run: RunDir, accelerator, precisio
     bar.close()
     for tracker in accelerator.trackers:  # not end_training(): it would end the process group evaluation needs
         tracker.finish()
+    return _finish(run, accelerator, state, trainee.trainable_params, total_steps)
 
-    result.completed = state.step >= total_steps
-    result.wall_s = state.wall_s
-    result.samples_per_s = state.samples_seen / state.wall_s if state.wall_s else 0.0
-    result.checkpoints = run.checkpoints()
+
+def _finish(run: RunDir, accelerator, state: TrainState, trainable_params: int, total_steps: int) -> TrainResult:
+    result = TrainResult(run.root, trainable_params=trainable_params, completed=state.step >= total_steps,
+                         wall_s=state.wall_s, checkpoints=run.checkpoints(),
+                         samples_per_s=state.samples_seen / state.wall_s if state.wall_s else 0.0)
     if result.completed and accelerator.is_main_process:
         write_json_atomic(run.done, {"samples_seen": state.samples_seen, "steps": state.step, "wall_s": state.wall_s,
                                      "samples_per_s": result.samples_per_s, "trainable_params": result.trainable_params})
