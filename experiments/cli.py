@@ -20,6 +20,7 @@ COMMANDS = {
     "validate": "check every clip's media file of a manifest (parallel, resumable)",
     "data-bench": "data pipeline at scale: RSS vs manifest size, loader clips/s, cache vs online step, seek vs scan decoding",
     "report": "redraw the figures and report of a sample-efficiency or selective-decoding run",
+    "compare-runs": "do two output folders hold the same results? (metrics, predictions, weights, audit; timings left out)",
 }
 
 EPILOG = """\

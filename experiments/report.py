@@ -83,10 +83,10 @@ def comparison_lines(agg: dict, arms: list[str], milestones: list[int]) -> list[
         return []
     a, b = arms[:2]
     lines = []
-    for m, pct, name in (("top5", True, "top-5 accuracy"), ("cider", False, "CIDEr")):
+    for headline in (m for m in METRICS if m.headline):
         leads = []
         for ms in milestones:
-            x, y = agg.get((a, ms), {}).get(m), agg.get((b, ms), {}).get(m)
+            x, y = agg.get((a, ms), {}).get(headline.key), agg.get((b, ms), {}).get(headline.key)
             if x is None or y is None:
                 continue
             gap = x[0] - y[0]
@@ -95,10 +95,12 @@ def comparison_lines(agg: dict, arms: list[str], milestones: list[int]) -> list[
             if gap == 0:
                 who = "tie"
             else:
-                who = "tie (seed ranges overlap)" if overlap and seeds > 1 else (a if gap > 0 else b)
+                better = a if (gap > 0) == headline.higher_is_better else b
+                who = "tie (seed ranges overlap)" if overlap and seeds > 1 else better
+            pct = headline.percent
             leads.append(f"{ms:,}: {who} ({'+' if gap >= 0 else ''}{_fmt(gap, pct)}{' pts' if pct else ''} {a} − {b})")
         if leads:
-            lines.append(f"- **{name}** — " + "; ".join(leads))
+            lines.append(f"- **{headline.label}** — " + "; ".join(leads))
     return lines
 
 

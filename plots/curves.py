@@ -39,7 +39,7 @@ def sample_efficiency(rows: list[dict], baselines: dict, out_dir: Path) -> list[
     df = _frame(rows)
     palette = {arm_label(a): c for a, c in arm_palette(df["arm"].unique()).items()}
     n_seeds = df["seed"].nunique()
-    metrics = [m for m in METRICS if m.in_curves]
+    metrics = [m for m in METRICS if m.headline]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.2), squeeze=False)
     for m, ax in zip(metrics, axes[0]):
         metric, title = m.key, PANEL_TITLES.get(m.key, m.label)

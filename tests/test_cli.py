@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from experiments.cli import main
+from experiments.cli import COMMANDS, main
 from tests.conftest import ROOT, SMOKE
 
 
@@ -51,3 +51,12 @@ def test_describe_memory_of_the_paper_arms(capsys, cache_dir):
         assert no["train_flops_per_sample"] > 2 * 3 * no["trainable_params"] * m["visual_tokens"] / 2
     vlm = m["arms"]["vlm"]["with_checkpointing"]
     assert vlm["ddp_gb"] < 80  # the VLM fits an 80 GB GPU at the preset's micro-batch with checkpointing
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_explains_itself(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m experiments {command}") and len(out.splitlines()) > 5

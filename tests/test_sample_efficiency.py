@@ -3,6 +3,7 @@ import json
 import pytest
 
 from experiments.cli import main
+from experiments.compare_runs import compare
 from tests.conftest import SMOKE
 
 ROW_FIELDS = {"arm", "seed", "step", "samples_seen", "cider", "top1", "top5", "train_loss", "trainable_params", "wall_s"}
@@ -36,6 +37,12 @@ def test_smoke_run_writes_every_file_and_resumes(tmp_path, cache_dir):
     assert main(args) == 0
     again = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert again == rows
+
+    # the same command into a fresh folder: the same results, weights and predictions included
+    fresh = tmp_path / "se-again"
+    assert main([*args[:4], str(fresh), *args[5:]]) == 0
+    counts, diffs = compare(out, fresh)
+    assert diffs == [] and counts["weights"] == 8 and counts["predictions"] > 0
 
 
 @pytest.mark.slow

@@ -32,9 +32,6 @@ class SyntheticConfig:
     # Surface variability of the captions: 0 = one canonical phrasing per meaning, up to 4 = many
     # paraphrases (synonyms, word order, templates). Videos and labels do not depend on it.
     paraphrase: int = 2
-    image_size: int = 64
-    fps: float = 8.0  # frame rate of the rendered clips (and streams)
-    clip_seconds: float = 2.0
     streams: int = 4  # long videos made of consecutive events, for selective decoding
     stream_events: int = 24
 

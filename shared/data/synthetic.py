@@ -87,7 +87,6 @@ LEVELS = {
     4: dict(colour=3, shape=5, action=5, template=8),
 }
 
-SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "stream": 3}
 
 
 @dataclass(frozen=True)

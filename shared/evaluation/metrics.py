@@ -28,13 +28,13 @@ class Metric:
     higher_is_better: bool = True
     averaged_over_sets: bool = True  # several evaluation sets: the mean, as the paper averages benchmarks
     in_table: bool = True  # a column of the report's results table
-    in_curves: bool = False  # a panel of the sample-efficiency figure
+    headline: bool = False  # a panel of the sample-efficiency figure and a "who leads" line of the report
 
 
 METRICS: list[Metric] = [
-    Metric("cider", "CIDEr", in_curves=True),
+    Metric("cider", "CIDEr", headline=True),
     Metric("top1", "top-1 %", percent=True),
-    Metric("top5", "top-5 %", percent=True, in_curves=True),
+    Metric("top5", "top-5 %", percent=True, headline=True),
     Metric("top1_phrasings", "top-1 % phrasings", percent=True, in_table=False),
     Metric("top5_phrasings", "top-5 % phrasings", percent=True),
     Metric("recall1", "R@1 %", percent=True),

@@ -302,7 +302,3 @@ def _save_milestones(accelerator, model, run: RunDir, state: TrainState, reached
             save_weights(run.milestone(m), weights, state, {"milestone": m, "arm": arm_name, "seed": seed},
                          config=run.config)
     accelerator.wait_for_everyone()
-
-
-def list_checkpoints(run_dir: Path) -> list[dict]:
-    return RunDir(run_dir).checkpoints()

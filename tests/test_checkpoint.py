@@ -1,0 +1,46 @@
+"""The run folder's one owner: where milestones and resume points live, and what a checkpoint carries."""
+import torch
+
+from shared.training.checkpoint import RunDir, TrainState, load_weights, save_weights
+
+
+def test_milestones_are_listed_in_order_and_describe_themselves(tmp_path):
+    run = RunDir(tmp_path / "runs" / "jepa" / "seed0")
+    run.root.mkdir(parents=True)
+    run.config.write_text("arm_name: jepa\nseed: 0\n")
+    w = {"head.weight": torch.arange(6.0).view(2, 3)}
+    for m in (1024, 64, 256):
+        save_weights(run.milestone(m), w, TrainState(step=m // 32, samples_seen=m, last_loss=1.0 / m),
+                     {"milestone": m, "arm": "jepa", "seed": 0}, config=run.config)
+    listed = run.checkpoints()
+    assert [c["milestone"] for c in listed] == [64, 256, 1024]
+    assert listed[0]["step"] == 2 and listed[0]["train_loss"] == 1 / 64
+    weights, state = load_weights(listed[-1]["path"])
+    assert torch.equal(weights["head.weight"], w["head.weight"]) and state["samples_seen"] == 1024
+    # the resolved config travels with the weights: a checkpoint copied elsewhere still says what it is
+    assert (run.milestone(1024) / "config.yaml").read_text() == run.config.read_text()
+
+
+def test_a_half_written_milestone_is_not_listed(tmp_path):
+    run = RunDir(tmp_path)
+    save_weights(run.milestone(64), {"w": torch.ones(1)}, TrainState(step=1, samples_seen=64), {"milestone": 64})
+    (run.root / "checkpoints" / "samples_0000000128.tmp").mkdir()  # a crash while writing the next one
+    (run.root / "checkpoints" / "samples_0000000192").mkdir()  # a folder without its state
+    assert [c["milestone"] for c in run.checkpoints()] == [64]
+
+
+def test_resume_falls_back_to_the_previous_point_after_a_crash_between_renames(tmp_path):
+    run = RunDir(tmp_path)
+    assert run.find_resume() is None
+    old = tmp_path / "resume.old"
+    old.mkdir()
+    (old / "train_state.json").write_text('{"step": 4}')
+    assert run.find_resume() == old
+    run.resume.mkdir()
+    (run.resume / "train_state.json").write_text('{"step": 8}')
+    assert run.find_resume() == run.resume
+
+
+def test_train_state_round_trips_through_json():
+    s = TrainState(step=3, samples_seen=96, milestones_done=(64,), wall_s=1.5, last_loss=0.25)
+    assert TrainState.from_json({**s.to_json(), "unknown_future_field": 1}) == s

@@ -1,0 +1,71 @@
+"""Figures draw what the rows say: values, units, panels from the metric declarations."""
+import matplotlib
+import numpy as np
+import pytest
+
+import plots.curves
+import plots.selective
+from shared.evaluation.metrics import METRICS, Metric
+
+matplotlib.use("Agg")
+
+ROWS = [{"arm": arm, "seed": seed, "samples_seen": s, "cider": c + 0.1 * seed, "top5": t + 0.02 * seed}
+        for arm, (c, t) in {"jepa": (0.2, 0.3), "vlm": (0.5, 0.1)}.items()
+        for seed in (0, 1) for s in (64, 128, 256)]
+
+
+@pytest.fixture
+def drawn(monkeypatch, tmp_path):
+    """The figures a plotting call makes, saved as usual and kept open for inspection."""
+    figures = []
+
+    def keep(fig, out_dir, name):
+        figures.append(fig)
+        fig.savefig(tmp_path / f"{name}.png")
+        return [tmp_path / f"{name}.png"]
+
+    for module in (plots.curves, plots.selective):
+        monkeypatch.setattr(module, "save", keep)
+    return figures
+
+
+def line(ax, label):
+    return next(ln for ln in ax.get_lines() if ln.get_label() == label)
+
+
+def test_sample_efficiency_draws_the_mean_over_seeds_in_declared_units(drawn, tmp_path):
+    plots.curves.sample_efficiency(ROWS, {"chance_top5": 0.05}, tmp_path)
+    (fig,) = drawn
+    cider_ax, top5_ax = [ax for ax in fig.axes if ax.get_visible()]
+    assert "CIDEr" in cider_ax.get_title() and "Top-5" in top5_ax.get_title()
+    def curves(ax):  # one line of 3 milestones per arm, by its first value
+        return sorted(np.round(ln.get_ydata(), 6).tolist() for ln in ax.get_lines() if len(ln.get_xdata()) == 3)
+
+    assert curves(cider_ax) == [[0.25] * 3, [0.55] * 3]  # the mean of seeds 0 and 1
+    assert curves(top5_ax) == [[11.0] * 3, [31.0] * 3]  # declared percent: x100
+    chance = [ln for ln in top5_ax.get_lines() if ln.get_label() == "chance"]
+    assert chance and np.allclose(chance[0].get_ydata(), 5.0)
+    assert (tmp_path / "sample_efficiency.png").stat().st_size > 10_000
+
+
+def test_a_declared_headline_metric_gets_its_own_panel(drawn, tmp_path):
+    METRICS.append(Metric("recall1", "R@1 %", percent=True, headline=True))
+    try:
+        rows = [dict(r, recall1=0.5) for r in ROWS]
+        plots.curves.sample_efficiency(rows, {}, tmp_path)
+    finally:
+        METRICS.pop()
+    axes = [ax for ax in drawn[0].axes if ax.get_visible()]
+    assert len(axes) == 3 and axes[2].get_title() == "R@1 %"
+    assert all(np.allclose(ln.get_ydata(), 50.0) for ln in axes[2].get_lines() if len(ln.get_xdata()) == 3)
+
+
+def test_selective_figure_has_one_curve_per_strategy_and_pooling(drawn, tmp_path):
+    rows = [{"strategy": s, "pooling": p, "rate_hz": hz, "cider": c * hz}
+            for s, c in (("uniform", 0.1), ("adaptive", 0.2)) for p in ("exact", "mean") for hz in (0.1, 1.0)]
+    plots.selective.selective_figure(rows, tmp_path, ceiling=0.3, annotation_hz=0.5)
+    ax = drawn[0].axes[0]
+    labels = {ln.get_label() for ln in ax.get_lines()}
+    assert {"uniform, exact embedding", "adaptive, mean embedding"} <= labels
+    assert np.allclose(line(ax, "adaptive, exact embedding").get_ydata(), [0.02, 0.2])
+    assert ax.get_xscale() == "log"
