@@ -38,9 +38,10 @@ from shared.features.encoder import FrozenEncoder
 from shared.features.visual import VisualFeatures
 from shared.files import atomic_path, write_json_atomic, write_text_atomic
 from shared.pipeline import prepare
-from shared.precision import announce, autocast_for
+from shared.precision import announce
 from shared.runinfo import versions
 from shared.training.optim import build_optimizer
+from shared.training.step import one_batch_step
 
 log = logging.getLogger(__name__)
 MEDIA = 16  # distinct small videos behind every manifest
@@ -163,11 +164,7 @@ def step_times(prepared, steps: int) -> dict:
             for k, batch in enumerate(stream):
                 if k == 1:
                     t0 = time.perf_counter()  # the first step warms up
-                with autocast_for(cfg):
-                    loss = arm(features.ready(batch, "cpu"))
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+                one_batch_step(arm, opt, features.ready(batch, "cpu"), cfg)
             out[name][mode] = 1000 * (time.perf_counter() - t0) / steps
         out[name]["online_over_cache"] = out[name]["online"] / out[name]["cache"]
     return out

@@ -12,8 +12,9 @@ import time
 import torch
 
 from shared.pipeline import prepare, random_visual_batch
-from shared.precision import DTYPE_NAMES, autocast, decision, matmul_gflops
+from shared.precision import DTYPE_NAMES, decision, matmul_gflops
 from shared.training.optim import build_optimizer
+from shared.training.step import one_batch_step
 
 PRECISIONS = ("no", "bf16")
 
@@ -32,11 +33,7 @@ def arm_step_ms(cfg, steps: int = 2) -> dict[str, dict[str, float]]:
             opt = build_optimizer(arm, cfg)
 
             def step():
-                with autocast(precision, "cpu"):
-                    loss = arm(batch)
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+                one_batch_step(arm, opt, batch, cfg, precision)
 
             step()  # warm-up: allocation, kernel selection
             start = time.perf_counter()

@@ -34,6 +34,7 @@ from shared.precision import (
 from shared.processes import device as process_device
 from shared.runinfo import versions
 from shared.training.optim import build_optimizer
+from shared.training.step import one_batch_step
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +124,7 @@ def arm_training(prepared, name: str, steps: int, device, peak: float) -> dict:
         loss.backward()
 
     def step():
-        fwd_bwd()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        one_batch_step(arm, opt, batch, cfg)
 
     for _ in range(3):
         step()

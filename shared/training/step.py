@@ -18,6 +18,8 @@ import contextlib
 import torch
 from accelerate.utils import gather_object
 
+from shared.precision import autocast
+
 
 def _sync_last(accelerator, model, i: int, n: int):
     return contextlib.nullcontext() if i == n - 1 else accelerator.no_sync(model)
@@ -54,4 +56,20 @@ def coupled_step(accelerator, model, arm, micro_batches) -> torch.Tensor:
             # the data-parallel all-reduce averages over processes; every process holds the same loss
             accelerator.backward(surrogate * accelerator.num_processes)
         row += n
+    return loss.detach()
+
+
+def one_batch_step(arm, optimizer, batch, cfg, precision: str | None = None) -> torch.Tensor:
+    """One optimizer step on one micro-batch without an Accelerator, for benchmarks and profiles: what
+    the loop does with one process and one micro-step (the plain loss, the run's autocast, gradient
+    clipping, the optimizer step), so a benchmark times the step that training runs. ``precision``
+    overrides ``train.mixed_precision`` (fp32 against bf16 on the same machine)."""
+    device_type = next(arm.parameters()).device.type
+    with autocast(precision or cfg.train.mixed_precision, device_type):
+        loss = arm(batch)
+    loss.backward()
+    if cfg.train.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(arm.parameters(), cfg.train.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
     return loss.detach()
