@@ -35,5 +35,5 @@ def test_compile_and_checkpointing_switches_reach_every_transformer_layer(smoke_
     arm.enable_activation_checkpointing()
     layers = [m for m in arm.modules() if type(m).__name__ == "LlamaDecoderLayer"]
     assert layers and all(m._compiled_call_impl is not None for m in layers)
-    assert all(m.is_gradient_checkpointing for m in arm.modules() if hasattr(m, "is_gradient_checkpointing")
+    assert all(m.is_activation_checkpointing for m in arm.modules() if hasattr(m, "is_activation_checkpointing")
                and any(p.requires_grad for p in m.parameters()))
