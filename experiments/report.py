@@ -19,6 +19,7 @@ from shared.config import base_arm_name, variant_changes
 from shared.evaluation.control import arm_controls, audit, audit_markdown
 from shared.evaluation.metrics import METRICS, metric
 from shared.files import read_json, read_jsonl, write_json_atomic, write_text_atomic
+from shared.training.checkpoint import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def write_outputs(out: Path) -> bool:
     # control audit, per seed: every arm's run directory of that seed
     audits = {}
     for seed in seeds:
-        dirs = [out / "runs" / a / f"seed{seed}" for a in arms if (out / "runs" / a / f"seed{seed}" / "config.yaml").exists()]
+        dirs = [RunDir.of(out, a, seed).root for a in arms if RunDir.of(out, a, seed).config.is_file()]
         if len(dirs) >= 2:
             audits[seed] = audit(dirs)
     if audits:

@@ -42,7 +42,7 @@ from shared.pipeline import prepare
 from shared.precision import announce
 from shared.processes import is_main
 from shared.runinfo import versions
-from shared.training.checkpoint import folder_lock, load_weights
+from shared.training.checkpoint import RunDir, folder_lock, load_weights
 from shared.training.loop import train_arm
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:
     for seed in cfg.seeds:
         prep = dataclasses.replace(prepared, cfg=dataclasses.replace(cfg, seed=seed))
         for arm_name in cfg.arms:
-            result = train_arm(prep, arm_name, out / "runs" / arm_name / f"seed{seed}")
+            result = train_arm(prep, arm_name, RunDir.of(out, arm_name, seed).root)
             summary["phases"][f"train_{arm_name}_seed{seed}_s"] = round(result.wall_s, 1)
             summary.setdefault("throughput", {})[arm_name] = round(result.samples_per_s, 1)
             todo = [c for c in result.checkpoints if (arm_name, seed, c["milestone"]) not in done]
@@ -123,7 +123,7 @@ def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:
 def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets, result, out: Path, main: bool) -> None:
     """Every set for each checkpoint (each process its share of the clips); one row each, by the main process."""
     arm = prep.seeded_arm(arm_name)  # on this process's device
-    train_log = read_jsonl(out / "runs" / arm_name / f"seed{seed}" / "train_log.jsonl")
+    train_log = read_jsonl(RunDir.of(out, arm_name, seed).log)
     for ckpt in todo:
         weights, _ = load_weights(Path(ckpt["path"]))
         arm.load_trainable_state_dict(weights)

@@ -35,7 +35,7 @@ from shared.files import (
 from shared.pipeline import prepare
 from shared.precision import announce, autocast_for
 from shared.runinfo import versions
-from shared.training.checkpoint import load_weights
+from shared.training.checkpoint import RunDir, load_weights
 from shared.training.loop import check_same_config, train_arm
 
 log = logging.getLogger(__name__)
@@ -54,31 +54,22 @@ def add_parser(sub, help: str) -> None:
     p.set_defaults(run=run)
 
 
-def resolve_checkpoint(path: Path) -> tuple[Path, Path | None]:
-    """(milestone folder, its run folder if known) for a checkpoint or a run folder."""
-    path = Path(path)
-    if (path / "model.safetensors").is_file():
-        return path, path.parent.parent if path.parent.name == "checkpoints" else None
-    milestones = sorted(p for p in (path / "checkpoints").glob("samples_*") if p.name.split("_")[-1].isdigit())
-    if not milestones:
-        raise FileNotFoundError(f"--checkpoint {path}: neither a checkpoint (model.safetensors) "
-                                "nor a run folder with checkpoints/samples_*")
-    return milestones[-1], path
-
-
 def load_trained_arm(cfg: Config, out: Path, checkpoint: Path | None):
     name = cfg.selective.arm
     if name not in cfg.arm:
         raise ConfigError(f"selective.arm: unknown arm {name!r}; registered: {sorted(cfg.arm)}")
     if checkpoint is None:
         prepared = prepare(cfg, splits=("train",))
-        result = train_arm(prepared, name, out / "runs" / name / f"seed{cfg.seed}")
+        result = train_arm(prepared, name, RunDir.of(out, name, cfg.seed).root)
         ckpt = Path(result.checkpoints[-1]["path"])
     else:
         prepared = prepare(cfg, splits=())
-        ckpt, run_dir = resolve_checkpoint(checkpoint)
-        if run_dir is not None:  # the checkpoint must be of this config's arm, or the weights won't fit
-            check_same_config(run_dir, cfg, name, evaluating=True)
+        try:
+            ckpt, run = RunDir.locate(checkpoint)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"--checkpoint {e}") from None
+        if run is not None:  # the checkpoint must be of this config's arm, or the weights won't fit
+            check_same_config(run.root, cfg, name, evaluating=True)
     weights, state = load_weights(ckpt)
     arm = prepared.seeded_arm(name)
     if not arm.supports_embed:

@@ -1,4 +1,5 @@
 """The run folder's one owner: where milestones and resume points live, and what a checkpoint carries."""
+import pytest
 import torch
 
 from shared.training.checkpoint import RunDir, TrainState, load_weights, save_weights
@@ -44,3 +45,16 @@ def test_resume_falls_back_to_the_previous_point_after_a_crash_between_renames(t
 def test_train_state_round_trips_through_json():
     s = TrainState(step=3, samples_seen=96, milestones_done=(64,), wall_s=1.5, last_loss=0.25)
     assert TrainState.from_json({**s.to_json(), "unknown_future_field": 1}) == s
+
+
+def test_a_checkpoint_is_located_from_its_folder_or_its_run_folder(tmp_path):
+    run = RunDir.of(tmp_path / "out", "jepa", 2)
+    assert run.root == tmp_path / "out" / "runs" / "jepa" / "seed2"
+    for m in (64, 128):
+        save_weights(run.milestone(m), {"w": torch.ones(1)}, TrainState(samples_seen=m), {"milestone": m})
+    ckpt, found = RunDir.locate(run.root)
+    assert ckpt == run.milestone(128) and found.root == run.root  # a run folder: its last milestone
+    ckpt, found = RunDir.locate(run.milestone(64))
+    assert ckpt == run.milestone(64) and found.root == run.root
+    with pytest.raises(FileNotFoundError, match="neither a checkpoint"):
+        RunDir.locate(tmp_path / "out")

@@ -58,6 +58,25 @@ class RunDir:
         self.done = self.root / "done.json"
         self.resume = self.root / "resume"
 
+    @staticmethod
+    def of(out: str | Path, arm: str, seed: int) -> "RunDir":
+        """The run folder of (arm, seed) inside a comparison's output folder."""
+        return RunDir(Path(out) / "runs" / arm / f"seed{seed}")
+
+    @staticmethod
+    def locate(path: str | Path) -> tuple[Path, "RunDir | None"]:
+        """(milestone folder, its run folder if known) for a milestone folder, or a run folder (its
+        last milestone)."""
+        path = Path(path)
+        if (path / "model.safetensors").is_file():
+            return path, RunDir(path.parent.parent) if path.parent.name == "checkpoints" else None
+        run = RunDir(path)
+        done = run.checkpoints()
+        if not done:
+            raise FileNotFoundError(f"{path}: neither a checkpoint (model.safetensors) nor a run folder with "
+                                    "checkpoints/samples_*")
+        return Path(done[-1]["path"]), run
+
     def milestone(self, samples: int) -> Path:
         return self.root / "checkpoints" / f"samples_{samples:010d}"
 
