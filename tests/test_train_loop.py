@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from shared.data.order import TrainOrder
@@ -86,6 +87,18 @@ def test_resume_refuses_another_config(toy, tmp_path):
         train_arm(toy("train.lr=0.5"), "toy", tmp_path / "run", progress=False)
     # evaluation-only settings may change between invocations
     assert train_arm(toy("eval.max_clips=7"), "toy", tmp_path / "run", progress=False).completed
+
+    # a key the run recorded that this version no longer has (nothing reads it) does not block a
+    # resume; a key this version has that the run did not record does
+    saved = tmp_path / "run" / "config.yaml"
+    raw = yaml.safe_load(saved.read_text())
+    raw["data"]["synthetic"]["retired_knob"] = 8.0
+    saved.write_text(yaml.safe_dump(raw))
+    assert train_arm(toy(), "toy", tmp_path / "run", progress=False).completed
+    del raw["train"]["grad_clip"]
+    saved.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=r"differs at train.grad_clip"):
+        train_arm(toy(), "toy", tmp_path / "run", progress=False)
 
 
 def test_train_order_is_a_pure_function_of_seed():

@@ -97,7 +97,10 @@ def check_same_config(run_dir: Path, cfg: Config, arm_name: str, why: str = "", 
     cfg = resolve_config(cfg)
     old = training_view(yaml.safe_load(path.read_text()), arm_name)
     new = training_view(to_dict(cfg), arm_name)
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    retired = sorted(set(old) - set(new))  # keys this version no longer has: nothing here reads them
+    if retired:
+        log.warning("%s: keys this version no longer has, not compared: %s", path, ", ".join(retired))
+    diff = sorted(k for k in new if old.get(k, "<absent>") != new[k])
     key = "train.mixed_precision"
     if evaluating and key in diff:
         log.warning("%s: trained under %s=%s, evaluated here under %s", path, key, old.get(key), new.get(key))
