@@ -65,6 +65,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def leave_process_group() -> None:
+    """After a multi-process command (torchrun, accelerate launch): wait for the others, then end the
+    process group. Left to interpreter exit, gloo's threads can be torn down while still running and
+    abort a process (SIGABRT) whose work is already done. A command that never imported torch has
+    no group, so torch is looked up rather than imported (``--help`` stays light)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def chosen_command(argv: list[str]) -> str | None:
     return next((w for w in argv if not w.startswith("-")), None)
 
@@ -82,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*getattr(args, "overrides", []), *extra]
     setup_logging(getattr(args, "out", None), getattr(args, "verbose", False))
     try:
-        return args.run(args) or 0
+        code = args.run(args) or 0
+        leave_process_group()
+        return code
     except Exception as e:  # the suite's own errors carry an exit code: message only, no traceback
         code = 2 if isinstance(e, FileNotFoundError) else getattr(e, "exit_code", None)
         if code is None:
