@@ -40,7 +40,7 @@ def add_parser(sub, help: str) -> None:
 
 
 def is_timing(key: str) -> bool:
-    return key.endswith("_s") or key.endswith("_per_s") or key.endswith("_ms")
+    return key.endswith(("_s", "_ms"))  # seconds, rates per second (samples_per_s), milliseconds
 
 
 def differences(a: Any, b: Any, atol: float, ignore: set[str], where: str = "") -> list[str]:
