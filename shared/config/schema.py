@@ -112,9 +112,17 @@ class TrainConfig:
     weight_decay: float = 0.05
     beta1: float = 0.9
     beta2: float = 0.95
-    warmup_frac: float = 0.05
-    schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    warmup_frac: float = 0.05  # of the steps up to the last milestone
+    # the trunk's rate after warm-up: "constant" (the paper's protocol for section 4.4), "cosine" or
+    # "linear" to min_lr_ratio at the last milestone, "wsd" (constant, then linear to zero over the
+    # last decay_frac of the steps: one run annealed at its end); see shared/training/schedule.py
+    schedule: Literal["cosine", "constant", "linear", "wsd"] = "constant"
     min_lr_ratio: float = 0.1
+    decay_frac: float = 0.2  # schedule "wsd" only
+    # > 0: every milestone is the end of a cooldown branch off a constant-rate trunk, decaying the
+    # rate linearly to zero over this fraction of the milestone's samples, on the same data the
+    # trunk sees there; the trunk continues undecayed (costs this fraction of sum(milestones))
+    milestone_cooldown: float = 0.0
     grad_clip: float = 1.0
     # Checkpoints at these numbers of samples seen; training stops at the last one.
     milestones: list[int] = field(default_factory=lambda: [1024, 4096, 16384])
