@@ -208,7 +208,7 @@ def _start_or_resume(run: RunDir, accelerator, cfg: Config, arm_name: str, order
 def _optimizer_step(accelerator, trainee: _Trainee, micro_batches: list, coupled: bool, grad_clip: float) -> torch.Tensor:
     model = trainee.model
     step_loss = (coupled_step(accelerator, model, accelerator.unwrap_model(model), micro_batches) if coupled
-                 else independent_step(accelerator, model, micro_batches))
+                 else independent_step(accelerator, model, accelerator.unwrap_model(model), micro_batches))
     if grad_clip > 0:
         accelerator.clip_grad_norm_(model.parameters(), grad_clip)
     trainee.optimizer.step()
