@@ -53,9 +53,11 @@ class JepaArm(Arm):
         c = self.arm_cfg.y_encoder
         if c.trainable:
             return self.y_encoder(texts)
-        if not c.cache or self.ctx.device.type == "meta":  # meta (memory estimates): nothing to cache
+        if not c.cache:
             with torch.no_grad():
                 return self.y_encoder(texts)
+        if self.ctx.device.type == "meta":  # memory and FLOP estimates: a cached target costs the step nothing
+            return torch.zeros(len(texts), self.y_encoder.dim, device="meta")
         if self._text_cache is None:
             self._text_cache = TextEmbeddingCache(self.y_encoder, self.cfg.cache_path)
         return self._text_cache.embed(texts).to(self.ctx.device)

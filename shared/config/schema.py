@@ -148,8 +148,9 @@ class EvalConfig:
     batch_size: int = 64
     caption_max_tokens: int = 24
     retrieval: bool = True  # text-to-video recall@1 for arms that implement embed()
-    # top-k over phrasings ("top5_phrasings"): each label's canonical text plus (phrasings - 1) other
-    # phrasings of the data's grammar (synthetic data), the label scoring its best one, so an arm is
+    # top-k over phrasings ("top5_phrasings"): each label worded in the same `phrasings` sentence forms
+    # of the data's grammar (synthetic data: the canonical text and phrasings - 1 others, the same
+    # template and synonym positions for every label) and scored by the mean over them, so an arm is
     # not judged on one wording it may never have been trained to produce; "top5" stays the canonical
     # text's. Scoring K phrasings costs the VLM ~K^2/2 times the canonical scoring, so by default it
     # runs at the last milestone only ("all": every milestone). Manifest data has one text per label.

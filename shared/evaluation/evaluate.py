@@ -50,9 +50,15 @@ class EvalSet:
         return [t for p in self.phrasings for t in p]
 
     def per_label(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """[N, candidates] -> ([N, labels] best phrasing, [N, labels] canonical phrasing)."""
-        starts = np.cumsum([0] + [len(p) for p in self.phrasings[:-1]])
-        return np.maximum.reduceat(scores, starts, axis=1), scores[:, starts]
+        """[N, candidates] -> ([N, labels] mean over the label's phrasings, [N, labels] canonical one).
+
+        The mean, not the best: every label is worded in the same sentence forms, so a form's own
+        offset (a fluent template's lower NLL, a common word's higher cosine) is added to every
+        label alike and cancels in the ranking, and averaging K noisy scores does not reward the
+        label whose scores happen to spread most, as a maximum does."""
+        sizes = np.array([len(p) for p in self.phrasings])
+        starts = np.cumsum(np.concatenate([[0], sizes[:-1]]))
+        return np.add.reduceat(scores, starts, axis=1) / sizes, scores[:, starts]
 
     def canonical_only(self) -> "EvalSet":
         return dataclasses.replace(self, phrasings=[p[:1] for p in self.phrasings])
@@ -152,13 +158,18 @@ def evaluate(arm: Arm, prepared: Prepared, evalset: EvalSet) -> dict | None:
     out: dict = {"caption_s": m["caption_s"]}
     out["cider"], per_clip = cider(m["preds"], m["refs"])
     labelled = m["labels"] >= 0
+    ranks: dict[str, np.ndarray] = {}  # per clip, the true label's rank (for intervals over clips)
     if m["scores"] is not None and labelled.any():
-        best, canonical = evalset.per_label(m["scores"][labelled])
+        mean, canonical = evalset.per_label(m["scores"][labelled])
+        phrased = len(evalset.candidates) > len(evalset.phrasings)
         for k in (1, 5):
             out[f"top{k}"] = top_k_accuracy(canonical, m["labels"][labelled], k)
-            if len(evalset.candidates) > len(evalset.phrasings):
-                out[f"top{k}_phrasings"] = top_k_accuracy(best, m["labels"][labelled], k)
+            if phrased:
+                out[f"top{k}_phrasings"] = top_k_accuracy(mean, m["labels"][labelled], k)
                 out["phrasings"] = len(evalset.candidates) / len(evalset.phrasings)
+        ranks["rank"] = _full(labelled, label_rank(canonical, m["labels"][labelled]))
+        if phrased:
+            ranks["rank_phrasings"] = _full(labelled, label_rank(mean, m["labels"][labelled]))
         out["classify_s"] = m["classify_s"]
     if m["videos"] is not None:  # text-to-video: each clip's first reference retrieves among all evaluation clips
         sim = torch.from_numpy(m["texts"]) @ torch.from_numpy(m["videos"]).T
@@ -166,9 +177,25 @@ def evaluate(arm: Arm, prepared: Prepared, evalset: EvalSet) -> dict | None:
     if m["recon"] is not None:  # the decoder's ceiling: decode(encode(reference)) vs the references
         out["decoder_ceiling_cider"], _ = cider(m["recon"], m["refs"])
     out["eval_s"] = time.perf_counter() - t0
-    out["examples"] = [{"id": i, "prediction": p, "references": r, "cider": float(c)}
-                       for i, p, r, c in zip(m["ids"], m["preds"], m["refs"], per_clip)]
+    out["examples"] = [{"id": i, "prediction": p, "references": r, "cider": float(c),
+                        **{k: int(v[j]) for k, v in ranks.items()}}
+                       for j, (i, p, r, c) in enumerate(zip(m["ids"], m["preds"], m["refs"], per_clip))]
     out["processes"] = world
+    return out
+
+
+def label_rank(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """0-based rank of each row's true label, ties ordered as scikit-learn's top-k accuracy orders
+    them (a tied label with a higher index ranks first), so mean(rank < k) is exactly top-k."""
+    true = scores[np.arange(len(labels)), labels][:, None]
+    later = np.arange(scores.shape[1])[None, :] > labels[:, None]
+    return ((scores > true) | ((scores == true) & later)).sum(axis=1)
+
+
+def _full(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` at the rows of ``mask``, -1 (no label) elsewhere."""
+    out = np.full(len(mask), -1, dtype=np.int64)
+    out[mask] = values
     return out
 
 
