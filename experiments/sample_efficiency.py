@@ -70,7 +70,7 @@ def metrics_row(arm_name: str, seed: int, ckpt: dict, m: dict, trainable: int, t
     branch = [r for r in train_log if r.get("branch") == ckpt["milestone"]]
     logged = branch or [r for r in train_log if r["samples_seen"] <= ckpt["samples_seen"] and "branch" not in r]
     row = {"arm": arm_name, "seed": seed, "step": ckpt["step"], "samples_seen": ckpt["samples_seen"],
-           "milestone": ckpt["milestone"], "cider": m["cider"], "top1": m.get("top1"), "top5": m.get("top5"),
+           "milestone": ckpt["milestone"], "cider": m.get("cider"), "top1": m.get("top1"), "top5": m.get("top5"),
            "train_loss": logged[-1]["loss"] if logged else ckpt.get("train_loss"),
            "trainable_params": trainable, "wall_s": ckpt.get("wall_s"),
            # the compute axis: what training this checkpoint cost (shared/training/flops.py) and took
@@ -154,7 +154,7 @@ def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets,
                           "".join(json.dumps(e) + "\n" for e in examples))
         append_jsonl(out / "metrics.jsonl", row)
         log.info("%s seed %d @ %d samples: CIDEr %.3f, top-1 %.1f%%, top-5 %.1f%% (eval %.0fs)", arm_name, seed,
-                 ckpt["samples_seen"], row["cider"], 100 * (row["top1"] or 0), 100 * (row["top5"] or 0), m["eval_s"])
+                 ckpt["samples_seen"], row["cider"] or 0, 100 * (row["top1"] or 0), 100 * (row["top5"] or 0), m["eval_s"])
 
 
 def grid_cells(sweeps: dict[str, list], cells: list[str]) -> list[tuple[str, list[str], dict]]:

@@ -199,7 +199,10 @@ class JepaArm(Arm):
 
     @torch.no_grad()
     def caption(self, visual: torch.Tensor, queries: list[str], max_new_tokens: int) -> list[str]:
-        return self._decode(self.predict(visual, queries), max_new_tokens)
+        """``max_new_tokens`` counts the shared tokenizer's tokens (evaluation cuts to it): a decoder
+        with its own tokenizer gets twice as many of its own, so the cut, not its unit, sets the length."""
+        own_unit = self.arm_cfg.y_decoder.kind == "sonar"
+        return self._decode(self.predict(visual, queries), 2 * max_new_tokens if own_unit else max_new_tokens)
 
     @torch.no_grad()
     def score_candidates(self, visual: torch.Tensor, queries: list[str], candidates: list[str]) -> torch.Tensor:

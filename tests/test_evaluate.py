@@ -76,3 +76,24 @@ def test_label_rank_agrees_with_top_k_on_ties():
     ranks = label_rank(scores, labels)
     for k in (1, 3, 5):
         assert np.mean(ranks < k) == pytest.approx(top_k_accuracy(scores, labels, k))
+
+
+def test_decoder_ceiling_scores_against_the_other_references(scripted):
+    """A perfect decoder (decode(encode(x)) == x) scores the annotator ceiling, not its own input."""
+    from shared.evaluation.evaluate import baselines
+
+    prepared, arm, evalset = scripted
+    arm.reconstruct_texts = lambda texts, max_new_tokens: list(texts)
+    out = evaluate(arm, prepared, evalset)
+    assert out["decoder_ceiling_cider"] == pytest.approx(baselines(prepared, evalset)["human_ceiling_cider"])
+
+
+def test_captions_are_cut_in_the_shared_tokenizers_unit(smoke_prepared):
+    from shared.evaluation.evaluate import cap_length
+
+    tok = smoke_prepared.tokenizer
+    long = "a red circle moves left and a blue square moves right"
+    n = len(tok(long, add_special_tokens=False)["input_ids"])
+    assert cap_length([long, "a red circle"], tok, n) == [long, "a red circle"]
+    (cut,) = cap_length([long], tok, 4)
+    assert len(tok(cut, add_special_tokens=False)["input_ids"]) == 4 and long.startswith(cut)

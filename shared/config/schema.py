@@ -139,13 +139,28 @@ class TrainConfig:
 
 
 @dataclass
+class EvalSetSpec:
+    """One evaluation set of ``eval.sets``: a manifest and the task it is scored on (section 4.4
+    averages CIDEr over its captioning sets and top-5 over its classification sets)."""
+
+    manifest: str
+    name: str | None = None  # default: the manifest's file name
+    task: Literal["caption", "classify", "both"] = "both"
+
+
+@dataclass
 class EvalConfig:
     split: Literal["val", "test"] = "test"
     # Extra evaluation sets (manifest JSONL files; their clips of ``split`` are used), averaged as
     # the paper averages YouCook2 / MSR-VTT / PVD-Bench. Empty = the training data's own split.
-    sets: list[str] = field(default_factory=list)
+    # Each entry: a manifest path (scored on both tasks) or {manifest, name, task: caption|classify|both};
+    # each metric is averaged over the sets of its task.
+    sets: list[str | EvalSetSpec] = field(default_factory=list)
     max_clips: int = 0  # 0 = the whole split (per set)
     batch_size: int = 64
+    # longest caption, in tokens of the shared tokenizer (the base LM's) for every arm: a decoder
+    # with a tokenizer of its own (SONAR's) generates up to twice as many of its tokens and the
+    # caption is cut to this length in the shared unit
     caption_max_tokens: int = 24
     retrieval: bool = True  # text-to-video recall@1 for arms that implement embed()
     # top-k over phrasings ("top5_phrasings"): each label worded in the same `phrasings` sentence forms
