@@ -187,7 +187,10 @@ class SelectiveConfig:
     arm: str = "jepa"  # an arm with embed() and decode_embeddings()
     window_s: float = 2.0  # each window's span; its data.frames frames are spread uniformly over it
     hop_s: float = 0.5  # window centres every hop_s seconds: 1 / hop_s is the highest decoding rate
-    frequencies_hz: list[float] = field(default_factory=lambda: [2.0, 1.0, 0.5, 0.35, 0.2, 0.1, 0.05, 0.02, 0.01])
+    # decoding rates swept, from the paper's 2 Hz to 0.01 Hz, about 1.4x apart: the rate matching uniform
+    # 1 Hz is interpolated between the two that bracket it (experiments/selective_report.py)
+    frequencies_hz: list[float] = field(default_factory=lambda: [2.0, 1.4, 1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08,
+                                                                 0.05, 0.035, 0.02, 0.01])
     poolings: list[Literal["exact", "mean"]] = field(default_factory=lambda: ["exact", "mean"])
     batch_windows: int = 64  # windows read, encoded and embedded at a time
 
