@@ -280,7 +280,7 @@ def test_a_shared_space_prediction_maps_back_to_the_y_encoders_space(smoke_prepa
     texts = ["a red circle moves left", "a blue square spins", "a green cross grows"]
     with torch.no_grad():
         unit = arm.y_encoder(texts)
-        shared = arm.target_embeddings(texts)
+        shared = arm.y_head(unit)  # what target_embeddings gives (direct: not through the session's text cache)
         assert arm.y_head.bias is None and shared.shape == (3, 512)
         back = F.normalize(arm.to_y_space(3.0 * shared), dim=-1)
     assert torch.allclose(back, unit, atol=1e-4)
