@@ -42,7 +42,8 @@ from shared.pipeline import prepare
 from shared.precision import announce
 from shared.processes import is_main
 from shared.runinfo import versions
-from shared.training.checkpoint import RunDir, folder_lock, load_weights
+from shared.milestone import load_arm
+from shared.training.checkpoint import RunDir, folder_lock
 from shared.training.loop import train_arm
 
 log = logging.getLogger(__name__)
@@ -122,12 +123,9 @@ def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:
 
 def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets, result, out: Path, main: bool) -> None:
     """Every set for each checkpoint (each process its share of the clips); one row each, by the main process."""
-    arm = prep.seeded_arm(arm_name)  # on this process's device
     train_log = read_jsonl(RunDir.of(out, arm_name, seed).log)
     for ckpt in todo:
-        weights, _ = load_weights(Path(ckpt["path"]))
-        arm.load_trainable_state_dict(weights)
-        arm.set_progress(ckpt["samples_seen"])
+        arm = load_arm(ckpt["path"], prepared=prep)  # on this process's device
         last = ckpt["milestone"] == prep.cfg.train.milestones[-1]
         with_phrasings = prep.cfg.eval.phrasings_at == "all" or last
         per_set = {s.name: evaluate(arm, prep, s if with_phrasings else s.canonical_only()) for s in sets}

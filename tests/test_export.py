@@ -1,0 +1,85 @@
+"""One milestone loader and the Hugging Face export: a smoke comparison's checkpoints load into the
+arm its evaluation scored, and the exported folders, reloaded with plain transformers (the code of
+docs/export.md), give the arm's logits (VLM) and predictions (JEPA)."""
+import json
+import re
+
+import pytest
+import torch
+
+from experiments.cli import main
+from shared.config import ConfigError
+from shared.milestone import Milestone, load_arm
+from tests.conftest import ROOT, SMOKE
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory, cache_dir):
+    out = tmp_path_factory.mktemp("export") / "se"
+    assert main(["sample-efficiency", "-c", str(SMOKE), "-o", str(out), f"cache_dir={cache_dir}",
+                 "train.milestones=[32,64]", "eval.phrasings=1", "eval.max_clips=16"]) == 0
+    return out
+
+
+def docs_code() -> dict:
+    code = re.search(r"^```python\n(.*?)^```$", (ROOT / "docs" / "export.md").read_text(), re.S | re.M).group(1)
+    namespace: dict = {}
+    exec(compile(code, "docs/export.md", "exec"), namespace)  # noqa: S102 - the guide's own code
+    return namespace
+
+
+@pytest.mark.slow
+def test_load_arm_gives_the_arm_the_comparison_evaluated(comparison):
+    from shared.evaluation.evaluate import eval_sets, evaluate
+    from shared.pipeline import prepare
+
+    m = Milestone.find(comparison / "runs" / "jepa" / "seed0")  # a run folder: its last milestone
+    assert m.arm_name == "jepa" and m.samples_seen == 64 and m.folder.name == "samples_0000000064"
+    arm = load_arm(m)
+    assert not arm.training and arm.samples_seen == 64
+    assert all(torch.equal(p, m.weights()[n]) for n, p in arm.named_parameters() if p.requires_grad)
+    # evaluated again from the loaded arm: the row the comparison wrote
+    prep = prepare(m.config())
+    row = [json.loads(l) for l in (comparison / "metrics.jsonl").read_text().splitlines()
+           if json.loads(l)["arm"] == "jepa" and json.loads(l)["samples_seen"] == 64][0]
+    again = evaluate(load_arm(m.folder, prepared=prep), prep, eval_sets(prep)[0].canonical_only())
+    assert (again["cider"], again["top5"]) == (row["cider"], row["top5"])
+    # a pipeline of another training config does not fit the weights: refused, naming the key
+    with pytest.raises(ConfigError, match="lm.hidden_size"):
+        load_arm(m, prepared=prepare(m.config(["lm.hidden_size=32"]), splits=()))
+
+
+@pytest.mark.slow
+def test_exported_vlm_gives_the_arms_logits(comparison, tmp_path):
+    out = tmp_path / "vlm"
+    assert main(["export", "--checkpoint", str(comparison / "runs" / "vlm" / "seed0"), "--out", str(out)]) == 0
+    assert (out / "lm" / "model.safetensors").is_file() and (out / "lm" / "tokenizer.json").is_file()
+    arm = load_arm(comparison / "runs" / "vlm" / "seed0", evaluation=False, device="cpu")
+    g = torch.Generator().manual_seed(0)
+    visual = torch.randn(1, arm.ctx.visual_tokens, arm.ctx.visual_dim, generator=g)
+    query, caption = arm.cfg.data.query, "a red circle moves to the left"
+    with torch.no_grad():
+        x, mask = arm.prefix(visual, [query])
+        ids, _ = arm._ids([caption], eos=True)
+        expected = arm.lm(inputs_embeds=torch.cat([x, arm.embed_ids(ids)], dim=1)).logits
+    got = docs_code()["vlm_logits"](out, visual, query, caption)
+    assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-5)
+    card = (out / "README.md").read_text()
+    assert "64 samples seen" in card and "- CIDEr: " in card and "vit_pe_core_tiny_patch16_384" in card
+    info = json.loads((out / "export.json").read_text())
+    assert info["samples_seen"] == 64 and info["metrics"]["arm"] == "vlm" and info["encoder"]["frames"] == 4
+
+
+@pytest.mark.slow
+def test_exported_jepa_predictor_gives_the_arms_predictions(comparison, tmp_path):
+    out = tmp_path / "jepa"
+    ckpt = comparison / "runs" / "jepa" / "seed0" / "checkpoints" / "samples_0000000032"
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    arm = load_arm(ckpt, evaluation=False, device="cpu")
+    visual = torch.randn(1, arm.ctx.visual_tokens, arm.ctx.visual_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = arm.predict(visual, [arm.cfg.data.query])
+    got = docs_code()["jepa_prediction"](out, visual, arm.cfg.data.query)
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+    assert "32 samples seen" in (out / "README.md").read_text()
+    assert json.loads((out / "export.json").read_text())["samples_seen"] == 32
