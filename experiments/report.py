@@ -17,6 +17,7 @@ from experiments.selective_report import write_selective_outputs
 from plots.curves import grid_bars, parameters, sample_efficiency, sweep_lines
 from shared.config import base_arm_name, variant_changes
 from shared.evaluation.control import arm_controls, audit, audit_markdown
+from shared.evaluation.intervals import LEVEL, Difference, arm_difference
 from shared.evaluation.metrics import METRICS, metric
 from shared.files import read_json, read_jsonl, write_json_atomic, write_text_atomic
 from shared.training.checkpoint import RunDir
@@ -78,8 +79,32 @@ def _cell(agg: dict, m: str, pct: bool) -> str:
     return s + (f" ({_fmt(lo, pct)}–{_fmt(hi, pct)})" if agg["seeds"] > 1 else "")
 
 
-def comparison_lines(agg: dict, arms: list[str], milestones: list[int]) -> list[str]:
-    """Who leads at each milestone, in numbers; a lead within the seed range is called a tie."""
+def arm_differences(out: Path, rows: list[dict], pairs: list[tuple[str, str]], milestones: list[int]) -> dict:
+    """(a, b, milestone, metric) -> Difference of a - b with its 95% interval, for every metric the
+    predictions hold clip by clip, over the seeds both arms ran."""
+    out_d = {}
+    for a, b in pairs:
+        for ms in milestones:
+            seeds = sorted({r["seed"] for r in rows if r["arm"] == a and r["milestone"] == ms}
+                           & {r["seed"] for r in rows if r["arm"] == b and r["milestone"] == ms})
+            for m in (x for x in METRICS if x.per_clip):
+                d = arm_difference(out, a, b, seeds, ms, m.key) if seeds else None
+                if d is not None:
+                    out_d[(a, b, ms, m.key)] = d
+    return out_d
+
+
+def _signed(x: float, pct: bool) -> str:
+    return ("+" if x >= 0 else "") + _fmt(x, pct)
+
+
+def _interval(d: Difference, pct: bool) -> str:
+    return f"[{_signed(d.lo, pct)}, {_signed(d.hi, pct)}]"
+
+
+def comparison_lines(diffs: dict, arms: list[str], milestones: list[int]) -> list[str]:
+    """Who leads at each milestone: 'leads'/'trails' only when the 95% interval of the paired
+    difference excludes zero, else 'ties'."""
     if len(arms) < 2:
         return []
     a, b = arms[:2]
@@ -87,22 +112,32 @@ def comparison_lines(agg: dict, arms: list[str], milestones: list[int]) -> list[
     for headline in (m for m in METRICS if m.headline):
         leads = []
         for ms in milestones:
-            x, y = agg.get((a, ms), {}).get(headline.key), agg.get((b, ms), {}).get(headline.key)
-            if x is None or y is None:
+            d = diffs.get((a, b, ms, headline.key))
+            if d is None:
                 continue
-            gap = x[0] - y[0]
-            overlap = not (x[1] > y[2] or y[1] > x[2])
-            seeds = agg[(a, ms)]["seeds"]
-            if gap == 0:
-                who = "tie"
-            else:
-                better = a if (gap > 0) == headline.higher_is_better else b
-                who = "tie (seed ranges overlap)" if overlap and seeds > 1 else better
             pct = headline.percent
-            leads.append(f"{ms:,}: {who} ({'+' if gap >= 0 else ''}{_fmt(gap, pct)}{' pts' if pct else ''} {a} − {b})")
+            verdict = d.verdict(headline.higher_is_better)
+            who = {"leads": f"{a} leads", "trails": f"{b} leads", "ties": "tie"}[verdict]
+            leads.append(f"{ms:,}: {who} ({_signed(d.diff, pct)}{' pts' if pct else ''} {a} − {b}, "
+                         f"95% {_interval(d, pct)})")
         if leads:
             lines.append(f"- **{headline.label}** — " + "; ".join(leads))
     return lines
+
+
+def difference_table(diffs: dict, arms: list[str], milestones: list[int]) -> list[str]:
+    """Every per-clip metric's difference between the first two arms, per milestone, with its interval."""
+    if len(arms) < 2:
+        return []
+    a, b = arms[:2]
+    L = [f"| samples seen | metric | {a} − {b} | 95% interval | reading |", "|---:|---|---:|---|---|"]
+    for ms in milestones:
+        for m in (x for x in METRICS if x.per_clip):
+            d = diffs.get((a, b, ms, m.key))
+            if d is not None:
+                L.append(f"| {ms:,} | {m.label} | {_signed(d.diff, m.percent)} | {_interval(d, m.percent)} | "
+                         f"{d.verdict(m.higher_is_better)} |")
+    return L if len(L) > 2 else []
 
 
 def write_outputs(out: Path) -> bool:
@@ -133,7 +168,15 @@ def write_outputs(out: Path) -> bool:
     params = {a: next(r["trainable_params"] for r in rows if r["arm"] == a) for a in arms}
     parameters(params, out)
     agg = aggregate(rows)
-    write_text_atomic(out / "report.md", render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, milestones))
+    variants = cfg.get("variants") or {}
+    pairs = list(dict.fromkeys(([tuple(arms[:2])] if len(arms) >= 2 else [])
+                               + [(v, base_arm_name(variants, v)) for v in arms
+                                  if v in variants and base_arm_name(variants, v) in arms]))
+    diffs = arm_differences(out, rows, pairs, milestones)
+    write_json_atomic(out / "differences.json", [{"a": a, "b": b, "milestone": ms, "metric": k, **d.to_json()}
+                                                 for (a, b, ms, k), d in diffs.items()])
+    write_text_atomic(out / "report.md", render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds,
+                                                       milestones, diffs))
     log.info("wrote %s, %s and report.md", figs[0].name, "control_audit.md")
     return True
 
@@ -151,7 +194,8 @@ def control_lines(cfg: dict, rows: list[dict], arms: list[str]) -> list[str]:
     L = ["- Base LM (both arms' starting weights): " + (f"pretrained `{lm['weights']}`" if lm["weights"]
                                                           else "seeded random init, the same for both arms") + ".",
          f"- Classification candidates: each label's canonical text (top-5), and {cfg['eval'].get('phrasings', 1)} "
-         "phrasings per label with the best one counting (top-5 phrasings), the same texts for both arms."]
+         "phrasings per label in the same sentence forms for every label, scored by their mean (top-5 phrasings), "
+         "the same texts for both arms."]
     for a in arms:
         L += [f"- {a}: {line}" for line in arm_controls(a, cfg)]
     decoders = {(r["arm"], r.get("decoder_params")) for r in rows if r.get("decoder_params")}
@@ -178,14 +222,16 @@ def results_table(agg: dict, arms: list[str], milestones: list[int]) -> list[str
 ABLATION_METRICS = ("cider", "top5", "recall1")  # the paper's Table 5 reports these per row
 
 
-def variant_lines(cfg: dict, agg: dict, arms: list[str], last: int) -> list[str]:
-    """Each variant against its base arm at the last milestone: the ablation table (paper's Table 5 shape)."""
+def variant_lines(cfg: dict, agg: dict, arms: list[str], last: int, diffs: dict) -> list[str]:
+    """Each variant against its base arm at the last milestone: the ablation table (paper's Table 5
+    shape), each difference with its 95% interval where the predictions allow one."""
     variants = cfg.get("variants") or {}
     rows = [a for a in arms if a in variants and base_arm_name(variants, a) in arms]
     if not rows:
         return []
     L = ["## Variants against their base arm", "",
-         f"Last milestone ({last:,} samples); mean over seeds (min–max); Δ = variant − base arm, in the metric's unit.", "",
+         f"Last milestone ({last:,} samples); mean over seeds (min–max); Δ = variant − base arm, in the metric's unit, "
+         "with its 95% paired-bootstrap interval.", "",
          "| arm | changes | " + " | ".join(f"{metric(m).label} | Δ" for m in ABLATION_METRICS) + " |",
          "|---|---|" + "---:|---:|" * len(ABLATION_METRICS)]
     for a in dict.fromkeys([base_arm_name(variants, v) for v in rows] + rows):
@@ -195,9 +241,14 @@ def variant_lines(cfg: dict, agg: dict, arms: list[str], last: int) -> list[str]
         cells = []
         for m in ABLATION_METRICS:
             x = metric(m)
-            delta = g[m][0] - b[m][0] if m in g and m in b and a != base else None
-            cells += [_cell(g, m, x.percent) if g else "–",
-                      ("+" if delta and delta > 0 else "") + _fmt(delta, x.percent) if delta is not None else ""]
+            d = diffs.get((a, base, last, m))
+            if d is not None:
+                delta = f"{_signed(d.diff, x.percent)} {_interval(d, x.percent)}"
+            elif m in g and m in b and a != base:
+                delta = _signed(g[m][0] - b[m][0], x.percent)
+            else:
+                delta = ""
+            cells += [_cell(g, m, x.percent) if g else "–", delta]
         L.append(f"| {a} | {changes} | " + " | ".join(cells) + " |")
     return L + [""]
 
@@ -225,15 +276,16 @@ def _setup_lines(cfg, base, summary, seeds, milestones) -> list[str]:
     return L
 
 
-def _results_lines(rows, agg, arms, seeds, milestones) -> list[str]:
+def _results_lines(rows, agg, arms, seeds, milestones, diffs) -> list[str]:
     """The results table, per-set results and who leads at each milestone."""
     L: list[str] = []
     phr = max((r.get("phrasings") or 1) for r in rows)
     L += ["## Results", "", (f"Mean over {len(seeds)} seeds (min–max in brackets)." if len(seeds) > 1 else
                           "One seed: at small sample counts the seed-to-seed spread is large; run seeds=0,1,2 before concluding."),
           "", f"CIDEr-D on pycocoevalcap's scale (0–10, not x100). top-k: each label scored by its canonical text; "
-          f"\"top-5 % phrasings\": by the best of {phr:g} phrasings of it (where computed). Y-decoder samples: the "
-          "captions the JEPA arm's decoder trained on by that checkpoint.", ""]
+          f"\"top-5 % phrasings\": by the mean score of {phr:g} phrasings of it, the same sentence forms for every "
+          "label (where computed). Y-decoder samples: the captions the JEPA arm's decoder trained on by that "
+          "checkpoint.", ""]
     L += results_table(agg, arms, milestones)
     if any("sets" in r for r in rows):
         L += ["", "Per evaluation set (last milestone, mean over seeds):", "", "| set | arm | CIDEr | top-5 % |", "|---|---|---:|---:|"]
@@ -244,9 +296,15 @@ def _results_lines(rows, agg, arms, seeds, milestones) -> list[str]:
                 c = np.mean([r["sets"][name].get("cider", np.nan) for r in rs])
                 t5 = np.mean([r["sets"][name].get("top5", np.nan) for r in rs])
                 L.append(f"| {name} | {a} | {_fmt(c)} | {_fmt(t5, True)} |")
-    L += ["", "Who leads, per milestone" + (" (one seed: differences of a few points are within seed noise)"
-                                             if len(seeds) == 1 else "") + ":", ""]
-    L += comparison_lines(agg, arms, milestones) + [""]
+    table = difference_table(diffs, arms, milestones)
+    if table:
+        how = (f"{len(seeds)} seeds: clips resampled within each seed, seeds resampled" if len(seeds) > 1 else
+               "one seed: only the test clips are resampled, so the interval omits seed-to-seed spread")
+        L += ["", f"### Arm difference with {100 * LEVEL:.0f}% intervals", "",
+              f"Paired bootstrap over the evaluation clips ({how}; shared/evaluation/intervals.py). A lead is "
+              "called only when the interval excludes zero.", "", *table]
+    L += ["", "Who leads, per milestone:", ""]
+    L += comparison_lines(diffs, arms, milestones) + [""]
     return L
 
 
@@ -317,11 +375,11 @@ def _audit_lines(audits) -> list[str]:
     return L
 
 
-def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, milestones) -> str:
+def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, milestones, diffs) -> str:
     return "\n".join([
         *_setup_lines(cfg, base, summary, seeds, milestones),
-        *_results_lines(rows, agg, arms, seeds, milestones),
-        *variant_lines(cfg, agg, arms, max(milestones)),
+        *_results_lines(rows, agg, arms, seeds, milestones, diffs),
+        *variant_lines(cfg, agg, arms, max(milestones), diffs),
         *_reference_lines(base, agg),
         *_parameter_lines(params, arms, summary),
         "", "## Controls: what differs between the arms besides the prediction target", "",

@@ -40,11 +40,13 @@ from shared.evaluation.metrics import METRICS
 from shared.files import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
 from shared.pipeline import prepare
 from shared.precision import announce, resolve_config
+from shared import processes
 from shared.processes import is_main
 from shared.runinfo import versions
 from shared.milestone import load_arm
 from shared.tracking import EvalLog
 from shared.training.checkpoint import RunDir, folder_lock
+from shared.training.flops import train_flops_per_sample
 from shared.training.loop import train_arm
 
 log = logging.getLogger(__name__)
@@ -64,12 +66,18 @@ def add_parser(sub, help: str) -> None:
     p.set_defaults(run=run)
 
 
-def metrics_row(arm_name: str, seed: int, ckpt: dict, m: dict, trainable: int, train_log: list[dict]) -> dict:
-    logged = [r for r in train_log if r["samples_seen"] <= ckpt["samples_seen"]]
+def metrics_row(arm_name: str, seed: int, ckpt: dict, m: dict, trainable: int, train_log: list[dict],
+                flops_per_sample: float | None = None) -> dict:
+    # the training loss on the path to this checkpoint: its cooldown branch's last rows, or the trunk's
+    branch = [r for r in train_log if r.get("branch") == ckpt["milestone"]]
+    logged = branch or [r for r in train_log if r["samples_seen"] <= ckpt["samples_seen"] and "branch" not in r]
     row = {"arm": arm_name, "seed": seed, "step": ckpt["step"], "samples_seen": ckpt["samples_seen"],
-           "milestone": ckpt["milestone"], "cider": m["cider"], "top1": m.get("top1"), "top5": m.get("top5"),
+           "milestone": ckpt["milestone"], "cider": m.get("cider"), "top1": m.get("top1"), "top5": m.get("top5"),
            "train_loss": logged[-1]["loss"] if logged else ckpt.get("train_loss"),
-           "trainable_params": trainable, "wall_s": ckpt.get("wall_s")}
+           "trainable_params": trainable, "wall_s": ckpt.get("wall_s"),
+           # the compute axis: what training this checkpoint cost (shared/training/flops.py) and took
+           "train_flops": flops_per_sample * ckpt["samples_seen"] if flops_per_sample else None,
+           "train_s": ckpt.get("train_s")}
     for extra in [*(x.key for x in METRICS), "phrasings", "eval_s", "caption_s", "classify_s", "sets"]:
         if extra in m and extra not in row:
             row[extra] = m[extra]
@@ -101,6 +109,9 @@ def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:
     summary["cache"] = {s: dataclasses.asdict(v) for s, v in prepared.features.stats.items()}
 
     done = {(r["arm"], r["seed"], r["milestone"]) for r in read_jsonl(out / "metrics.jsonl")}
+    flops = summary.setdefault("flops", {})
+    for arm_name in cfg.arms:  # per arm, the same for every seed: counted once, on the meta device
+        flops.setdefault(arm_name, train_flops_per_sample(prepared, arm_name, processes.layout()[1]))
     for seed in cfg.seeds:
         prep = dataclasses.replace(prepared, cfg=dataclasses.replace(cfg, seed=seed))
         for arm_name in cfg.arms:
@@ -110,7 +121,8 @@ def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:
             todo = [c for c in result.checkpoints if (arm_name, seed, c["milestone"]) not in done]
             if todo:
                 t = time.perf_counter()
-                evaluate_checkpoints(prep, arm_name, seed, todo, sets, result, out, main)
+                evaluate_checkpoints(prep, arm_name, seed, todo, sets, result, out, main,
+                                     flops[arm_name]["train_flops_per_sample"])
                 summary["phases"][f"eval_{arm_name}_seed{seed}_s"] = round(time.perf_counter() - t, 1)
             if main:
                 write_json_atomic(summary_path, summary)
@@ -122,7 +134,8 @@ def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:
     return read_jsonl(out / "metrics.jsonl")
 
 
-def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets, result, out: Path, main: bool) -> None:
+def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets, result, out: Path, main: bool,
+                         flops_per_sample: float | None = None) -> None:
     """Every set for each checkpoint (each process its share of the clips); one row each, by the main process."""
     run = RunDir.of(out, arm_name, seed)
     train_log = read_jsonl(run.log)
@@ -135,14 +148,15 @@ def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets,
         if not main:
             continue
         m = combine(per_set)
-        row = {**metrics_row(arm_name, seed, ckpt, m, result.trainable_params, train_log), **arm.evaluation_info()}
+        row = {**metrics_row(arm_name, seed, ckpt, m, result.trainable_params, train_log, flops_per_sample),
+               **arm.evaluation_info()}
         examples = [dict(e, set=name) for name, ms in per_set.items() for e in ms["examples"]]
         write_text_atomic(out / "predictions" / f"{arm_name}-seed{seed}-{ckpt['milestone']:010d}.jsonl",
                           "".join(json.dumps(e) + "\n" for e in examples))
         append_jsonl(out / "metrics.jsonl", row)
         trackers.log(row)
         log.info("%s seed %d @ %d samples: CIDEr %.3f, top-1 %.1f%%, top-5 %.1f%% (eval %.0fs)", arm_name, seed,
-                 ckpt["samples_seen"], row["cider"], 100 * (row["top1"] or 0), 100 * (row["top5"] or 0), m["eval_s"])
+                 ckpt["samples_seen"], row["cider"] or 0, 100 * (row["top1"] or 0), 100 * (row["top5"] or 0), m["eval_s"])
     if trackers is not None:
         trackers.finish()
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from experiments.cli import add_config_args
-from experiments.selective_report import write_selective_outputs
+from experiments.selective_report import checkpoint_spread, write_selective_outputs
 from shared.config import Config, ConfigError, dump_yaml, load_config
 from shared.data.streams import load_streams
 from shared.evaluation.metrics import cider
@@ -50,9 +50,11 @@ def add_parser(sub, help: str) -> None:
                        description=__doc__.split("\n\n")[1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
-    p.add_argument("--checkpoint", type=Path, default=None,
+    p.add_argument("--checkpoint", type=Path, action="append", default=None,
                    help="a milestone checkpoint folder, or an arm's run folder (its last milestone is used), e.g. "
-                        "runs/default/runs/jepa/seed0; default: train selective.arm into OUT/runs/<arm>/seed<k>")
+                        "runs/default/runs/jepa/seed0; repeat it to run several checkpoints (each into OUT/<i>-<name>, "
+                        "with the spread of the decodes saved in OUT/selective_summary.md); default: train "
+                        "selective.arm into OUT/runs/<arm>/seed<k>")
     p.set_defaults(run=run)
 
 
@@ -194,6 +196,16 @@ def run_selective(cfg: Config, out: Path, checkpoint: Path | None) -> list[dict]
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     announce(cfg)
-    run_selective(cfg, args.out, args.checkpoint)
-    log.info("report: %s", args.out / "selective_report.md")
+    checkpoints = args.checkpoint or [None]
+    if len(checkpoints) == 1:
+        run_selective(cfg, args.out, checkpoints[0])
+        log.info("report: %s", args.out / "selective_report.md")
+        return 0
+    folders = {}
+    for i, ckpt in enumerate(checkpoints):  # one ordinary (resumable) selective folder per checkpoint
+        name = f"{i}-" + "-".join(ckpt.resolve().parts[-3:]).replace(" ", "_")
+        folders[name] = args.out / name
+        run_selective(cfg, folders[name], ckpt)
+    write_text_atomic(args.out / "selective_summary.md", checkpoint_spread(folders))
+    log.info("summary: %s", args.out / "selective_summary.md")
     return 0

@@ -15,6 +15,7 @@ from jepa_arm.seen_decoder import fit_on_seen
 from jepa_arm.y_decoder import SonarDecoder, TrainedDecoder, load_or_train
 from jepa_arm.y_encoder import TextEmbeddingCache, YEncoder
 from shared.arm import Arm, ArmContext, Batch, register_arm
+from shared.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,12 @@ class JepaArm(Arm):
         self.tokenizer = ctx.tokenizer
         self.y_encoder = YEncoder(c.y_encoder, ctx.device, tokenizer=ctx.tokenizer)
         self.predictor = self.build_predictor(ctx, c.shared_dim or self.y_encoder.dim)
-        self.y_head = nn.Linear(self.y_encoder.dim, c.shared_dim, device=ctx.device) if c.shared_dim else None
+        # bias-free: a linear map, so a direction predicted in the shared space maps back to a direction
+        # of the Y-encoder's space (how the SONAR decoder reads it; see _decode)
+        self.y_head = nn.Linear(self.y_encoder.dim, c.shared_dim, bias=False, device=ctx.device) if c.shared_dim else None
+        if c.shared_dim and c.y_decoder.kind == "sonar" and c.shared_dim < self.y_encoder.dim:
+            raise ConfigError(f"jepa.shared_dim={c.shared_dim}: the SONAR decoder reads predictions mapped back through "
+                              f"the Y-head, which needs shared_dim >= the Y-encoder's {self.y_encoder.dim} dimensions")
         self._text_cache: TextEmbeddingCache | None = None
         self.decoder = None
         self._decoder_key: tuple | None = None
@@ -53,9 +59,11 @@ class JepaArm(Arm):
         c = self.arm_cfg.y_encoder
         if c.trainable:
             return self.y_encoder(texts)
-        if not c.cache or self.ctx.device.type == "meta":  # meta (memory estimates): nothing to cache
+        if not c.cache:
             with torch.no_grad():
                 return self.y_encoder(texts)
+        if self.ctx.device.type == "meta":  # memory and FLOP estimates: a cached target costs the step nothing
+            return torch.zeros(len(texts), self.y_encoder.dim, device="meta")
         if self._text_cache is None:
             self._text_cache = TextEmbeddingCache(self.y_encoder, self.cfg.cache_path)
         return self._text_cache.embed(texts).to(self.ctx.device)
@@ -185,6 +193,13 @@ class JepaArm(Arm):
         return {"decoder_params": m.get("decoder_params"), "decoder_budget": m.get("budget", "corpus"),
                 "decoder_samples": m.get("samples", m.get("steps", 0) * self.arm_cfg.y_decoder.batch_size)}
 
+    def to_y_space(self, shared: torch.Tensor) -> torch.Tensor:
+        """Shared-space vectors back in the Y-encoder's space, through the head's least-squares
+        inverse: exact for any target (the head maps the smaller space injectively into the larger),
+        the nearest preimage for a prediction, so a fixed decoder of that space (SONAR's) reads it."""
+        w = self.y_head.weight.float()  # [shared, y]
+        return torch.linalg.lstsq(w, shared.float().T).solution.T
+
     def _set_decoder(self, decoder: nn.Module) -> None:
         # evaluation-only and trained separately: kept out of the arm's parameters and checkpoints
         object.__setattr__(self, "decoder", decoder.requires_grad_(False).eval().to(self.ctx.device))
@@ -192,12 +207,18 @@ class JepaArm(Arm):
     def _decode(self, pred: torch.Tensor, max_new_tokens: int, exact: bool = False) -> list[str]:
         if self.decoder is None:
             self.prepare_evaluation()
-        emb = F.normalize(pred.float(), dim=-1).to(self.ctx.device) * self._decode_scale
+        pred = pred.float().to(self.ctx.device)
+        if self.y_head is not None and self.arm_cfg.y_decoder.kind == "sonar":
+            pred = self.to_y_space(pred)
+        emb = F.normalize(pred, dim=-1) * self._decode_scale
         return self.decoder.generate(emb, max_new_tokens, min_new_tokens=max_new_tokens if exact else 0)
 
     @torch.no_grad()
     def caption(self, visual: torch.Tensor, queries: list[str], max_new_tokens: int) -> list[str]:
-        return self._decode(self.predict(visual, queries), max_new_tokens)
+        """``max_new_tokens`` counts the shared tokenizer's tokens (evaluation cuts to it): a decoder
+        with its own tokenizer gets twice as many of its own, so the cut, not its unit, sets the length."""
+        own_unit = self.arm_cfg.y_decoder.kind == "sonar"
+        return self._decode(self.predict(visual, queries), 2 * max_new_tokens if own_unit else max_new_tokens)
 
     @torch.no_grad()
     def score_candidates(self, visual: torch.Tensor, queries: list[str], candidates: list[str]) -> torch.Tensor:

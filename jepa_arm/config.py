@@ -66,7 +66,10 @@ class TextSideConfig:
     """What the JEPA arm predicts into and how it is scored and decoded: shared with any arm that
     keeps the JEPA text side and changes only the predictor (see examples/contrastive_arm)."""
 
-    shared_dim: int | None = None  # linear heads into a shared space (paper: 1536); None = the Y-encoder's space
+    # linear heads into a shared space (paper, section 3: 1536-d, on the predictor and the Y-encoder);
+    # the Y-encoder's head trains at the arm's rate (y_encoder.lr_mult applies to the encoder itself);
+    # None = the predictor predicts straight into the Y-encoder's space
+    shared_dim: int | None = None
     loss: Literal["infonce", "cosine", "l1", "l2"] = "infonce"
     temperature: float = 0.05
     # InfoNCE negatives: "effective" = every other sample of the optimizer step, across processes and

@@ -34,38 +34,56 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 PANEL_TITLES = {"cider": "Captioning CIDEr", "top5": "Top-5 classification accuracy (%)"}
 
 
+def flops_axis(ax) -> None:
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs (forward + backward)")
+
+
 def sample_efficiency(rows: list[dict], baselines: dict, out_dir: Path) -> list[Path]:
-    """CIDEr and top-5 vs samples seen, one line per arm (mean over seeds, band = min..max)."""
+    """CIDEr and top-5 vs samples seen, one line per arm (mean over seeds, band = min..max); a
+    second row against the training FLOPs spent, where the rows record them (the compute axis)."""
     df = _frame(rows)
     palette = {arm_label(a): c for a, c in arm_palette(df["arm"].unique()).items()}
     n_seeds = df["seed"].nunique()
     metrics = [m for m in METRICS if m.headline]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.2), squeeze=False)
-    for m, ax in zip(metrics, axes[0]):
-        metric, title = m.key, PANEL_TITLES.get(m.key, m.label)
-        if metric not in df:
-            ax.set_visible(False)
-            continue
-        d = df.assign(value=df[metric] * (100 if m.percent else 1))
-        sns.lineplot(data=d, x="samples_seen", y="value", hue="Arm", palette=palette, marker="o",
-                     errorbar=("pi", 100) if n_seeds > 1 else None, ax=ax)
-        if metric == "top5" and "chance_top5" in baselines:
-            ax.axhline(100 * baselines["chance_top5"], ls=":", c="grey", label="chance")
-        if metric == "cider":
-            if "most_frequent_caption_cider" in baselines:
-                ax.axhline(baselines["most_frequent_caption_cider"], ls=":", c="grey", label="most frequent caption")
-            if "human_ceiling_cider" in baselines:
-                ax.axhline(baselines["human_ceiling_cider"], ls="--", c="black", lw=0.8, label="reference vs others")
-        sample_axis(ax, d["samples_seen"])
-        ax.set_xlabel("training samples seen")
-        ax.set_ylabel(title)
-        ax.set_title(title)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+    axes_x = [("samples_seen", "training samples seen")]
+    if "train_flops" in df and df["train_flops"].notna().all():
+        axes_x.append(("train_flops", "training FLOPs"))
+    fig, axes = plt.subplots(len(axes_x), len(metrics), figsize=(5.5 * len(metrics), 4.2 * len(axes_x)), squeeze=False)
+    for (x, x_label), panel_row in zip(axes_x, axes):
+        for m, ax in zip(metrics, panel_row):
+            _panel(ax, df, m, x, palette, n_seeds, baselines)
+            if x == "samples_seen":
+                sample_axis(ax, df["samples_seen"])
+                ax.set_xlabel(x_label)
+            else:
+                flops_axis(ax)
+            ax.set_title(f"{PANEL_TITLES.get(m.key, m.label)} vs {x_label}" if len(axes_x) > 1
+                         else PANEL_TITLES.get(m.key, m.label))
     seeds = f"{n_seeds} seed{'s' if n_seeds > 1 else ''}" + (" (band: min-max)" if n_seeds > 1 else "")
     fig.suptitle(f"Sample efficiency: embedding vs token prediction, {seeds}", fontsize=11)
     fig.tight_layout()
     return save(fig, out_dir, "sample_efficiency")
+
+
+def _panel(ax, df, m, x: str, palette, n_seeds: int, baselines: dict) -> None:
+    metric, title = m.key, PANEL_TITLES.get(m.key, m.label)
+    if metric not in df:
+        ax.set_visible(False)
+        return
+    d = df.assign(value=df[metric] * (100 if m.percent else 1))
+    sns.lineplot(data=d, x=x, y="value", hue="Arm", palette=palette, marker="o",
+                 errorbar=("pi", 100) if n_seeds > 1 else None, ax=ax)
+    if metric == "top5" and "chance_top5" in baselines:
+        ax.axhline(100 * baselines["chance_top5"], ls=":", c="grey", label="chance")
+    if metric == "cider":
+        if "most_frequent_caption_cider" in baselines:
+            ax.axhline(baselines["most_frequent_caption_cider"], ls=":", c="grey", label="most frequent caption")
+        if "human_ceiling_cider" in baselines:
+            ax.axhline(baselines["human_ceiling_cider"], ls="--", c="black", lw=0.8, label="reference vs others")
+    ax.set_ylabel(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
 
 
 def parameters(params: dict[str, int], out_dir: Path) -> list[Path]:

@@ -103,12 +103,25 @@ class Arm(nn.Module):
 
     # ---- training ------------------------------------------------------------------------
     def forward(self, batch: Batch, part: str = "loss"):
-        """The training loss, or (``part="embeddings"``) what ``coupled_loss`` is computed from.
-        Both go through ``forward`` so a data-parallel wrapper sees every pass."""
-        return self.loss(batch) if part == "loss" else self.embeddings(batch)
+        """The training loss (its mean, or ``part="loss_sum"`` its sum over ``loss_units``), or
+        (``part="embeddings"``) what ``coupled_loss`` is computed from. All go through ``forward``
+        so a data-parallel wrapper sees every pass."""
+        if part == "loss":
+            return self.loss(batch)
+        return self.loss_sum(batch) if part == "loss_sum" else self.embeddings(batch)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
+
+    def loss_units(self, batch: Batch) -> int:
+        """What ``loss`` is a mean over (samples by default; the VLM: target tokens). Split into
+        micro-batches, the step divides the summed losses by the units of the whole effective
+        batch, so accumulation and processes give the loss of one big batch."""
+        return len(batch)
+
+    def loss_sum(self, batch: Batch) -> torch.Tensor:
+        """``loss`` times ``loss_units``: the micro-batch's share of the effective batch's loss."""
+        return self.loss(batch) * self.loss_units(batch)
 
     def couples_batch(self) -> bool:
         """True when a sample's loss depends on the other samples of the batch (e.g. InfoNCE's

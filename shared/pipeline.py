@@ -87,13 +87,17 @@ def random_visual_batch(prepared: Prepared, size: int, device) -> Batch:
 
 
 def tokenizer_corpus(cfg: Config, dataset: Dataset) -> list[str]:
-    """Texts the captions tokenizer is trained on: training captions, label texts, the prompt."""
-    return [*dataset.split("train").captions(), *dataset.label_texts, cfg.data.query]
+    """Texts the captions tokenizer is trained on: the training split's own texts (its captions and
+    the label texts of the labels it holds) and the prompt. Labels seen only in evaluation stay out:
+    their words are as new to the tokenizer as to the arms."""
+    train = dataset.split("train")
+    labels = np.unique(train.labels())
+    return [*train.captions(), *(dataset.label_texts[i] for i in labels[labels >= 0]), cfg.data.query]
 
 
 def corpus_key(cfg: Config, dataset: Dataset) -> str:
-    """Identity of the tokenizer corpus, known without reading it."""
-    return digest(dataset.split("train").text_key, *dataset.label_texts, cfg.data.query)
+    """Identity of the tokenizer corpus, known without reading it (the split's key covers its labels)."""
+    return digest("train-split-texts", dataset.split("train").text_key, cfg.data.query)
 
 
 def prepare(cfg: Config, splits: tuple[str, ...] = ("train", "val", "test")) -> Prepared:

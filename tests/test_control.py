@@ -39,3 +39,18 @@ def test_audit_fails_on_another_data_order(tmp_path):
     b = fake_run(tmp_path / "vlm", "vlm", order="xyz")
     result = audit([a, b])
     assert not result["ok"] and result["differences"][0]["key"] == "data_order.sha256"
+
+
+def test_audit_fails_on_another_step_plan(tmp_path):
+    """Branches in one arm and not the other (a run edited by hand, or an older version): not controlled."""
+    a = fake_run(tmp_path / "jepa", "jepa")
+    b = fake_run(tmp_path / "vlm", "vlm")
+    plan = {"trunk_steps": 6, "nominal_steps": 8, "updates": 10, "branches": [{"milestone": 64, "start_step": 1,
+                                                                                 "end_step": 2}]}
+    (a / "schedule.json").write_text(json.dumps(plan))
+    (b / "schedule.json").write_text(json.dumps(plan))
+    result = audit([a, b])
+    assert result["ok"] and "1 cooldown branches" in audit_markdown(result)
+    (b / "schedule.json").write_text(json.dumps({**plan, "branches": []}))
+    result = audit([a, b])
+    assert not result["ok"] and result["differences"][0]["key"].startswith("schedule.json")

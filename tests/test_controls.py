@@ -51,7 +51,7 @@ def test_corpus_budget_is_the_ablation(smoke_prepared, tmp_path):
     assert arm.evaluation_info()["decoder_samples"] == 40 * 32  # smoke: 40 steps x 32 before any checkpoint
 
 
-def test_phrasings_canonical_first_and_best_of_a_label_counts():
+def test_phrasings_canonical_first_same_forms_for_every_label():
     from shared.data import synthetic
     from shared.evaluation.evaluate import EvalSet
 
@@ -59,10 +59,37 @@ def test_phrasings_canonical_first_and_best_of_a_label_counts():
     assert p[0] == synthetic.class_texts()[5] and len(set(p)) == 4
     assert synthetic.phrasings(5, 4, level=0) == p[:1]  # level 0 has one phrasing per meaning
     ev = EvalSet("x", None, [["a0", "a1"], ["b0"], ["c0", "c1", "c2"]], 3)
-    scores = np.array([[0.1, 0.9, 0.5, 0.2, 0.3, 0.4]])
-    best, canonical = ev.per_label(scores)
-    assert best.tolist() == [[0.9, 0.5, 0.4]] and canonical.tolist() == [[0.1, 0.5, 0.2]]
     assert ev.canonical_only().candidates == ["a0", "b0", "c0"]
+    # phrasing j of every label is the same sentence form (template and synonym positions)
+    forms = synthetic.forms(4, 2)
+    assert len(set(forms)) == 4 and forms[0] == (0, 0, 0, 0)
+    for j, form in enumerate(forms):
+        for label in range(synthetic.NUM_CLASSES):
+            assert synthetic.phrasings(label, 4, 2)[j] == synthetic.phrase(synthetic.Meaning.from_label(label), form)
+
+
+def test_a_template_cannot_make_a_label_win():
+    """Scores = an effect of the sentence form (any size, any sign) + the label's own evidence: the
+    label ranking is the evidence's, whatever the form effects; a maximum over labels worded in
+    different forms (the old scoring) lets the form decide."""
+    from shared.data import synthetic
+    from shared.evaluation.evaluate import EvalSet
+
+    k, labels = 4, synthetic.NUM_CLASSES
+    ev = EvalSet("x", None, [synthetic.phrasings(i, k, 2) for i in range(labels)], 1)
+    rng = np.random.default_rng(0)
+    evidence = rng.normal(size=labels)
+    for _ in range(20):
+        form_effect = rng.normal(scale=10.0, size=k)
+        scores = (evidence[:, None] + form_effect[None, :]).reshape(1, -1)
+        mean, _ = ev.per_label(scores)
+        assert mean.argmax() == evidence.argmax()
+        assert np.allclose(mean[0] - mean[0].mean(), evidence - evidence.mean())
+    # the old draw: each label its own forms from its own stream, best of them
+    drawn = rng.integers(0, 6, size=(labels, k))
+    form_effect = rng.normal(scale=10.0, size=6)
+    old = (evidence[:, None] + form_effect[drawn]).max(axis=1)
+    assert old.argmax() != evidence.argmax()
 
 
 def test_a_random_target_space_has_no_pretrained_weights(smoke_prepared):

@@ -266,3 +266,21 @@ def test_infonce_over_the_effective_batch_is_the_same_for_any_micro_batch(smoke_
     arm = smoke_prepared.seeded_arm("jepa", "cpu")
     micro = sum(float(arm(h).detach()) for h in halves) / 2  # the per-micro-batch loss (jepa.negatives=micro)
     assert abs(micro - float(whole)) > 1e-3
+
+
+def test_a_shared_space_prediction_maps_back_to_the_y_encoders_space(smoke_prepared, smoke_cfg):
+    """With heads into a shared space, a fixed decoder of the Y-encoder's space (SONAR's) reads the
+    prediction through the head's least-squares inverse: exact for true targets, at any scale."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    prep = dataclasses.replace(smoke_prepared, cfg=smoke_cfg("jepa.shared_dim=512"))  # > 384 (MiniLM)
+    arm = prep.seeded_arm("jepa", "cpu")
+    texts = ["a red circle moves left", "a blue square spins", "a green cross grows"]
+    with torch.no_grad():
+        unit = arm.y_encoder(texts)
+        shared = arm.target_embeddings(texts)
+        assert arm.y_head.bias is None and shared.shape == (3, 512)
+        back = F.normalize(arm.to_y_space(3.0 * shared), dim=-1)
+    assert torch.allclose(back, unit, atol=1e-4)

@@ -213,3 +213,18 @@ def test_a_large_manifest_is_indexed_as_columns(tmp_path):
     with open(path, "rb") as f:
         c = index.clip(123_457, f)
     assert c.id == "clip-123457" and c.where.endswith(":123458") and index.labels[index.label[123_457]] == "class 7"
+
+
+def test_tokenizer_corpus_holds_only_the_training_split_texts(media, smoke_cfg):
+    from shared.pipeline import tokenizer_corpus
+
+    lines = good_lines()
+    lines[1] = dict(lines[1], label="zebra crossing")  # a label that only a test clip has
+    manifest = write_manifest(media / "data.jsonl", lines)
+    cfg = smoke_cfg("data.source=manifest", f"data.manifest.path={manifest}")
+    ds = build_dataset(cfg)
+    assert "zebra crossing" in ds.label_texts
+    corpus = tokenizer_corpus(cfg, ds)
+    assert "zebra crossing" not in corpus and "a still image" not in corpus  # test texts stay out
+    assert {"a grey clip brightens", "brighten", cfg.data.query} <= set(corpus)
+    assert "frames get lighter" not in corpus  # val captions too

@@ -48,6 +48,16 @@ def test_sample_efficiency_draws_the_mean_over_seeds_in_declared_units(drawn, tm
     assert (tmp_path / "sample_efficiency.png").stat().st_size > 10_000
 
 
+def test_rows_with_training_flops_get_a_compute_row(drawn, tmp_path):
+    per_sample = {"jepa": 1e6, "vlm": 3e6}
+    rows = [dict(r, train_flops=per_sample[r["arm"]] * r["samples_seen"]) for r in ROWS]
+    plots.curves.sample_efficiency(rows, {}, tmp_path)
+    axes = [ax for ax in drawn[0].axes if ax.get_visible()]
+    assert len(axes) == 4 and "FLOPs" in axes[2].get_xlabel() and axes[2].get_xscale() == "log"
+    xs = sorted(tuple(ln.get_xdata()) for ln in axes[2].get_lines() if len(ln.get_xdata()) == 3)
+    assert xs == [(64e6, 128e6, 256e6), (192e6, 384e6, 768e6)]  # each arm at its own cost
+
+
 def test_a_declared_headline_metric_gets_its_own_panel(drawn, tmp_path):
     METRICS.append(Metric("recall1", "R@1 %", percent=True, headline=True))
     try:

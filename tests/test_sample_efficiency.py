@@ -63,7 +63,8 @@ def test_several_evaluation_sets_are_averaged(tmp_path, cache_dir):
     from PIL import Image
 
     sets = []
-    for name, colours in (("reds", [(200, 30, 30), (150, 20, 20)]), ("blues", [(30, 30, 200), (20, 20, 150), (60, 60, 250)])):
+    for name, colours in (("reds", [(200, 30, 30), (150, 20, 20)]), ("blues", [(30, 30, 200), (20, 20, 150), (60, 60, 250)]),
+                          ("greens", [(30, 200, 30), (20, 150, 20)])):
         lines = []
         for i, c in enumerate(colours):
             Image.fromarray(np.full((40, 40, 3), c, np.uint8)).save(tmp_path / f"{name}{i}.png")
@@ -72,14 +73,18 @@ def test_several_evaluation_sets_are_averaged(tmp_path, cache_dir):
         (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
         sets.append(str(tmp_path / f"{name}.jsonl"))
     out = tmp_path / "se"
+    # reds on both tasks, blues classification only, greens captioning only (tagged as section 4.4 tags its sets)
     assert main(["sample-efficiency", "--config", str(SMOKE), "--out", str(out), f"cache_dir={cache_dir}",
-                 f"eval.sets=[{sets[0]},{sets[1]}]", "train.milestones=[32,64]"]) == 0
+                 f"eval.sets=[{sets[0]}, {{manifest: {sets[1]}, task: classify}}, {{manifest: {sets[2]}, task: caption}}]",
+                 "train.milestones=[32,64]"]) == 0
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 4
     for r in rows:
-        assert set(r["sets"]) == {"reds", "blues"}
-        assert r["cider"] == np.mean([s["cider"] for s in r["sets"].values()])
-        assert r["top5"] == np.mean([s["top5"] for s in r["sets"].values()]) == 1.0  # <= 5 labels per set
+        assert set(r["sets"]) == {"reds", "blues", "greens"}
+        assert "cider" not in r["sets"]["blues"] and "top5" not in r["sets"]["greens"]
+        assert r["cider"] == np.mean([r["sets"][s]["cider"] for s in ("reds", "greens")])
+        assert r["top5"] == np.mean([r["sets"][s]["top5"] for s in ("reds", "blues")]) == 1.0  # <= 5 labels per set
     base = json.loads((out / "baselines.json").read_text())
-    assert set(base["sets"]) == {"reds", "blues"} and base["eval_clips"] == 5
+    assert set(base["sets"]) == {"reds", "blues", "greens"} and base["eval_clips"] == 7
+    assert "human_ceiling_cider" not in base["sets"]["blues"] and "chance_top5" not in base["sets"]["greens"]
     assert "Per evaluation set" in (out / "report.md").read_text()

@@ -83,6 +83,12 @@ def test_selective_decoding_run_writes_results_and_resumes(tmp_path, cache_dir, 
     assert main([*args[:4], str(other), *args[5:], "--checkpoint", str(run)]) == 0
     assert [json.loads(l)["cider"] for l in (other / "selective_decoding.jsonl").read_text().splitlines()] == \
         [r["cider"] for r in rows]
+    # several checkpoints: one folder each, and the spread of the decodes saved across them
+    several = tmp_path / "several"
+    assert main([*args[:4], str(several), *args[5:], "--checkpoint", str(run), "--checkpoint", str(run)]) == 0
+    summary = (several / "selective_summary.md").read_text()
+    assert summary.count("| 64 |") == 4  # two checkpoints x two poolings
+    assert sorted(p.name for p in several.iterdir() if p.is_dir())[0].startswith("0-")
     # a checkpoint trained under another config does not fit this one: refused with the differing key
     capsys.readouterr()
     assert main([*args[:4], str(tmp_path / "other"), *args[5:], "--checkpoint", str(run), "lm.hidden_size=32"]) == 2
@@ -105,3 +111,21 @@ def test_window_features_gathered_from_distinct_frames_equal_per_window_encoding
     assert torch.equal(feats, direct)
     again = stream_window_features(stream, encoder, cfg)[1]  # from the cache file
     assert torch.equal(again, feats) and len(list((tmp_path / "features" / "streams").glob("*.safetensors"))) == 1
+
+
+def test_matched_rate_is_interpolated_between_grid_points():
+    from experiments.selective_report import matched_ratio
+
+    rows = [{"strategy": "uniform", "pooling": "mean", "rate_hz": 1.0, "cider": 0.5},
+            {"strategy": "uniform", "pooling": "mean", "rate_hz": 0.5, "cider": 0.3}]
+    rows += [{"strategy": "adaptive", "pooling": "mean", "rate_hz": hz, "cider": c}
+             for hz, c in ((0.1, 0.2), (0.2, 0.4), (0.4, 0.6), (1.0, 0.7))]
+    m = matched_ratio(rows, "mean", 1.0)
+    # 0.5 lies halfway between 0.4 (at 0.2 Hz) and 0.6 (at 0.4 Hz): halfway in log-rate, 0.2 * sqrt(2) Hz
+    assert m["bound"] == "interpolated" and m["adaptive_hz"] == pytest.approx(0.2 * 2 ** 0.5)
+    assert m["ratio"] == pytest.approx(1 / (0.2 * 2 ** 0.5))
+    assert matched_ratio(rows, "mean", 0.5)["bound"] == "interpolated"  # 0.3: between 0.1 and 0.2 Hz
+    easy = [dict(r, cider=r["cider"] + 1) if r["strategy"] == "adaptive" else r for r in rows]
+    assert matched_ratio(easy, "mean", 1.0) == {"uniform_hz": 1.0, "adaptive_hz": 0.1, "ratio": 10.0, "bound": "at_least"}
+    hard = [dict(r, cider=0.0) if r["strategy"] == "adaptive" else r for r in rows]
+    assert matched_ratio(hard, "mean", 1.0) is None

@@ -6,8 +6,8 @@ import yaml
 from safetensors.torch import load_file
 
 from shared.data.order import TrainOrder
-from shared.training.optim import lr_factor
 from shared.training.loop import train_arm
+from shared.training.schedule import MilestonePlan, trunk_factor
 
 
 @pytest.fixture
@@ -112,10 +112,77 @@ def test_train_order_is_a_pure_function_of_seed():
 
 
 def test_schedule_warms_up_then_decays(smoke_cfg):
-    cfg = smoke_cfg("train.warmup_frac=0.1", "train.min_lr_ratio=0.1")
-    f = [lr_factor(s, 100, cfg) for s in range(100)]
+    t = smoke_cfg("train.warmup_frac=0.1", "train.min_lr_ratio=0.1", "train.schedule=cosine").train
+    f = [trunk_factor(s, 100, t) for s in range(100)]
     assert f[0] < f[5] < f[9] == pytest.approx(1.0)
     assert f[50] < f[20] and f[-1] == pytest.approx(0.1, abs=1e-3)
+    const = [trunk_factor(s, 100, smoke_cfg("train.warmup_frac=0.1").train) for s in range(100)]
+    assert const[9:] == [1.0] * 91  # the default: the paper's constant rate after warm-up
+    wsd = [trunk_factor(s, 100, smoke_cfg("train.schedule=wsd", "train.decay_frac=0.2").train) for s in range(100)]
+    assert wsd[79] == 1.0 and wsd[80] == 1.0 and wsd[81] < 1.0 and wsd[99] == pytest.approx(0.05)
+
+
+def test_cooldown_plan_branches_end_at_each_milestone(smoke_cfg):
+    t = smoke_cfg("train.milestones=[64,128,256]", "train.milestone_cooldown=0.25").train  # 2, 4, 8 steps
+    plan = MilestonePlan.of(t)
+    assert [(b.milestone, b.start, b.end) for b in plan.branches] == [(64, 1, 2), (128, 3, 4), (256, 6, 8)]
+    assert plan.trunk_end == 6 and plan.updates == 6 + 1 + 1 + 2
+    assert MilestonePlan.of(smoke_cfg().train).branches == ()
+    with pytest.raises(ValueError, match="milestone_cooldown needs train.schedule=constant"):
+        smoke_cfg("train.milestone_cooldown=0.2", "train.schedule=cosine")
+
+
+def _lrs(run_dir):
+    return [(r["update"], r["step"], r.get("branch"), r["lr"])
+            for r in map(json.loads, (run_dir / "train_log.jsonl").read_text().splitlines())]
+
+
+def test_cooldown_milestone_equals_a_run_decayed_there(toy, tmp_path):
+    """Each milestone of a cooldown run is bitwise the model of a separate run that follows the same
+    trunk and decays over the same steps (schedule wsd, stopping at that milestone): the branch
+    point's state, the data positions and the rates are restored exactly."""
+    cool = ["train.milestone_cooldown=0.25", "train.log_every=1", "train.warmup_frac=0.1"]
+    result = train_arm(toy(*cool), "toy", tmp_path / "cool", progress=False)
+    assert result.completed and [c["milestone"] for c in result.checkpoints] == [64, 128, 192, 256]
+    assert [c["samples_seen"] for c in result.checkpoints] == [64, 128, 192, 256]
+    for m in (128, 256):
+        alone = train_arm(toy("train.schedule=wsd", "train.decay_frac=0.25", f"train.milestones=[{m}]",
+                              "train.warmup_frac=0.1"), "toy", tmp_path / f"wsd{m}", progress=False)
+        assert alone.completed
+        a, b = weights(tmp_path / "cool", m), weights(tmp_path / f"wsd{m}", m)
+        assert all(torch.equal(a[k], b[k]) for k in a), m
+    # the trunk is unaffected by its branches: its state at 6 steps equals a constant-rate run's
+    plain = train_arm(toy("train.milestones=[192]", "train.warmup_frac=0.1"), "toy", tmp_path / "plain",
+                      progress=False)
+    assert plain.completed
+    lrs = _lrs(tmp_path / "cool")
+    # branches (start, end): (1, 2), (3, 4), (4, 6), (6, 8); positions go back after each branch
+    assert [r[1] for r in lrs] == [1, 2, 2, 3, 4, 4, 5, 6, 5, 6, 7, 8]
+    assert [r[2] for r in lrs] == [None, 64, None, None, 128, None, 192, 192, None, None, 256, 256]
+    assert [r[0] for r in lrs] == list(range(1, 13))
+    assert lrs[-1][3] == 0.0 and lrs[-2][3] > 0  # the rate after the last branch update: decayed to zero
+    schedule = json.loads((tmp_path / "cool" / "schedule.json").read_text())
+    assert schedule["updates"] == len(lrs) == 12
+    trunk = load_file(str(tmp_path / "cool" / "branch_point" / "model.safetensors"))
+    straight = weights(tmp_path / "plain", 192)
+    assert all(torch.equal(trunk[k], straight[k]) for k in straight)
+
+
+def test_resume_inside_a_cooldown_branch_is_exact(toy, tmp_path):
+    cool = ["train.milestone_cooldown=0.5", "train.log_every=1", "train.resume_every=1"]
+    full = train_arm(toy(*cool), "toy", tmp_path / "full", progress=False)
+    # branches (1, 2), (2, 4), (3, 6), (4, 8): updates trunk 1, branch 2, trunk 2, branch 3 4, trunk 3,
+    # branch 4 5 6: stopping after 8 updates leaves the run inside the branch of 192
+    part = train_arm(toy(*cool), "toy", tmp_path / "part", stop_at_samples=8 * 32, progress=False)
+    assert not part.completed
+    state = json.loads((tmp_path / "part" / "resume" / "train_state.json").read_text())
+    assert state["branch"] == 192 and state["step"] == 5 and state["updates"] == 8
+    resumed = train_arm(toy(*cool), "toy", tmp_path / "part", progress=False)
+    assert resumed.completed and full.completed
+    for m in (64, 128, 192, 256):
+        a, b = weights(tmp_path / "full", m), weights(tmp_path / "part", m)
+        assert all(torch.equal(a[k], b[k]) for k in a), m
+    assert _lrs(tmp_path / "full") == _lrs(tmp_path / "part")
 
 
 def torchrun(args: list[str], nproc: int = 2, timeout: int = 600):

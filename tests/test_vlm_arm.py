@@ -127,3 +127,35 @@ def test_candidate_trie_shares_prefixes():
     assert trie.parents.tolist() == [0, 1]
     with pytest.raises(ValueError, match="at least one token"):
         build_trie([[1], []])
+
+
+def test_accumulated_loss_weighs_every_token_as_one_batch(smoke_prepared, vlm):
+    """Two micro-batches with captions of different lengths give the loss and gradients of the one
+    batch they form: summed token losses over the effective batch's token count (a mean of the two
+    micro-batch means would weigh the shorter captions' tokens more)."""
+    from accelerate import Accelerator
+
+    from shared.training.step import independent_step
+
+    train = smoke_prepared.dataset.split("train")
+    by_length = sorted(range(len(train)), key=lambda i: len(train.clip(i).captions[0]))
+    clips = by_length[:4] + by_length[-4:]  # short captions in one micro-batch, long in the other
+    whole = smoke_prepared.batch("train", clips)
+    halves = [smoke_prepared.batch("train", clips[:4]), smoke_prepared.batch("train", clips[4:])]
+    assert vlm.loss_units(halves[0]) < vlm.loss_units(halves[1])
+    params = [p for p in vlm.parameters() if p.requires_grad]
+
+    def grads():
+        out = [p.grad.clone() for p in params]
+        vlm.zero_grad(set_to_none=True)
+        return out
+
+    vlm(whole).backward()
+    expected_loss, expected = vlm(whole).detach(), grads()
+    accelerator = Accelerator(cpu=True)
+    loss = independent_step(accelerator, vlm, vlm, halves)
+    got = grads()
+    assert torch.allclose(loss, expected_loss, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, expected))
+    mean_of_means = (vlm(halves[0]) + vlm(halves[1])).detach() / 2
+    assert not torch.allclose(mean_of_means, expected_loss, atol=1e-3)  # what the old weighting gave

@@ -86,9 +86,22 @@ class VlmArm(Arm):
 
     # ---- training ------------------------------------------------------------------------
     def loss(self, batch: Batch) -> torch.Tensor:
-        """Mean next-token cross-entropy over the caption and EOS tokens. Logits are computed only at
-        the positions that predict them (the last prefix position onwards): the prefix's ~2,300
-        positions at paper scale would otherwise cost ~10 GB of logits per micro-batch."""
+        """Mean next-token cross-entropy over the caption and EOS tokens of the batch."""
+        return F.cross_entropy(*self._caption_logits(batch), ignore_index=-100)
+
+    def loss_units(self, batch: Batch) -> int:
+        return int(self._ids(batch.captions, eos=True)[1].sum())
+
+    def loss_sum(self, batch: Batch) -> torch.Tensor:
+        """Summed over tokens: over micro-batches the step divides by the effective batch's token
+        count, so every token weighs the same whatever micro-batch it falls in."""
+        return F.cross_entropy(*self._caption_logits(batch), ignore_index=-100, reduction="sum")
+
+    def _caption_logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [tokens, V], labels [tokens], -100 at padding) of the caption and EOS positions.
+        Logits are computed only at the positions that predict them (the last prefix position
+        onwards): the prefix's ~2,300 positions at paper scale would otherwise cost ~10 GB of
+        logits per micro-batch."""
         x, mask = self.prefix(batch.visual, batch.queries)
         ids, cmask = self._ids(batch.captions, eos=True)
         ids, cmask = ids.to(x.device), cmask.to(x.device)
@@ -97,8 +110,7 @@ class VlmArm(Arm):
         keep = torch.arange(p - 1, p - 1 + n, device=x.device)  # position j predicts token j + 1
         logits = self.lm(inputs_embeds=inputs, attention_mask=torch.cat([mask, cmask], dim=1),
                          logits_to_keep=keep).logits
-        return F.cross_entropy(logits.float().flatten(0, 1), ids.masked_fill(cmask == 0, -100).flatten(),
-                               ignore_index=-100)
+        return logits.float().flatten(0, 1), ids.masked_fill(cmask == 0, -100).flatten()
 
     # ---- evaluation ----------------------------------------------------------------------
     @torch.no_grad()

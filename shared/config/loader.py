@@ -190,6 +190,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"train.effective_batch ({t.effective_batch}) must be a multiple of train.micro_batch ({t.micro_batch})"
         )
+    if not 0 <= t.milestone_cooldown < 1:
+        raise ConfigError(f"train.milestone_cooldown={t.milestone_cooldown}: a fraction in [0, 1)")
+    if t.milestone_cooldown and t.schedule != "constant":
+        raise ConfigError(f"train.milestone_cooldown needs train.schedule=constant (got {t.schedule!r}): a branch "
+                          "decays from the trunk's rate, which must not decay itself")
+    if t.schedule == "wsd" and not 0 < t.decay_frac <= 1:
+        raise ConfigError(f"train.decay_frac={t.decay_frac}: a fraction in (0, 1] for schedule wsd")
     if cfg.data.frames <= 0:
         raise ConfigError(f"data.frames: must be positive, got {cfg.data.frames}")
     if not 0 <= cfg.data.synthetic.paraphrase <= 4:

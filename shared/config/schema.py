@@ -112,9 +112,17 @@ class TrainConfig:
     weight_decay: float = 0.05
     beta1: float = 0.9
     beta2: float = 0.95
-    warmup_frac: float = 0.05
-    schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    warmup_frac: float = 0.05  # of the steps up to the last milestone
+    # the trunk's rate after warm-up: "constant" (the paper's protocol for section 4.4), "cosine" or
+    # "linear" to min_lr_ratio at the last milestone, "wsd" (constant, then linear to zero over the
+    # last decay_frac of the steps: one run annealed at its end); see shared/training/schedule.py
+    schedule: Literal["cosine", "constant", "linear", "wsd"] = "constant"
     min_lr_ratio: float = 0.1
+    decay_frac: float = 0.2  # schedule "wsd" only
+    # > 0: every milestone is the end of a cooldown branch off a constant-rate trunk, decaying the
+    # rate linearly to zero over this fraction of the milestone's samples, on the same data the
+    # trunk sees there; the trunk continues undecayed (costs this fraction of sum(milestones))
+    milestone_cooldown: float = 0.0
     grad_clip: float = 1.0
     # Checkpoints at these numbers of samples seen; training stops at the last one.
     milestones: list[int] = field(default_factory=lambda: [1024, 4096, 16384])
@@ -131,17 +139,33 @@ class TrainConfig:
 
 
 @dataclass
+class EvalSetSpec:
+    """One evaluation set of ``eval.sets``: a manifest and the task it is scored on (section 4.4
+    averages CIDEr over its captioning sets and top-5 over its classification sets)."""
+
+    manifest: str
+    name: str | None = None  # default: the manifest's file name
+    task: Literal["caption", "classify", "both"] = "both"
+
+
+@dataclass
 class EvalConfig:
     split: Literal["val", "test"] = "test"
     # Extra evaluation sets (manifest JSONL files; their clips of ``split`` are used), averaged as
     # the paper averages YouCook2 / MSR-VTT / PVD-Bench. Empty = the training data's own split.
-    sets: list[str] = field(default_factory=list)
+    # Each entry: a manifest path (scored on both tasks) or {manifest, name, task: caption|classify|both};
+    # each metric is averaged over the sets of its task.
+    sets: list[str | EvalSetSpec] = field(default_factory=list)
     max_clips: int = 0  # 0 = the whole split (per set)
     batch_size: int = 64
+    # longest caption, in tokens of the shared tokenizer (the base LM's) for every arm: a decoder
+    # with a tokenizer of its own (SONAR's) generates up to twice as many of its tokens and the
+    # caption is cut to this length in the shared unit
     caption_max_tokens: int = 24
     retrieval: bool = True  # text-to-video recall@1 for arms that implement embed()
-    # top-k over phrasings ("top5_phrasings"): each label's canonical text plus (phrasings - 1) other
-    # phrasings of the data's grammar (synthetic data), the label scoring its best one, so an arm is
+    # top-k over phrasings ("top5_phrasings"): each label worded in the same `phrasings` sentence forms
+    # of the data's grammar (synthetic data: the canonical text and phrasings - 1 others, the same
+    # template and synonym positions for every label) and scored by the mean over them, so an arm is
     # not judged on one wording it may never have been trained to produce; "top5" stays the canonical
     # text's. Scoring K phrasings costs the VLM ~K^2/2 times the canonical scoring, so by default it
     # runs at the last milestone only ("all": every milestone). Manifest data has one text per label.
@@ -163,7 +187,10 @@ class SelectiveConfig:
     arm: str = "jepa"  # an arm with embed() and decode_embeddings()
     window_s: float = 2.0  # each window's span; its data.frames frames are spread uniformly over it
     hop_s: float = 0.5  # window centres every hop_s seconds: 1 / hop_s is the highest decoding rate
-    frequencies_hz: list[float] = field(default_factory=lambda: [2.0, 1.0, 0.5, 0.35, 0.2, 0.1, 0.05, 0.02, 0.01])
+    # decoding rates swept, from the paper's 2 Hz to 0.01 Hz, about 1.4x apart: the rate matching uniform
+    # 1 Hz is interpolated between the two that bracket it (experiments/selective_report.py)
+    frequencies_hz: list[float] = field(default_factory=lambda: [2.0, 1.4, 1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08,
+                                                                 0.05, 0.035, 0.02, 0.01])
     poolings: list[Literal["exact", "mean"]] = field(default_factory=lambda: ["exact", "mean"])
     batch_windows: int = 64  # windows read, encoded and embedded at a time
 

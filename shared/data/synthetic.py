@@ -119,28 +119,42 @@ def class_texts() -> list[str]:
     return [canonical_caption(Meaning.from_label(i)) for i in range(NUM_CLASSES)]
 
 
-def phrasings(label: int, k: int, level: int) -> list[str]:
-    """Up to ``k`` distinct phrasings of a class at a paraphrase level: the canonical one first, then
-    phrasings drawn from the grammar by a seeded stream (the same for every run)."""
-    m = Meaning.from_label(label)
-    out = [canonical_caption(m)]
-    rng = np.random.default_rng([label, 0x5EED])
+def forms(k: int, level: int) -> list[tuple[int, int, int, int]]:
+    """Up to ``k`` sentence forms at a paraphrase level, the same for every label: (colour word,
+    shape word, verb phrase, template) positions, the canonical (0, 0, 0, 0) first, the others drawn
+    once by a fixed stream. Every word list of a kind has the same length, so a position names a
+    synonym for any meaning, and no label gets an easier or more fluent wording than another."""
+    lim = LEVELS[level]
+    sizes = (lim["colour"], lim["shape"], lim["action"], lim["template"])
+    out = [(0, 0, 0, 0)]
+    rng = np.random.default_rng(0x5EED)
     for _ in range(50 * k):
-        if len(out) >= k:
+        if len(out) >= min(k, int(np.prod(sizes))):
             break
-        text = describe(m, rng, level)
-        if text not in out:
-            out.append(text)
+        form = tuple(int(rng.integers(n)) for n in sizes)
+        if form not in out:
+            out.append(form)
     return out
+
+
+def phrase(m: Meaning, form: tuple[int, int, int, int]) -> str:
+    c, s, a, t = form
+    v, g = ACTION_WORDS[m.action][a]
+    text = TEMPLATES[t].format(c=COLOUR_WORDS[m.colour][c], s=SHAPE_WORDS[m.shape][s], v=v, g=g)
+    return re.sub(r"\ba ([aeiou])", r"an \1", text)
+
+
+def phrasings(label: int, k: int, level: int) -> list[str]:
+    """Up to ``k`` phrasings of a class at a paraphrase level, one per form of ``forms`` (the
+    canonical text first): every label is worded in the same K sentence shapes."""
+    m = Meaning.from_label(label)
+    return [phrase(m, f) for f in forms(k, level)]
 
 
 def describe(m: Meaning, rng: np.random.Generator, level: int) -> str:
     lim = LEVELS[level]
-    colour = COLOUR_WORDS[m.colour][rng.integers(lim["colour"])]
-    shape = SHAPE_WORDS[m.shape][rng.integers(lim["shape"])]
-    v, g = ACTION_WORDS[m.action][rng.integers(lim["action"])]
-    template = TEMPLATES[rng.integers(lim["template"])]
-    return re.sub(r"\ba ([aeiou])", r"an \1", template.format(c=colour, s=shape, v=v, g=g))
+    colour, shape, action = rng.integers(lim["colour"]), rng.integers(lim["shape"]), rng.integers(lim["action"])
+    return phrase(m, (int(colour), int(shape), int(action), int(rng.integers(lim["template"]))))
 
 
 @dataclass(frozen=True)

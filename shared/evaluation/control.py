@@ -1,10 +1,12 @@
 """The control audit: do the arms of a comparison differ only where the arm differs?
 
 Compares the resolved training configs written into each arm's run directory (minus the arm's
-own section) and the data-order digests. Any other difference makes the comparison uncontrolled.
+own section), the data-order digests and the step plans (which optimizer steps ran on the trunk
+and in each milestone's cooldown branch). Any other difference makes the comparison uncontrolled.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -18,6 +20,12 @@ def load_run(run_dir: Path) -> tuple[str, dict, dict]:
     cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
     arm = cfg["arm_name"]
     return arm, cfg, read_json(Path(run_dir) / "data_order.json")
+
+
+def step_plan(run_dir: Path) -> str:
+    """The run's plan of trunk and branch steps as one comparable string ("-" for runs without one)."""
+    path = Path(run_dir) / "schedule.json"
+    return json.dumps(read_json(path), sort_keys=True) if path.is_file() else "-"
 
 
 def audit(run_dirs: list[Path]) -> dict:
@@ -39,13 +47,17 @@ def audit(run_dirs: list[Path]) -> dict:
     order_samples = {arm: order["samples"] for arm, _, order in runs}
     if len(set(orders.values())) > 1 or len(set(order_samples.values())) > 1:
         differences.append({"key": "data_order.sha256", "values": orders})
+    plans = {arm: step_plan(d) for (arm, _, _), d in zip(runs, run_dirs)}
+    if len(set(plans.values())) > 1:
+        differences.append({"key": "schedule.json (trunk and branch steps)", "values": plans})
     first = next(iter(views.values()))
     differing = {d["key"] for d in differences}
     shared = {k: first.get(k) for k in keys if k not in differing}
     controls = {arm: arm_controls(arm, cfg) for arm, cfg, _ in runs}
     variants = {arm: _variant_diff(arm, cfg) for arm, cfg, _ in runs if base_arm_name(cfg.get("variants"), arm) != arm}
     return {"ok": not differences, "differences": differences, "arm_keys": own, "shared": shared,
-            "data_order": orders, "controls": controls, "variants": variants, "runs": [str(d) for d in run_dirs]}
+            "data_order": orders, "step_plan": next(iter(plans.values())) if len(set(plans.values())) == 1 else None,
+            "controls": controls, "variants": variants, "runs": [str(d) for d in run_dirs]}
 
 
 def _variant_diff(arm: str, cfg: dict) -> dict:
@@ -76,6 +88,12 @@ def audit_markdown(result: dict) -> str:
         lines.append("")
     lines += ["## Data order", "", "| arm | sha256 of (clip, caption) at every position |", "|---|---|"]
     lines += [f"| {a} | `{h}` |" for a, h in result["data_order"].items()]
+    if result.get("step_plan") and result["step_plan"] != "-":
+        plan = json.loads(result["step_plan"])
+        lines += ["", f"Step plan, identical for every arm: {plan['trunk_steps']} trunk steps, "
+                  f"{len(plan['branches'])} cooldown branches, {plan['updates']} optimizer updates in all"
+                  + (" (" + ", ".join(f"{b['milestone']:,}: steps {b['start_step']}-{b['end_step']}"
+                                      for b in plan["branches"]) + ")" if plan["branches"] else "") + "."]
     if any(result.get("controls", {}).values()):
         lines += ["", "## What each arm gets besides its prediction target", ""]
         lines += [f"- {arm}: {c}" for arm, cs in result["controls"].items() for c in cs]

@@ -34,12 +34,21 @@ class EvalSet:
     source: ClipSource
     phrasings: list[list[str]]  # per label, its canonical text first
     n: int  # clips evaluated: the first n of the source
+    task: str = "both"  # "caption" (CIDEr, retrieval), "classify" (top-k) or both, as eval.sets tags it
 
     @staticmethod
-    def of(name: str, source: ClipSource, phrasings: list[list[str]], max_clips: int) -> "EvalSet":
+    def of(name: str, source: ClipSource, phrasings: list[list[str]], max_clips: int, task: str = "both") -> "EvalSet":
         if not len(source):
             raise ValueError(f"evaluation set {name!r} holds no clips")
-        return EvalSet(name, source, phrasings, min(len(source), max_clips or len(source)))
+        return EvalSet(name, source, phrasings, min(len(source), max_clips or len(source)), task)
+
+    @property
+    def captions(self) -> bool:
+        return self.task in ("caption", "both")
+
+    @property
+    def classifies(self) -> bool:
+        return self.task in ("classify", "both") and bool(self.phrasings)
 
     @property
     def label_texts(self) -> list[str]:
@@ -50,9 +59,15 @@ class EvalSet:
         return [t for p in self.phrasings for t in p]
 
     def per_label(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """[N, candidates] -> ([N, labels] best phrasing, [N, labels] canonical phrasing)."""
-        starts = np.cumsum([0] + [len(p) for p in self.phrasings[:-1]])
-        return np.maximum.reduceat(scores, starts, axis=1), scores[:, starts]
+        """[N, candidates] -> ([N, labels] mean over the label's phrasings, [N, labels] canonical one).
+
+        The mean, not the best: every label is worded in the same sentence forms, so a form's own
+        offset (a fluent template's lower NLL, a common word's higher cosine) is added to every
+        label alike and cancels in the ranking, and averaging K noisy scores does not reward the
+        label whose scores happen to spread most, as a maximum does."""
+        sizes = np.array([len(p) for p in self.phrasings])
+        starts = np.cumsum(np.concatenate([[0], sizes[:-1]]))
+        return np.add.reduceat(scores, starts, axis=1) / sizes, scores[:, starts]
 
     def canonical_only(self) -> "EvalSet":
         return dataclasses.replace(self, phrasings=[p[:1] for p in self.phrasings])
@@ -69,13 +84,17 @@ def eval_sets(prepared: Prepared) -> list[EvalSet]:
             raise ValueError(f"eval.split: the {split!r} split is empty")
         return [EvalSet.of(split, source, prepared.dataset.label_phrasings(cfg.eval.phrasings), cfg.eval.max_clips)]
     out = []
-    for path in cfg.eval.sets:
+    for i, spec in enumerate(cfg.eval.sets):
+        path, name, task = (spec, Path(spec).stem, "both") if isinstance(spec, str) else \
+            (spec.manifest, spec.name or Path(spec.manifest).stem, spec.task)
         ds = manifest_dataset(path, cfg)
         source = ds.split(split)
         if not len(source):
-            raise ValueError(f"eval.sets: {path} has no clip with split {split!r}")
-        prepared.features.prepare(source, desc=f"encode {Path(path).stem}")
-        out.append(EvalSet.of(Path(path).stem, source, ds.label_phrasings(cfg.eval.phrasings), cfg.eval.max_clips))
+            raise ValueError(f"eval.sets[{i}]: {path} has no clip with split {split!r}")
+        prepared.features.prepare(source, desc=f"encode {name}")
+        out.append(EvalSet.of(name, source, ds.label_phrasings(cfg.eval.phrasings), cfg.eval.max_clips, task))
+    if len({s.name for s in out}) < len(out):
+        raise ValueError(f"eval.sets: two sets share a name ({[s.name for s in out]}); give each a `name`")
     return out
 
 
@@ -93,7 +112,7 @@ def _evaluate_shard(arm: Arm, prepared: Prepared, evalset: EvalSet, first: int, 
     """Everything the metrics need from clips ``first .. stop-1``, in one pass over their batches."""
     cfg = prepared.cfg
     device = next(arm.parameters()).device
-    classify, retrieval = bool(evalset.phrasings), cfg.eval.retrieval and arm.supports_embed
+    classify, retrieval = evalset.classifies, evalset.captions and cfg.eval.retrieval and arm.supports_embed
     candidates = evalset.candidates
     out = {"ids": [], "preds": [], "refs": [], "labels": [], "scores": [], "videos": [], "caption_s": 0.0,
            "classify_s": 0.0}
@@ -102,9 +121,11 @@ def _evaluate_shard(arm: Arm, prepared: Prepared, evalset: EvalSet, first: int, 
             out["ids"] += batch.ids
             out["refs"] += [list(r) for r in batch.references]
             out["labels"].append(batch.labels.numpy())
-            t = time.perf_counter()
-            out["preds"] += arm.caption(batch.visual, batch.queries, cfg.eval.caption_max_tokens)
-            out["caption_s"] += time.perf_counter() - t
+            if evalset.captions:
+                t = time.perf_counter()
+                captions = arm.caption(batch.visual, batch.queries, cfg.eval.caption_max_tokens)
+                out["caption_s"] += time.perf_counter() - t
+                out["preds"] += cap_length(captions, prepared.tokenizer, cfg.eval.caption_max_tokens)
             if classify:
                 t = time.perf_counter()
                 out["scores"].append(arm.score_candidates(batch.visual, batch.queries, candidates).float().cpu().numpy())
@@ -114,7 +135,7 @@ def _evaluate_shard(arm: Arm, prepared: Prepared, evalset: EvalSet, first: int, 
         firsts = [r[0] for r in out["refs"]]
         if retrieval and firsts:
             out["texts"] = arm.embed_texts(firsts).float().cpu().numpy()
-    out["recon"] = arm.reconstruct_texts(firsts, cfg.eval.caption_max_tokens) if firsts else []
+    out["recon"] = arm.reconstruct_texts(firsts, cfg.eval.caption_max_tokens) if firsts and evalset.captions else []
     return out
 
 
@@ -150,25 +171,59 @@ def evaluate(arm: Arm, prepared: Prepared, evalset: EvalSet) -> dict | None:
         return None
     m = _merge(parts)
     out: dict = {"caption_s": m["caption_s"]}
-    out["cider"], per_clip = cider(m["preds"], m["refs"])
+    per_clip = [None] * len(m["ids"])
+    if evalset.captions:
+        out["cider"], per_clip = cider(m["preds"], m["refs"])
     labelled = m["labels"] >= 0
+    ranks: dict[str, np.ndarray] = {}  # per clip, the true label's rank (for intervals over clips)
     if m["scores"] is not None and labelled.any():
-        best, canonical = evalset.per_label(m["scores"][labelled])
+        mean, canonical = evalset.per_label(m["scores"][labelled])
+        phrased = len(evalset.candidates) > len(evalset.phrasings)
         for k in (1, 5):
             out[f"top{k}"] = top_k_accuracy(canonical, m["labels"][labelled], k)
-            if len(evalset.candidates) > len(evalset.phrasings):
-                out[f"top{k}_phrasings"] = top_k_accuracy(best, m["labels"][labelled], k)
+            if phrased:
+                out[f"top{k}_phrasings"] = top_k_accuracy(mean, m["labels"][labelled], k)
                 out["phrasings"] = len(evalset.candidates) / len(evalset.phrasings)
+        ranks["rank"] = _full(labelled, label_rank(canonical, m["labels"][labelled]))
+        if phrased:
+            ranks["rank_phrasings"] = _full(labelled, label_rank(mean, m["labels"][labelled]))
         out["classify_s"] = m["classify_s"]
     if m["videos"] is not None:  # text-to-video: each clip's first reference retrieves among all evaluation clips
         sim = torch.from_numpy(m["texts"]) @ torch.from_numpy(m["videos"]).T
         out["recall1"] = recall_at_k(sim, np.arange(len(m["refs"])), 1)
-    if m["recon"] is not None:  # the decoder's ceiling: decode(encode(reference)) vs the references
-        out["decoder_ceiling_cider"], _ = cider(m["recon"], m["refs"])
+    multi = [i for i, r in enumerate(m["refs"]) if len(r) >= 2]
+    if m["recon"] and multi:  # the decoder's ceiling: decode(encode(reference 0)) vs the other
+        # references, as the annotator ceiling scores reference 0 (its own input would inflate it)
+        out["decoder_ceiling_cider"], _ = cider([m["recon"][i] for i in multi], [m["refs"][i][1:] for i in multi])
     out["eval_s"] = time.perf_counter() - t0
-    out["examples"] = [{"id": i, "prediction": p, "references": r, "cider": float(c)}
-                       for i, p, r, c in zip(m["ids"], m["preds"], m["refs"], per_clip)]
+    preds = m["preds"] or [None] * len(m["ids"])
+    out["examples"] = [{"id": i, "references": r, **({"prediction": p, "cider": float(c)} if c is not None else {}),
+                        **{k: int(v[j]) for k, v in ranks.items()}}
+                       for j, (i, p, r, c) in enumerate(zip(m["ids"], preds, m["refs"], per_clip))]
     out["processes"] = world
+    return out
+
+
+def cap_length(captions: list[str], tokenizer, max_tokens: int) -> list[str]:
+    """Captions cut to ``max_tokens`` tokens of the shared tokenizer: one length unit for every arm,
+    whatever tokenizer its decoder generates with (the VLM's LM and the JEPA arm's trained decoder
+    use the shared one, so for them this changes nothing)."""
+    ids = tokenizer(captions, add_special_tokens=False)["input_ids"]
+    return [c if len(t) <= max_tokens else tokenizer.decode(t[:max_tokens]).strip() for c, t in zip(captions, ids)]
+
+
+def label_rank(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """0-based rank of each row's true label, ties ordered as scikit-learn's top-k accuracy orders
+    them (a tied label with a higher index ranks first), so mean(rank < k) is exactly top-k."""
+    true = scores[np.arange(len(labels)), labels][:, None]
+    later = np.arange(scores.shape[1])[None, :] > labels[:, None]
+    return ((scores > true) | ((scores == true) & later)).sum(axis=1)
+
+
+def _full(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` at the rows of ``mask``, -1 (no label) elsewhere."""
+    out = np.full(len(mask), -1, dtype=np.int64)
+    out[mask] = values
     return out
 
 
@@ -176,16 +231,19 @@ BASELINE_TRAIN_CLIPS = 100_000  # the most frequent caption is counted over at m
 
 
 def baselines(prepared: Prepared, evalset: EvalSet) -> dict:
-    """Reference points that need no model: chance, a constant caption, and the human ceiling."""
-    label_texts = evalset.label_texts
+    """Reference points that need no model: chance, a constant caption, and the human ceiling (each
+    for the task the set is scored on)."""
+    out: dict = {"eval_clips": evalset.n}
+    if evalset.classifies:
+        n = len(evalset.label_texts)
+        out.update(classes=n, chance_top1=1 / n, chance_top5=min(5, n) / n)
+    if not evalset.captions:
+        return out
     train_caps = Counter(prepared.dataset.split("train").captions(BASELINE_TRAIN_CLIPS))
     most_frequent = train_caps.most_common(1)[0][0]
     references = [list(evalset.source.clip(i).captions) for i in range(evalset.n)]
-    out = {"most_frequent_caption": most_frequent,
-           "most_frequent_caption_cider": cider([most_frequent] * evalset.n, references)[0]}
-    n = len(label_texts)
-    if n:
-        out.update(classes=n, chance_top1=1 / n, chance_top5=min(5, n) / n)
+    out.update(most_frequent_caption=most_frequent,
+               most_frequent_caption_cider=cider([most_frequent] * evalset.n, references)[0])
     all_labels = evalset.source.labels()[:evalset.n]
     labels = all_labels[all_labels >= 0]
     if len(labels):  # a query's own clip is only findable up to the clips that share its meaning
@@ -194,7 +252,6 @@ def baselines(prepared: Prepared, evalset: EvalSet) -> dict:
     multi = [refs for refs in references if len(refs) >= 2]
     if multi:  # one reference scored against the others: what an annotator would get
         out["human_ceiling_cider"] = cider([refs[0] for refs in multi], [refs[1:] for refs in multi])[0]
-    out["eval_clips"] = evalset.n
     return out
 
 

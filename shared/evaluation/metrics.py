@@ -29,14 +29,15 @@ class Metric:
     averaged_over_sets: bool = True  # several evaluation sets: the mean, as the paper averages benchmarks
     in_table: bool = True  # a column of the report's results table
     headline: bool = False  # a panel of the sample-efficiency figure and a "who leads" line of the report
+    per_clip: bool = False  # the predictions files hold it clip by clip: arm differences get intervals
 
 
 METRICS: list[Metric] = [
-    Metric("cider", "CIDEr", headline=True),
-    Metric("top1", "top-1 %", percent=True),
-    Metric("top5", "top-5 %", percent=True, headline=True),
-    Metric("top1_phrasings", "top-1 % phrasings", percent=True, in_table=False),
-    Metric("top5_phrasings", "top-5 % phrasings", percent=True),
+    Metric("cider", "CIDEr", headline=True, per_clip=True),
+    Metric("top1", "top-1 %", percent=True, per_clip=True),
+    Metric("top5", "top-5 %", percent=True, headline=True, per_clip=True),
+    Metric("top1_phrasings", "top-1 % phrasings", percent=True, in_table=False, per_clip=True),
+    Metric("top5_phrasings", "top-5 % phrasings", percent=True, per_clip=True),
     Metric("recall1", "R@1 %", percent=True),
     Metric("decoder_ceiling_cider", "Y-decoder ceiling CIDEr", in_table=False),
 ]

@@ -32,21 +32,33 @@ from shared.files import read_json, swap_in, write_json_atomic
 
 @dataclass
 class TrainState:
-    step: int = 0  # optimizer steps done
+    step: int = 0  # the data position, in optimizer steps: samples seen by the weights as they are
     samples_seen: int = 0
     milestones_done: tuple[int, ...] = ()
-    wall_s: float = 0.0  # training time, accumulated across resumes
+    wall_s: float = 0.0  # training time, accumulated across resumes (branches included)
     last_loss: float | None = None
+    updates: int = 0  # optimizer updates done by the run, trunk and branches (monotonic, unlike step)
+    branch: int | None = None  # the milestone whose cooldown branch these weights are in; None = trunk
+    trunk_wall_s: float = 0.0
+    branch_wall_s: float = 0.0  # in the current branch
+
+    @property
+    def path_s(self) -> float:
+        """Training seconds spent on the path to these weights: the trunk up to here, and the branch."""
+        return self.trunk_wall_s + self.branch_wall_s
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["milestones_done"] = list(self.milestones_done)
+        d["path_s"] = self.path_s
         return d
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> "TrainState":
         d = dict(d)
         d["milestones_done"] = tuple(d.get("milestones_done", ()))
+        d.setdefault("updates", d.get("step", 0))  # states written before branches existed: all trunk
+        d.setdefault("trunk_wall_s", d.get("wall_s", 0.0))
         return TrainState(**{k: v for k, v in d.items() if k in TrainState.__dataclass_fields__})
 
 
@@ -57,6 +69,7 @@ class RunDir:
         self.log = self.root / "train_log.jsonl"
         self.done = self.root / "done.json"
         self.resume = self.root / "resume"
+        self.branch_point = self.root / "branch_point"  # the trunk's state where the current cooldown branch left it
 
     @staticmethod
     def of(out: str | Path, arm: str, seed: int) -> "RunDir":
@@ -94,7 +107,8 @@ class RunDir:
                 continue
             st = read_json(folder / "train_state.json")
             out.append({"milestone": st["milestone"], "samples_seen": st["samples_seen"], "step": st["step"],
-                        "path": str(folder), "train_loss": st.get("last_loss"), "wall_s": st.get("wall_s")})
+                        "path": str(folder), "train_loss": st.get("last_loss"), "wall_s": st.get("wall_s"),
+                        "train_s": st.get("path_s", st.get("wall_s"))})
         return out
 
 
@@ -117,9 +131,11 @@ def load_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     return load_file(str(folder / "model.safetensors")), read_json(folder / "train_state.json")
 
 
-def save_resume(accelerator, run: RunDir, state: TrainState) -> None:
-    """Every process writes its part (``save_state``) into ``resume.tmp``; the main one swaps it in."""
-    tmp = run.root / "resume.tmp"
+def save_resume(accelerator, run: RunDir, state: TrainState, folder: Path | None = None) -> None:
+    """Every process writes its part (``save_state``) into ``<folder>.tmp``; the main one swaps it in.
+    ``folder``: the run's resume point by default (or the branch point of a cooldown branch)."""
+    folder = folder or run.resume
+    tmp = folder.with_name(folder.name + ".tmp")
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -127,7 +143,7 @@ def save_resume(accelerator, run: RunDir, state: TrainState) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json_atomic(tmp / "train_state.json", state.to_json())
-        swap_in(tmp, run.resume)
+        swap_in(tmp, folder)
     accelerator.wait_for_everyone()
 
 

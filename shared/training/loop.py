@@ -3,9 +3,11 @@
 Controlled by construction: the data order, the effective batch, the optimizer and the schedule
 come from the shared config sections; the arm only supplies ``loss(batch)`` (or, for a loss over
 the whole batch, ``embeddings`` and ``coupled_loss``) and its parameter groups. Checkpoints are
-taken at milestones counted in samples seen; a resume point is saved at every milestone and every
-``train.resume_every`` steps, by every process, and re-running the same command on the same run
-directory continues from it with the same result as an uninterrupted run. The loss is read on the
+taken at milestones counted in samples seen, either as the run passes them or at the end of a
+cooldown branch per milestone (``train.milestone_cooldown``, see schedule.py); a resume point is
+saved at every milestone and every ``train.resume_every`` updates, by every process, and re-running
+the same command on the same run directory continues from it (on the trunk or inside a branch)
+with the same result as an uninterrupted run. The loss is read on the
 host only at logging and checkpoint steps; a non-finite loss then ends the run with one line, and
 no checkpoint is written after it.
 """
@@ -42,7 +44,8 @@ from shared.training.checkpoint import (
     save_resume,
     save_weights,
 )
-from shared.training.optim import build_optimizer, build_scheduler
+from shared.training.optim import build_optimizer
+from shared.training.schedule import Branch, MilestonePlan, Schedule, build_scheduler
 from shared.training.step import coupled_step, independent_step
 
 log = logging.getLogger(__name__)
@@ -76,7 +79,7 @@ def new_accelerator(cfg: Config, run_dir: Path):
 
 
 def write_run_header(run: RunDir, cfg: Config, arm_name: str, order: TrainOrder, total_samples: int,
-                     precision: dict) -> None:
+                     precision: dict, plan: MilestonePlan) -> None:
     run.root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run.config, f"# resolved config of arm {arm_name!r}\narm_name: {arm_name}\n" + dump_yaml(cfg))
     write_json_atomic(run.root / "versions.json", versions())
@@ -86,6 +89,8 @@ def write_run_header(run: RunDir, cfg: Config, arm_name: str, order: TrainOrder,
         "seed": cfg.seed, "samples": total_samples, "sha256": order.digest(total_samples),
         "first_clips": first.tolist(), "first_caption_choices": caps.tolist(),
     })
+    # which steps run on the trunk and in each milestone's cooldown branch: the control audit compares it
+    write_json_atomic(run.root / "schedule.json", plan.describe())
 
 
 def check_same_config(run_dir: Path, cfg: Config, arm_name: str, why: str = "", evaluating: bool = False) -> None:
@@ -167,7 +172,7 @@ def _micro_steps(t, nproc: int) -> int:
     return t.effective_batch // (t.micro_batch * nproc)
 
 
-def _build_trainee(prepared: Prepared, arm_name: str, accelerator, total_steps: int) -> _Trainee:
+def _build_trainee(prepared: Prepared, arm_name: str, accelerator, schedule: Schedule) -> _Trainee:
     cfg, t = prepared.cfg, prepared.cfg.train
     arm = prepared.seeded_arm(arm_name, accelerator.device)
     arm.prepare_training()
@@ -180,22 +185,22 @@ def _build_trainee(prepared: Prepared, arm_name: str, accelerator, total_steps: 
     model = accelerator.prepare(arm)
     # built after prepare, over the prepared (possibly sharded) parameters
     optimizer = accelerator.prepare(build_optimizer(accelerator.unwrap_model(model), cfg))
-    scheduler = build_scheduler(optimizer, total_steps, cfg)
+    scheduler = build_scheduler(optimizer, schedule)
     accelerator.register_for_checkpointing(scheduler)  # saved with the state, stepped once per step
     return _Trainee(model, optimizer, scheduler, names, count)
 
 
 def _start_or_resume(run: RunDir, accelerator, cfg: Config, arm_name: str, order: TrainOrder, precision: dict,
-                     trainable_names: list[str]) -> TrainState:
+                     trainable_names: list[str], plan: MilestonePlan) -> TrainState:
     state, resume = TrainState(), run.find_resume()
     if resume is not None:
         check_same_config(run.root, cfg, arm_name, f"{precision['requested']} -> {precision['resolved']}, {precision['reason']}")
         state = load_resume(accelerator, resume, trainable_names)
         log.info("%s: resuming from step %d (%d samples seen)", run.root, state.step, state.samples_seen)
     elif accelerator.is_main_process:
-        write_run_header(run, cfg, arm_name, order, cfg.train.milestones[-1], precision)
+        write_run_header(run, cfg, arm_name, order, cfg.train.milestones[-1], precision, plan)
     if accelerator.is_main_process:  # drop log rows past the resume point: they will be redone
-        rows = [r for r in read_jsonl(run.log) if r["step"] <= state.step]
+        rows = [r for r in read_jsonl(run.log) if r.get("update", r["step"]) <= state.updates]
         write_text_atomic(run.log, "".join(json.dumps(r) + "\n" for r in rows))
     return state
 
@@ -203,7 +208,7 @@ def _start_or_resume(run: RunDir, accelerator, cfg: Config, arm_name: str, order
 def _optimizer_step(accelerator, trainee: _Trainee, micro_batches: list, coupled: bool, grad_clip: float) -> torch.Tensor:
     model = trainee.model
     step_loss = (coupled_step(accelerator, model, accelerator.unwrap_model(model), micro_batches) if coupled
-                 else independent_step(accelerator, model, micro_batches))
+                 else independent_step(accelerator, model, accelerator.unwrap_model(model), micro_batches))
     if grad_clip > 0:
         accelerator.clip_grad_norm_(model.parameters(), grad_clip)
     trainee.optimizer.step()
@@ -215,65 +220,153 @@ def _optimizer_step(accelerator, trainee: _Trainee, micro_batches: list, coupled
 def _train(prepared: Prepared, arm_name: str, run: RunDir, accelerator, precision: dict,
            stop_at_samples: int | None, progress: bool) -> TrainResult:
     cfg, t = prepared.cfg, prepared.cfg.train
-    total_steps = math.ceil(t.milestones[-1] / t.effective_batch)
-    nproc = accelerator.num_processes
-    accum = _micro_steps(t, nproc)
+    plan = MilestonePlan.of(t)
+    schedule = Schedule(t, plan)
+    accum = _micro_steps(t, accelerator.num_processes)
     train = prepared.dataset.split("train")
     order = TrainOrder(cfg.seed, train.caption_counts())
-    trainee = _build_trainee(prepared, arm_name, accelerator, total_steps)
-    state = _start_or_resume(run, accelerator, cfg, arm_name, order, precision, trainee.trainable_names)
+    trainee = _build_trainee(prepared, arm_name, accelerator, schedule)
+    state = _start_or_resume(run, accelerator, cfg, arm_name, order, precision, trainee.trainable_names, plan)
+    schedule.branch = plan.branch(state.branch) if state.branch is not None else None
+    # micro-batch k of this process = micro-step k % accum of step k // accum: a stream opened at a
+    # step sees exactly what an uninterrupted run sees there (trunk, branch or resume alike)
+    reads = TrainPlan(order, accelerator.process_index, t.effective_batch, t.micro_batch, accum)
+    dataset = ClipBatches(train, reads, prepared.features.reader(train), cfg.data.query)
 
-    # micro-batch k of this process = micro-step k % accum of step k // accum: resuming restarts at k
-    plan = TrainPlan(order, accelerator.process_index, t.effective_batch, t.micro_batch, accum)
-    stream = batches(make_loader(ClipBatches(train, plan, prepared.features.reader(train), cfg.data.query),
-                                 state.step * accum, total_steps * accum, cfg.data.workers, cfg.data.prefetch,
-                                 pin=accelerator.device.type == "cuda", persistent=True))
+    def stream(first: int, stop: int):
+        return batches(make_loader(dataset, first * accum, stop * accum, cfg.data.workers, cfg.data.prefetch,
+                                   pin=accelerator.device.type == "cuda", persistent=True))
+
     accelerator.init_trackers("train", config=tracking.hyperparameters(cfg, arm_name=arm_name))
     # one micro-batch on one process already is the effective batch: the plain loss is the same function
-    coupled = accelerator.unwrap_model(trainee.model).couples_batch() and (accum > 1 or nproc > 1)
-    bar = progress_bar(total=total_steps, initial=state.step, desc=f"train {arm_name} seed {cfg.seed}", unit="step",
+    coupled = accelerator.unwrap_model(trainee.model).couples_batch() and (accum > 1 or accelerator.num_processes > 1)
+    bar = progress_bar(total=plan.updates, initial=state.updates, desc=f"train {arm_name} seed {cfg.seed}", unit="step",
                        disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
-    run_start, wall_before = time.perf_counter(), state.wall_s
-    window = _Window(torch.zeros((), device=accelerator.device))
+    session = _Session(prepared, arm_name, run, accelerator, trainee, plan, schedule, state, accum, coupled, bar,
+                       _Window(torch.zeros((), device=accelerator.device)), stop_at_samples)
     trainee.model.train()
-    while state.step < total_steps:
-        micro_batches = [prepared.features.ready(next(stream), accelerator.device) for _ in range(accum)]
-        step_loss = _optimizer_step(accelerator, trainee, micro_batches, coupled, t.grad_clip)
-        state.step += 1
-        state.samples_seen = state.step * t.effective_batch
-        state.wall_s = wall_before + time.perf_counter() - run_start
-        window.add(accelerator.reduce(step_loss, reduction="mean"))
-        bar.update(1)
-
-        reached = [m for m in t.milestones if m <= state.samples_seen and m not in state.milestones_done]
-        saving = bool(reached) or state.step % t.resume_every == 0 or state.step == total_steps
-        if saving or state.step % t.log_every == 0:
-            loss = window.read()  # the one host sync: at log and checkpoint steps
-            if not math.isfinite(loss):
-                raise Diverged(f"{arm_name} seed {cfg.seed}: the training loss is {loss} by step {state.step} "
-                               f"(last checkpoint: {_last_saved(run)}); lower train.lr or check the data")
-            state.last_loss = loss
-            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-            _log_row(accelerator, run, state, window, loss, trainee.scheduler, t.effective_batch)
-        if reached:
-            state.milestones_done = tuple(sorted({*state.milestones_done, *reached}))
-            _save_milestones(accelerator, trainee.model, run, state, reached, trainee.trainable_names, arm_name, cfg.seed)
-        if saving:
-            save_resume(accelerator, run, state)
-        if stop_at_samples is not None and state.samples_seen >= stop_at_samples:
+    while not session.stopped:
+        if state.branch is not None:  # inside a milestone's cooldown branch (entered, or resumed into)
+            branch = plan.branch(state.branch)
+            if session.run_steps(stream(state.step, branch.end), branch.end):
+                session.leave_branch(branch)
+        elif (branch := plan.next_branch(state.step, state.milestones_done)) is not None:
+            session.enter_branch(branch)
+        elif state.step < plan.trunk_end:
+            upcoming = [b.start for b in plan.branches if b.start > state.step and b.milestone not in state.milestones_done]
+            session.run_steps(stream(state.step, min(upcoming, default=plan.trunk_end)), min(upcoming, default=plan.trunk_end))
+        else:
             break
     bar.close()
     for tracker in accelerator.trackers:  # not end_training(): it would end the process group evaluation needs
         tracker.finish()
-    return _finish(run, accelerator, state, trainee.trainable_params, total_steps)
+    done = all(m in state.milestones_done for m in t.milestones) and state.branch is None
+    return _finish(run, accelerator, state, trainee.trainable_params, done, t.effective_batch)
 
 
-def _finish(run: RunDir, accelerator, state: TrainState, trainable_params: int, total_steps: int) -> TrainResult:
-    result = TrainResult(run.root, trainable_params=trainable_params, completed=state.step >= total_steps,
+@dataclass
+class _Session:
+    """One invocation of the loop over a run folder: steps on the trunk or in a branch, logging,
+    milestone checkpoints and resume points."""
+
+    prepared: Prepared
+    arm_name: str
+    run: RunDir
+    accelerator: object
+    trainee: _Trainee
+    plan: MilestonePlan
+    schedule: Schedule
+    state: TrainState
+    accum: int
+    coupled: bool
+    bar: object
+    window: _Window
+    stop_at_samples: int | None
+    stopped: bool = False
+    _clock: float = field(default_factory=time.perf_counter)
+
+    def run_steps(self, stream, stop: int) -> bool:
+        """Optimizer steps up to data position ``stop``; False if the run stopped before it."""
+        t, state = self.prepared.cfg.train, self.state
+        while state.step < stop:
+            micro_batches = [self.prepared.features.ready(next(stream), self.accelerator.device) for _ in range(self.accum)]
+            step_loss = _optimizer_step(self.accelerator, self.trainee, micro_batches, self.coupled, t.grad_clip)
+            self._advance(t.effective_batch)
+            self.window.add(self.accelerator.reduce(step_loss, reduction="mean"))
+            self.bar.update(1)
+            # plain protocol: the milestones are the trunk's own states; cooldown: the branches' ends
+            reached = [] if self.plan.cooldown else [m for m in t.milestones
+                                                     if m <= state.samples_seen and m not in state.milestones_done]
+            saving = (bool(reached) or state.updates % t.resume_every == 0
+                      or (not self.plan.cooldown and state.step == self.plan.total))
+            if saving or state.updates % t.log_every == 0:
+                self._log(self._read_loss())
+            if reached:
+                state.milestones_done = tuple(sorted({*state.milestones_done, *reached}))
+                _save_milestones(self.accelerator, self.trainee.model, self.run, state, reached,
+                                 self.trainee.trainable_names, self.arm_name, self.prepared.cfg.seed)
+            if saving:
+                save_resume(self.accelerator, self.run, state)
+            if self.stop_at_samples is not None and state.updates * t.effective_batch >= self.stop_at_samples:
+                self.stopped = True
+                return False
+        return True
+
+    def _advance(self, batch: int) -> None:
+        now = time.perf_counter()
+        dt, self._clock = now - self._clock, now
+        s = self.state
+        s.step += 1
+        s.updates += 1
+        s.samples_seen = s.step * batch
+        s.wall_s += dt
+        if s.branch is None:
+            s.trunk_wall_s += dt
+        else:
+            s.branch_wall_s += dt
+
+    def _read_loss(self) -> float:
+        loss = self.window.read()  # the one host sync: at log and checkpoint steps
+        if not math.isfinite(loss):
+            raise Diverged(f"{self.arm_name} seed {self.prepared.cfg.seed}: the training loss is {loss} by step "
+                           f"{self.state.step} (last checkpoint: {_last_saved(self.run)}); lower train.lr or check the data")
+        self.state.last_loss = loss
+        self.bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        return loss
+
+    def _log(self, loss: float) -> None:
+        _log_row(self.accelerator, self.run, self.state, self.window, loss, self.trainee.scheduler,
+                 self.prepared.cfg.train.effective_batch)
+
+    def enter_branch(self, branch: Branch) -> None:
+        """Keep the trunk's state at the branch point, then decay from there."""
+        save_resume(self.accelerator, self.run, self.state, folder=self.run.branch_point)
+        self.state.branch, self.state.branch_wall_s = branch.milestone, 0.0
+        self.schedule.branch = branch
+        log.info("%s: cooldown branch of milestone %d: steps %d-%d", self.run.root, branch.milestone, branch.start,
+                 branch.end)
+
+    def leave_branch(self, branch: Branch) -> None:
+        """The branch's end is the milestone's checkpoint; the trunk resumes from the branch point."""
+        state = self.state
+        state.milestones_done = tuple(sorted({*state.milestones_done, branch.milestone}))
+        _save_milestones(self.accelerator, self.trainee.model, self.run, state, [branch.milestone],
+                         self.trainee.trainable_names, self.arm_name, self.prepared.cfg.seed)
+        trunk = load_resume(self.accelerator, self.run.branch_point, self.trainee.trainable_names)
+        # model, optimizer, schedule position and RNG are the trunk's again; the run's counters go on
+        state.step, state.samples_seen, state.branch, state.branch_wall_s = trunk.step, trunk.samples_seen, None, 0.0
+        self.schedule.branch = None
+        save_resume(self.accelerator, self.run, state)
+
+
+def _finish(run: RunDir, accelerator, state: TrainState, trainable_params: int, completed: bool,
+            batch: int) -> TrainResult:
+    result = TrainResult(run.root, trainable_params=trainable_params, completed=completed,
                          wall_s=state.wall_s, checkpoints=run.checkpoints(),
-                         samples_per_s=state.samples_seen / state.wall_s if state.wall_s else 0.0)
+                         samples_per_s=state.updates * batch / state.wall_s if state.wall_s else 0.0)
     if result.completed and accelerator.is_main_process:
-        write_json_atomic(run.done, {"samples_seen": state.samples_seen, "steps": state.step, "wall_s": state.wall_s,
+        write_json_atomic(run.done, {"samples_seen": state.samples_seen, "steps": state.step, "updates": state.updates,
+                                     "wall_s": state.wall_s,
                                      "samples_per_s": result.samples_per_s, "trainable_params": result.trainable_params})
     return result
 
@@ -287,11 +380,14 @@ def _log_row(accelerator, run: RunDir, state: TrainState, window: _Window, loss:
     if window.steps == 0:
         return
     now = time.perf_counter()
-    row = {"step": state.step, "samples_seen": state.samples_seen, "loss": loss, "lr": scheduler.get_last_lr()[0],
-           "samples_per_s": window.steps * batch / (now - window.start), "wall_s": round(state.wall_s, 3)}
+    row = {"update": state.updates, "step": state.step, "samples_seen": state.samples_seen, "loss": loss,
+           "lr": scheduler.get_last_lr()[0], "samples_per_s": window.steps * batch / (now - window.start),
+           "wall_s": round(state.wall_s, 3)}
+    if state.branch is not None:
+        row["branch"] = state.branch  # a milestone's cooldown branch, not the trunk
     if accelerator.is_main_process:
         append_jsonl(run.log, row)
-    accelerator.log(tracking.train_values(row), step=state.step)
+    accelerator.log(tracking.train_values(row), step=state.updates)
     window.reset()
 
 

@@ -2,8 +2,11 @@
 
 Two kinds, chosen by the arm and not by its name:
 
-- ``independent_step``: each micro-batch's loss is its own mean; gradients are accumulated over the
-  micro-steps (synchronised across processes on the last one). Equals one big batch.
+- ``independent_step``: a sample's loss does not depend on the others. With one micro-batch on one
+  process, the arm's mean loss. Otherwise each micro-batch contributes its summed loss
+  (``loss_sum``) divided by the loss units (samples; tokens for the VLM) of the whole effective
+  batch, counted across processes, with gradients accumulated over the micro-steps (synchronised
+  on the last one): the loss and gradients of one big batch, whatever the split (tested).
 - ``coupled_step`` for losses where a sample's loss depends on the rest of the batch (InfoNCE's
   negatives): GradCache. The embeddings of every micro-batch of every process are computed without
   gradients, gathered, and the loss taken over the whole effective batch; its gradient with respect
@@ -25,14 +28,23 @@ def _sync_last(accelerator, model, i: int, n: int):
     return contextlib.nullcontext() if i == n - 1 else accelerator.no_sync(model)
 
 
-def independent_step(accelerator, model, micro_batches) -> torch.Tensor:
+def independent_step(accelerator, model, arm, micro_batches) -> torch.Tensor:
+    if len(micro_batches) == 1 and accelerator.num_processes == 1:  # the effective batch itself
+        loss = model(micro_batches[0])
+        accelerator.backward(loss)
+        return loss.detach()
+    units = torch.tensor(float(sum(arm.loss_units(b) for b in micro_batches)), device=accelerator.device)
+    if accelerator.num_processes > 1:
+        units = accelerator.reduce(units, reduction="sum")
+    # the data-parallel all-reduce averages over processes: scale each share back to a sum
+    scale = accelerator.num_processes / units.clamp_min(1)
     total = torch.zeros((), device=accelerator.device)
     for i, batch in enumerate(micro_batches):
         with _sync_last(accelerator, model, i, len(micro_batches)):
-            loss = model(batch)
-            accelerator.backward(loss / len(micro_batches))
-        total += loss.detach() / len(micro_batches)
-    return total
+            share = model(batch, part="loss_sum") * scale
+            accelerator.backward(share)
+        total += share.detach()
+    return total  # averaged over processes by the caller: the effective batch's loss
 
 
 def coupled_step(accelerator, model, arm, micro_batches) -> torch.Tensor:
