@@ -83,3 +83,15 @@ def test_exported_jepa_predictor_gives_the_arms_predictions(comparison, tmp_path
     assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
     assert "32 samples seen" in (out / "README.md").read_text()
     assert json.loads((out / "export.json").read_text())["samples_seen"] == 32
+
+
+def test_the_commands_of_docs_export_parse():
+    import shlex
+
+    from experiments.cli import build_parser
+
+    commands = [l for l in (ROOT / "docs" / "export.md").read_text().splitlines() if l.startswith("python -m experiments export")]
+    assert len(commands) == 2
+    for command in commands:
+        args = build_parser("export").parse_args(shlex.split(command.split("#")[0])[3:])
+        assert args.command == "export" and args.export_dir.name in ("vlm", "jepa")

@@ -215,3 +215,22 @@ def test_the_seeded_split_rule_is_stable_and_keeps_groups_together():
     shares = {s: splits.count(s) / len(splits) for s in ("train", "val", "test")}
     assert abs(shares["test"] - 0.2) < 0.05 and abs(shares["val"] - 0.1) < 0.05
     assert [SplitRule(seed=4, val_frac=0.1, test_frac=0.2).of(r) for r in recs] != splits  # the seed matters
+
+
+def test_the_commands_of_docs_data_parse():
+    """Every make-manifest example of docs/data.md names a format and options the command has."""
+    import re
+    import shlex
+
+    from experiments.cli import build_parser
+    from tests.conftest import ROOT
+
+    commands = [c for c in re.findall(r"`(python -m experiments make-manifest [^`]+)`", (ROOT / "docs" / "data.md").read_text())
+                if "FORMAT" not in c]  # the placeholders of the prose
+    formats = set()
+    for command in commands:
+        args = build_parser("make-manifest").parse_args(shlex.split(command)[3:])
+        formats.add(args.format)
+    from shared.data.convert import FORMATS
+
+    assert formats == set(FORMATS)
