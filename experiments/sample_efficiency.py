@@ -140,8 +140,9 @@ def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets,
     run = RunDir.of(out, arm_name, seed)
     train_log = read_jsonl(run.log)
     trackers = EvalLog(resolve_config(prep.cfg), run.root, arm_name) if main else None  # metrics by samples seen
+    arm = None
     for ckpt in todo:
-        arm = load_arm(ckpt["path"], prepared=prep)  # on this process's device
+        arm = load_arm(ckpt["path"], prepared=prep, reuse=arm)  # on this process's device
         last = ckpt["milestone"] == prep.cfg.train.milestones[-1]
         with_phrasings = prep.cfg.eval.phrasings_at == "all" or last
         per_set = {s.name: evaluate(arm, prep, s if with_phrasings else s.canonical_only()) for s in sets}

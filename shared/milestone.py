@@ -68,14 +68,16 @@ class Milestone:
 
 
 def load_arm(checkpoint: str | Path | Milestone, prepared: Prepared | None = None, device=None,
-             overrides: list[str] | tuple[str, ...] = (), evaluation: bool = True) -> Arm:
+             overrides: list[str] | tuple[str, ...] = (), evaluation: bool = True, reuse: Arm | None = None) -> Arm:
     """The arm of ``checkpoint`` (a milestone folder, a run folder, or a ``Milestone``), its trained
     weights loaded, its progress (samples seen) set, in eval mode and, with ``evaluation``, its
     evaluation prepared (e.g. the JEPA arm's Y-decoder fitted on what it saw).
 
     ``prepared``: a pipeline already built (the comparison's, or a command's config): the arm is built
     from it after checking that its training config is the milestone's (precision may differ);
-    without it, the milestone's own config is prepared (no features encoded).
+    without it, the milestone's own config is prepared (no features encoded). ``reuse``: an arm of the
+    same name built from ``prepared`` (the previous milestone's), loaded instead of building another
+    (a 1B-parameter arm per milestone costs seconds at paper scale).
     """
     m = checkpoint if isinstance(checkpoint, Milestone) else Milestone.find(checkpoint)
     if prepared is None:
@@ -84,7 +86,7 @@ def load_arm(checkpoint: str | Path | Milestone, prepared: Prepared | None = Non
         check_same_config(m.config_path.parent, prepared.cfg, m.arm_name, evaluating=True)
     if m.arm_name not in prepared.cfg.arm:
         raise ConfigError(f"{m.folder}: arm {m.arm_name!r} has no section in this config ({sorted(prepared.cfg.arm)})")
-    arm = prepared.seeded_arm(m.arm_name, device)
+    arm = reuse if reuse is not None and reuse.name == m.arm_name else prepared.seeded_arm(m.arm_name, device)
     arm.load_trainable_state_dict(m.weights())
     arm.set_progress(m.samples_seen)
     arm.eval()

@@ -44,6 +44,11 @@ def test_load_arm_gives_the_arm_the_comparison_evaluated(comparison):
            if json.loads(l)["arm"] == "jepa" and json.loads(l)["samples_seen"] == 64][0]
     again = evaluate(load_arm(m.folder, prepared=prep), prep, eval_sets(prep)[0].canonical_only())
     assert (again["cider"], again["top5"]) == (row["cider"], row["top5"])
+    # the next milestone loaded into the same arm object (as the comparison's evaluation does)
+    first = Milestone.find(m.run.milestone(32))
+    reused = load_arm(first, prepared=prep, reuse=arm, evaluation=False)
+    assert reused is arm and arm.samples_seen == 32
+    assert all(torch.equal(p, first.weights()[n]) for n, p in arm.named_parameters() if p.requires_grad)
     # a pipeline of another training config does not fit the weights: refused, naming the key
     with pytest.raises(ConfigError, match="lm.hidden_size"):
         load_arm(m, prepared=prepare(m.config(["lm.hidden_size=32"]), splits=()))
