@@ -1,23 +1,39 @@
-"""One milestone loader and the Hugging Face export: a smoke comparison's checkpoints load into the
-arm its evaluation scored, and the exported folders, reloaded with plain transformers (the code of
-docs/export.md), give the arm's logits (VLM) and predictions (JEPA)."""
+"""One smoke comparison, three front doors: its checkpoints load into the arm its evaluation scored
+(one milestone loader); the exported folders, reloaded with plain transformers (the code of
+docs/export.md), give the arm's logits (VLM) and predictions (JEPA); and it logged to every
+configured tracker (TensorBoard, a recording tracker registered with accelerate, wandb offline
+where installed): training by step, evaluation by samples seen, the resolved config."""
+import importlib.util
 import json
 import re
 
 import pytest
 import torch
+from accelerate.tracking import register_tracker_class
 
 from experiments.cli import main
 from shared.config import ConfigError
 from shared.milestone import Milestone, load_arm
 from tests.conftest import ROOT, SMOKE
+from tests.test_tracking import Recording
+
+
+WANDB = importlib.util.find_spec("wandb") is not None
 
 
 @pytest.fixture(scope="module")
-def comparison(tmp_path_factory, cache_dir):
+def comparison(tmp_path_factory):
+    register_tracker_class(Recording)
+    Recording.runs.clear()
+    trackers = ["tensorboard", "recording"] + (["wandb"] if WANDB else [])
+    # a cache of its own: a run in bf16 fills the text-embedding cache that other tests compare against fp32
     out = tmp_path_factory.mktemp("export") / "se"
-    assert main(["sample-efficiency", "-c", str(SMOKE), "-o", str(out), f"cache_dir={cache_dir}",
-                 "train.milestones=[32,64]", "eval.phrasings=1", "eval.max_clips=16"]) == 0
+    cache = tmp_path_factory.mktemp("export-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_SILENT", "true")
+        assert main(["sample-efficiency", "-c", str(SMOKE), "-o", str(out), f"cache_dir={cache}",
+                     "train.milestones=[32,64]", "train.log_every=1", "eval.phrasings=1", "eval.max_clips=16",
+                     f"log.trackers=[{','.join(trackers)}]", "log.offline=true"]) == 0
     return out
 
 
@@ -100,3 +116,33 @@ def test_the_commands_of_docs_export_parse():
     for command in commands:
         args = build_parser("export").parse_args(shlex.split(command.split("#")[0])[3:])
         assert args.command == "export" and args.export_dir.name in ("vlm", "jepa")
+
+
+@pytest.mark.slow
+def test_the_comparison_logged_to_every_configured_tracker(comparison):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = {r.run_name: r for r in Recording.runs}
+    assert sorted(runs) == [f"se/{a}/seed0/{p}" for a in ("jepa", "vlm") for p in ("eval", "train")]
+    train, ev = runs["se/jepa/seed0/train"], runs["se/jepa/seed0/eval"]
+    assert train.finished and ev.finished
+    # the resolved config as hyperparameters (precision resolved, not "auto")
+    assert train.config["train.milestones"] == "[32, 64]" and train.config["arm_name"] == "jepa"
+    assert train.config["train.mixed_precision"] in ("no", "bf16") and ev.config == train.config
+    # training by optimizer step (effective batch 32), evaluation by samples seen
+    assert [s for s, _ in train.rows] == [1, 2] and [v["train/samples_seen"] for _, v in train.rows] == [32, 64]
+    assert set(train.rows[0][1]) == {"train/loss", "train/lr", "train/samples_per_s", "train/samples_seen"}
+    metrics = [r for r in map(json.loads, (comparison / "metrics.jsonl").read_text().splitlines()) if r["arm"] == "jepa"]
+    assert [s for s, _ in ev.rows] == [32, 64] == [r["samples_seen"] for r in metrics]
+    assert ev.rows[1][1]["eval/cider"] == metrics[1]["cider"] and ev.rows[1][1]["eval/top5"] == metrics[1]["top5"]
+    # TensorBoard: the same, in the run folder
+    run = comparison / "runs" / "jepa" / "seed0"
+    scalars = {}
+    for phase in ("train", "eval"):
+        acc = EventAccumulator(str(run / phase))
+        acc.Reload()
+        scalars.update({tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]})
+    assert scalars["train/loss"] == [1, 2] and scalars["eval/cider"] == [32, 64]
+    if WANDB:  # one offline run per phase, in the run folder
+        offline = sorted((run / "wandb").glob("offline-run-*"))
+        assert len(offline) == 2 and all(any(d.glob("*.wandb")) for d in offline)
