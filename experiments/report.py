@@ -20,6 +20,7 @@ from shared.evaluation.control import arm_controls, audit, audit_markdown
 from shared.evaluation.intervals import LEVEL, Difference, arm_difference
 from shared.evaluation.metrics import METRICS, metric
 from shared.files import read_json, read_jsonl, write_json_atomic, write_text_atomic
+from shared.tables import markdown_table
 from shared.training.checkpoint import RunDir
 
 log = logging.getLogger(__name__)
@@ -130,14 +131,9 @@ def difference_table(diffs: dict, arms: list[str], milestones: list[int]) -> lis
     if len(arms) < 2:
         return []
     a, b = arms[:2]
-    L = [f"| samples seen | metric | {a} − {b} | 95% interval | reading |", "|---:|---|---:|---|---|"]
-    for ms in milestones:
-        for m in (x for x in METRICS if x.per_clip):
-            d = diffs.get((a, b, ms, m.key))
-            if d is not None:
-                L.append(f"| {ms:,} | {m.label} | {_signed(d.diff, m.percent)} | {_interval(d, m.percent)} | "
-                         f"{d.verdict(m.higher_is_better)} |")
-    return L if len(L) > 2 else []
+    rows = [(f"{ms:,}", m.label, _signed(d.diff, m.percent), _interval(d, m.percent), d.verdict(m.higher_is_better))
+            for ms in milestones for m in METRICS if m.per_clip and (d := diffs.get((a, b, ms, m.key))) is not None]
+    return markdown_table(["samples seen", "metric", f"{a} − {b}", "95% interval", "reading"], rows, "rlrll") if rows else []
 
 
 def write_outputs(out: Path) -> bool:
@@ -207,16 +203,16 @@ def control_lines(cfg: dict, rows: list[dict], arms: list[str]) -> list[str]:
 def results_table(agg: dict, arms: list[str], milestones: list[int]) -> list[str]:
     """One row per (milestone, arm), a column per declared table metric (shared/evaluation/metrics.py)."""
     columns = [m for m in METRICS if m.in_table]
-    L = ["| samples seen | arm | " + " | ".join(m.label for m in columns) + " | train loss | Y-decoder samples |",
-         "|---:|---|" + "---:|" * (len(columns) + 2)]
+    rows = []
     for ms in milestones:
         for a in arms:
             g = agg.get((a, ms))
             if g:
                 dec = f"{g['decoder_samples'][0]:,.0f}" if "decoder_samples" in g else "–"
-                L.append(f"| {g['samples_seen']:,} | {a} | " + " | ".join(_cell(g, m.key, m.percent) for m in columns)
-                         + f" | {_cell(g, 'train_loss', False)} | {dec} |")
-    return L
+                rows.append([f"{g['samples_seen']:,}", a, *(_cell(g, m.key, m.percent) for m in columns),
+                             _cell(g, "train_loss", False), dec])
+    header = ["samples seen", "arm", *(m.label for m in columns), "train loss", "Y-decoder samples"]
+    return markdown_table(header, rows, "rl" + "r" * (len(columns) + 2))
 
 
 ABLATION_METRICS = ("cider", "top5", "recall1")  # the paper's Table 5 reports these per row
@@ -229,11 +225,7 @@ def variant_lines(cfg: dict, agg: dict, arms: list[str], last: int, diffs: dict)
     rows = [a for a in arms if a in variants and base_arm_name(variants, a) in arms]
     if not rows:
         return []
-    L = ["## Variants against their base arm", "",
-         f"Last milestone ({last:,} samples); mean over seeds (min–max); Δ = variant − base arm, in the metric's unit, "
-         "with its 95% paired-bootstrap interval.", "",
-         "| arm | changes | " + " | ".join(f"{metric(m).label} | Δ" for m in ABLATION_METRICS) + " |",
-         "|---|---|" + "---:|---:|" * len(ABLATION_METRICS)]
+    table = []
     for a in dict.fromkeys([base_arm_name(variants, v) for v in rows] + rows):
         base = base_arm_name(variants, a)
         g, b = agg.get((a, last), {}), agg.get((base, last), {})
@@ -249,8 +241,12 @@ def variant_lines(cfg: dict, agg: dict, arms: list[str], last: int, diffs: dict)
             else:
                 delta = ""
             cells += [_cell(g, m, x.percent) if g else "–", delta]
-        L.append(f"| {a} | {changes} | " + " | ".join(cells) + " |")
-    return L + [""]
+        table.append([a, changes, *cells])
+    header = ["arm", "changes", *(h for m in ABLATION_METRICS for h in (metric(m).label, "Δ"))]
+    return ["## Variants against their base arm", "",
+            f"Last milestone ({last:,} samples); mean over seeds (min–max); Δ = variant − base arm, in the metric's "
+            "unit, with its 95% paired-bootstrap interval.", "",
+            *markdown_table(header, table, "ll" + "r" * 2 * len(ABLATION_METRICS)), ""]
 
 
 def _setup_lines(cfg, base, summary, seeds, milestones) -> list[str]:
@@ -288,14 +284,15 @@ def _results_lines(rows, agg, arms, seeds, milestones, diffs) -> list[str]:
           "checkpoint.", ""]
     L += results_table(agg, arms, milestones)
     if any("sets" in r for r in rows):
-        L += ["", "Per evaluation set (last milestone, mean over seeds):", "", "| set | arm | CIDEr | top-5 % |", "|---|---|---:|---:|"]
-        last = max(milestones)
+        last, per_set = max(milestones), []
         for a in arms:
             rs = [r for r in rows if r["arm"] == a and r["milestone"] == last and "sets" in r]
             for name in (rs[0]["sets"] if rs else {}):
                 c = np.mean([r["sets"][name].get("cider", np.nan) for r in rs])
                 t5 = np.mean([r["sets"][name].get("top5", np.nan) for r in rs])
-                L.append(f"| {name} | {a} | {_fmt(c)} | {_fmt(t5, True)} |")
+                per_set.append([name, a, _fmt(c), _fmt(t5, True)])
+        L += ["", "Per evaluation set (last milestone, mean over seeds):", "",
+              *markdown_table(["set", "arm", "CIDEr", "top-5 %"], per_set, "llrr")]
     table = difference_table(diffs, arms, milestones)
     if table:
         how = (f"{len(seeds)} seeds: clips resampled within each seed, seeds resampled" if len(seeds) > 1 else
@@ -310,28 +307,30 @@ def _results_lines(rows, agg, arms, seeds, milestones, diffs) -> list[str]:
 
 def _reference_lines(base, agg) -> list[str]:
     """Baselines and ceilings that put the results on a scale."""
-    L: list[str] = []
-    L += ["## Reference points", "", "| reference | value |", "|---|---:|"]
+    refs = []
     if "chance_top5" in base:
         classes = f"{base['classes']} classes" if "classes" in base else "mean over sets"
-        L.append(f"| chance top-1 / top-5 ({classes}) | {100 * base['chance_top1']:.1f}% / {100 * base['chance_top5']:.1f}% |")
-    L.append(f"| CIDEr of always answering the most frequent training caption (“{base.get('most_frequent_caption', '')}”) | {_fmt(base.get('most_frequent_caption_cider'))} |")
+        refs.append((f"chance top-1 / top-5 ({classes})", f"{100 * base['chance_top1']:.1f}% / {100 * base['chance_top5']:.1f}%"))
+    if "most_frequent_caption_cider" in base:
+        refs.append((f"CIDEr of always answering the most frequent training caption (“{base['most_frequent_caption']}”)",
+                     _fmt(base["most_frequent_caption_cider"])))
     if "retrieval_r1_ceiling" in base:
-        L.append(f"| text-to-video R@1 of a perfect model (clips sharing a meaning are indistinguishable) | {100 * base['retrieval_r1_ceiling']:.1f}% |")
+        refs.append(("text-to-video R@1 of a perfect model (clips sharing a meaning are indistinguishable)",
+                     f"{100 * base['retrieval_r1_ceiling']:.1f}%"))
     if "human_ceiling_cider" in base:
-        L.append(f"| CIDEr of one reference against the others (annotator ceiling) | {_fmt(base['human_ceiling_cider'])} |")
+        refs.append(("CIDEr of one reference against the others (annotator ceiling)", _fmt(base["human_ceiling_cider"])))
     ceilings = [g["decoder_ceiling_cider"][0] for (a, _), g in agg.items() if "decoder_ceiling_cider" in g]
     if ceilings:
-        L.append(f"| CIDEr of the Y-decoder on true embeddings, decode(encode(reference)) (bounds the JEPA arm's captioning) | {_fmt(ceilings[-1])} |")
-    return L
+        refs.append(("CIDEr of the Y-decoder on true embeddings, decode(encode(reference 0)) against the other references "
+                     "(bounds the JEPA arm's captioning)", _fmt(ceilings[-1])))
+    return ["## Reference points", "", *markdown_table(["reference", "value"], refs)]
 
 
 def _parameter_lines(params, arms, summary) -> list[str]:
     """Figures, trainable parameters and training throughput."""
     L: list[str] = []
     L += ["", "## Figures", "", "![sample efficiency](sample_efficiency.png)", "", "![parameters](parameters.png)", "",
-          "## Parameters", "", "| arm | trainable parameters |", "|---|---:|"]
-    L += [f"| {a} | {p:,} |" for a, p in params.items()]
+          "## Parameters", "", *markdown_table(["arm", "trainable parameters"], [(a, f"{p:,}") for a, p in params.items()])]
     if len(arms) >= 2:
         L.append(f"\nTrainable ratio {arms[0]}/{arms[1]}: {params[arms[0]] / max(1, params[arms[1]]):.2f} (paper: ~0.5B/1.2B ≈ 0.4).")
     if summary.get("throughput"):
@@ -346,8 +345,9 @@ def _paper_lines(milestones) -> list[str]:
           "Section 4.4 of VL-JEPA (Figure 3): PE-Core ViT-L/14 frozen, Llama-3.2-1B, real video-text data, CIDEr averaged "
           "over YouCook2 / MSR-VTT / PVD-Bench and top-5 over CrossTask-Step / CrossTask-Task / EgoExo4D. Its CIDEr "
           "values are on the common x100 scale (14.8 there is 0.148 on the scale used here).", "",
-          "| samples seen | JEPA CIDEr | VLM CIDEr | JEPA top-5 % | VLM top-5 % |", "|---|---:|---:|---:|---:|"]
-    L += [f"| {p['samples']} | {_fmt(p['jepa_cider'], nd=2)} | {_fmt(p['vlm_cider'], nd=2)} | {_fmt(p['jepa_top5'], nd=1)} | {_fmt(p['vlm_top5'], nd=1)} |" for p in PAPER]
+          *markdown_table(["samples seen", "JEPA CIDEr", "VLM CIDEr", "JEPA top-5 %", "VLM top-5 %"],
+                          [(p["samples"], _fmt(p["jepa_cider"], nd=2), _fmt(p["vlm_cider"], nd=2), _fmt(p["jepa_top5"], nd=1),
+                            _fmt(p["vlm_top5"], nd=1)) for p in PAPER])]
     L += ["", "Our numbers are not on the paper's scale: a synthetic benchmark with few meanings, small randomly "
           "initialised models, a random frozen encoder and up to "
           f"{max(milestones):,} samples (the paper: 0.5M–15M). CIDEr here is computed against the benchmark's own "
@@ -399,17 +399,18 @@ def write_sweep_outputs(out: Path, rows: list[dict], cells: list[tuple[str, dict
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     numeric = len(keys) == 1 and all(isinstance(v[keys[0]], (int, float)) for _, v in cells)
     figure = sweep_lines(rows, out, keys[0]) if numeric else grid_bars(rows, out, [n for n, _ in cells])
-    L = [f"# Grid over {', '.join(f'`{k}`' for k in keys)}", "",
-         f"Final milestone ({last:,} samples); mean over seeds, (min–max) with several. Per-cell reports: "
-         + ", ".join(f"[{name}]({name}/report.md)" for name, _ in cells) + ".", "",
-         "| " + " | ".join(keys) + " | " + " | ".join(f"{a} CIDEr | {a} top-5 %" for a in arms) + " |",
-         "|" + "---:|" * len(keys) + "---:|---:|" * len(arms)]
+    table = []
     for name, values in cells:
         cells_md = []
         for a in arms:
             rs = [r for r in rows if r["cell"] == name and r["arm"] == a and r["milestone"] == last]
             g = aggregate(rs).get((a, last))
-            cells_md.append(f"{_cell(g, 'cider', False)} | {_cell(g, 'top5', True)}" if g else "– | –")
-        L.append("| " + " | ".join(str(values.get(k, "–")) for k in keys) + " | " + " | ".join(cells_md) + " |")
-    L += ["", f"![grid]({figure.name})", ""]
+            cells_md += [_cell(g, "cider", False), _cell(g, "top5", True)] if g else ["–", "–"]
+        table.append([*(values.get(k, "–") for k in keys), *cells_md])
+    L = [f"# Grid over {', '.join(f'`{k}`' for k in keys)}", "",
+         f"Final milestone ({last:,} samples); mean over seeds, (min–max) with several. Per-cell reports: "
+         + ", ".join(f"[{name}]({name}/report.md)" for name, _ in cells) + ".", "",
+         *markdown_table([*keys, *(h for a in arms for h in (f"{a} CIDEr", f"{a} top-5 %"))], table,
+                         "r" * (len(keys) + 2 * len(arms))),
+         "", f"![grid]({figure.name})", ""]
     write_text_atomic(out / "sweep.md", "\n".join(L))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from plots.selective import selective_figure
 from shared.files import read_json, read_jsonl, write_text_atomic
+from shared.tables import markdown_table
 
 
 def decodes_saved(rows: list[dict], pooling: str) -> list[dict]:
@@ -71,14 +72,14 @@ def selective_markdown(rows: list[dict], meta: dict) -> str:
     if ceiling is not None:
         lines.append(f"- Y-decoder ceiling (decoding the annotations' own text embeddings): CIDEr {ceiling:.3f} "
                      "(CIDEr-D gives 10 to a verbatim match).")
-    lines += ["", "| target Hz | decodes | " + " | ".join(f"{s} {p}" for p in ("exact", "mean") for s in ("uniform", "adaptive")) + " |",
-              "|---:|---:|" + "---:|" * 4]
     by = {(r["strategy"], r["pooling"], r["target_hz"]): r for r in rows}
+    combos = [(s, p) for p in ("exact", "mean") for s in ("uniform", "adaptive")]
+    table = []
     for hz in sorted({r["target_hz"] for r in rows}, reverse=True):
         first = next(r for r in rows if r["target_hz"] == hz)
-        cells = [f"{by[(s, p, hz)]['cider']:.3f}" if (s, p, hz) in by else "–"
-                 for p in ("exact", "mean") for s in ("uniform", "adaptive")]
-        lines.append(f"| {hz:g} | {first['decodes']} | " + " | ".join(cells) + " |")
+        table.append([f"{hz:g}", first["decodes"], *(f"{by[(s, p, hz)]['cider']:.3f}" if (s, p, hz) in by else "–"
+                                                     for s, p in combos)])
+    lines += ["", *markdown_table(["target Hz", "decodes", *(f"{s} {p}" for s, p in combos)], table, "rrrrrr")]
     lines += ["", "Adaptive minus uniform CIDEr at the same rate, mean over the rates with more than one decode per stream: "
               + ", ".join(f"{p} {equal_rate_gain(rows, p):+.3f}" for p in sorted({r['pooling'] for r in rows})) + "."]
     lines += ["", "## Decodes saved", "",
@@ -109,10 +110,7 @@ def _ratio_text(pooling: str, m: dict | None) -> str:
 
 def checkpoint_spread(folders: dict[str, Path]) -> str:
     """The matched-rate ratio at uniform 1 Hz of several checkpoints' runs, each and mean (min–max)."""
-    lines = ["# Selective decoding over checkpoints", "",
-             "Decodes saved by adaptive decoding at the rate matching uniform 1 Hz (interpolated), per checkpoint:", "",
-             "| checkpoint | samples seen | pooling | adaptive Hz | fewer decodes |", "|---|---:|---|---:|---:|"]
-    ratios: dict[str, list[float]] = {}
+    table, ratios = [], {}
     for name, folder in folders.items():
         rows, meta = read_jsonl(folder / "selective_decoding.jsonl"), read_json(folder / "selective_meta.json")
         for pooling in sorted({r["pooling"] for r in rows}):
@@ -121,8 +119,10 @@ def checkpoint_spread(folders: dict[str, Path]) -> str:
                 ratios.setdefault(pooling, []).append(m["ratio"])
             cell = ("–", "not reached") if m is None else (f"{m['adaptive_hz']:.3f}", ("≥ " if m["bound"] == "at_least" else "")
                                                             + f"{m['ratio']:.2f}x")
-            lines.append(f"| [{name}]({name}/selective_report.md) | {meta.get('samples_seen')} | {pooling} | {cell[0]} | {cell[1]} |")
-    lines += [""] + [f"- {p}: {sum(v) / len(v):.2f}x fewer decodes, mean of {len(v)} checkpoints "
+            table.append([f"[{name}]({name}/selective_report.md)", meta.get("samples_seen"), pooling, *cell])
+    lines = ["# Selective decoding over checkpoints", "",
+             "Decodes saved by adaptive decoding at the rate matching uniform 1 Hz (interpolated), per checkpoint:", "",
+             *markdown_table(["checkpoint", "samples seen", "pooling", "adaptive Hz", "fewer decodes"], table, "lrlrr"), ""] + [f"- {p}: {sum(v) / len(v):.2f}x fewer decodes, mean of {len(v)} checkpoints "
                      f"(min {min(v):.2f}x, max {max(v):.2f}x)" for p, v in sorted(ratios.items())] + [""]
     return "\n".join(lines)
 

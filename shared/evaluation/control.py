@@ -14,6 +14,7 @@ import yaml
 from shared.config import base_arm_name, training_view, variant_changes
 from shared.files import read_json
 from shared.registry import RegistryError, arm_class
+from shared.tables import markdown_table
 
 
 def load_run(run_dir: Path) -> tuple[str, dict, dict]:
@@ -74,6 +75,10 @@ def arm_controls(arm: str, cfg: dict) -> list[str]:
         return []
 
 
+def _key_table(keys: dict) -> list[str]:
+    return markdown_table(["key", "value"], [(f"`{k}`", f"`{v}`") for k, v in keys.items()], "ll")
+
+
 def audit_markdown(result: dict) -> str:
     arms = list(result["data_order"])
     lines = ["# Control audit", "",
@@ -81,13 +86,11 @@ def audit_markdown(result: dict) -> str:
              ("differ only in their own config sections and share the data order." if result["ok"]
               else "differ outside their own sections (see below)."), ""]
     if result["differences"]:
-        lines += ["## Differences in shared keys", "", "| key | " + " | ".join(arms) + " |",
-                  "|---|" + "---|" * len(arms)]
-        for d in result["differences"]:
-            lines.append(f"| `{d['key']}` | " + " | ".join(f"`{d['values'].get(a)}`" for a in arms) + " |")
-        lines.append("")
-    lines += ["## Data order", "", "| arm | sha256 of (clip, caption) at every position |", "|---|---|"]
-    lines += [f"| {a} | `{h}` |" for a, h in result["data_order"].items()]
+        lines += ["## Differences in shared keys", "",
+                  *markdown_table(["key", *arms], [[f"`{d['key']}`", *(f"`{d['values'].get(a)}`" for a in arms)]
+                                                   for d in result["differences"]], "l" * (1 + len(arms))), ""]
+    lines += ["## Data order", "", *markdown_table(["arm", "sha256 of (clip, caption) at every position"],
+                                                   [(a, f"`{h}`") for a, h in result["data_order"].items()], "ll")]
     if result.get("step_plan") and result["step_plan"] != "-":
         plan = json.loads(result["step_plan"])
         lines += ["", f"Step plan, identical for every arm: {plan['trunk_steps']} trunk steps, "
@@ -98,16 +101,14 @@ def audit_markdown(result: dict) -> str:
         lines += ["", "## What each arm gets besides its prediction target", ""]
         lines += [f"- {arm}: {c}" for arm, cs in result["controls"].items() for c in cs]
     if result.get("variants"):
+        rows = [(arm, v["base"], f"`{k}`", f"`{d['base']}`", f"`{d['variant']}`")
+                for arm, v in result["variants"].items()
+                for k, d in (v["differs"].items() or [("(none)", {"base": "", "variant": ""})])]
         lines += ["", "## Variants: what each changes in its base arm's section", "",
-                  "| variant | base arm | key | base value | variant value |", "|---|---|---|---|---|"]
-        for arm, v in result["variants"].items():
-            rows = v["differs"].items() or [("(none)", {"base": "", "variant": ""})]
-            lines += [f"| {arm} | {v['base']} | `{k}` | `{d['base']}` | `{d['variant']}` |" for k, d in rows]
+                  *markdown_table(["variant", "base arm", "key", "base value", "variant value"], rows, "lllll")]
     lines += ["", "## Arm-specific settings (allowed to differ)", ""]
     for arm, keys in result["arm_keys"].items():
-        lines += [f"<details><summary>{arm} ({len(keys)} keys)</summary>", "", "| key | value |", "|---|---|"]
-        lines += [f"| `{k}` | `{v}` |" for k, v in keys.items()] + ["", "</details>", ""]
+        lines += [f"<details><summary>{arm} ({len(keys)} keys)</summary>", "", *_key_table(keys), "", "</details>", ""]
     lines += [f"<details><summary>Shared settings, identical in every arm ({len(result['shared'])} keys)</summary>",
-              "", "| key | value |", "|---|---|"]
-    lines += [f"| `{k}` | `{v}` |" for k, v in result["shared"].items()] + ["", "</details>", ""]
+              "", *_key_table(result["shared"]), "", "</details>", ""]
     return "\n".join(lines)
