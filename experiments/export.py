@@ -20,6 +20,7 @@ from shared.evaluation.metrics import METRICS
 from shared.files import read_jsonl, swap_in, write_json_atomic, write_text_atomic
 from shared.milestone import Milestone, load_arm
 from shared.runinfo import versions
+from shared.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,10 @@ def evaluated_metrics(m: Milestone, seed: int) -> dict | None:
 def model_card(m: Milestone, cfg: Config, info: dict, metrics: dict | None) -> str:
     parts = "\n".join(f"- `{name}`: {what}" for name, what in info["parts"].items())
     if metrics:
-        lines = [f"- {x.label}: " + (f"{100 * metrics[x.key]:.1f}" if x.percent else f"{metrics[x.key]:.3f}")
-                 for x in METRICS if metrics.get(x.key) is not None]
-        scores = "Evaluated by the suite at this milestone (its `metrics.jsonl`):\n\n" + "\n".join(lines)
+        rows = [(x.label, f"{100 * metrics[x.key]:.1f}" if x.percent else f"{metrics[x.key]:.3f}")
+                for x in METRICS if metrics.get(x.key) is not None]
+        scores = ("Evaluated by the suite at this milestone (its `metrics.jsonl`):\n\n"
+                  + "\n".join(markdown_table(["metric", "value"], rows)))
     else:
         scores = "This milestone was not evaluated in a comparison folder: no metrics."
     return f"""---

@@ -86,7 +86,7 @@ def test_exported_vlm_gives_the_arms_logits(comparison, tmp_path):
     got = docs_code()["vlm_logits"](out, visual, query, caption)
     assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-5)
     card = (out / "README.md").read_text()
-    assert "64 samples seen" in card and "- CIDEr: " in card and "vit_pe_core_tiny_patch16_384" in card
+    assert "64 samples seen" in card and "| CIDEr |" in card and "vit_pe_core_tiny_patch16_384" in card
     info = json.loads((out / "export.json").read_text())
     assert info["samples_seen"] == 64 and info["metrics"]["arm"] == "vlm" and info["encoder"]["frames"] == 4
 
