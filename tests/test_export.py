@@ -146,3 +146,24 @@ def test_the_comparison_logged_to_every_configured_tracker(comparison):
     if WANDB:  # one offline run per phase, in the run folder
         offline = sorted((run / "wandb").glob("offline-run-*"))
         assert len(offline) == 2 and all(any(d.glob("*.wandb")) for d in offline)
+
+
+@pytest.mark.slow
+def test_a_random_target_space_is_exported_and_embeds_as_the_arm(tmp_path, cache_dir):
+    """The default target space (a frozen random encoder) is no published model: it travels with the export."""
+    from transformers import AutoModel, AutoTokenizer
+
+    run = tmp_path / "run"
+    assert main(["train", "-c", str(SMOKE), "--arm", "jepa", "-o", str(run), f"cache_dir={cache_dir}",
+                 "train.milestones=[32]", "jepa.y_encoder.weights=random"]) == 0
+    assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "x")]) == 0
+    model = AutoModel.from_pretrained(tmp_path / "x" / "y_encoder").eval()
+    tok = AutoTokenizer.from_pretrained(tmp_path / "x" / "y_encoder")
+    texts = ["a red circle moves left", "a blue square spins around"]
+    enc = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        got = torch.nn.functional.normalize((model(**enc).last_hidden_state * mask).sum(1) / mask.sum(1), dim=-1)
+        expected = load_arm(run, evaluation=False, device="cpu").y_encoder(texts)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert json.loads((tmp_path / "x" / "export.json").read_text())["y_encoder"]["exported"] == "y_encoder"
