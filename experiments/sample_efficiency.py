@@ -39,11 +39,13 @@ from shared.evaluation.evaluate import (
 from shared.evaluation.metrics import METRICS
 from shared.files import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
 from shared.pipeline import prepare
-from shared.precision import announce
+from shared.precision import announce, resolve_config
 from shared import processes
 from shared.processes import is_main
 from shared.runinfo import versions
-from shared.training.checkpoint import RunDir, folder_lock, load_weights
+from shared.milestone import load_arm
+from shared.tracking import EvalLog
+from shared.training.checkpoint import RunDir, folder_lock
 from shared.training.flops import train_flops_per_sample
 from shared.training.loop import train_arm
 
@@ -135,12 +137,12 @@ def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:
 def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets, result, out: Path, main: bool,
                          flops_per_sample: float | None = None) -> None:
     """Every set for each checkpoint (each process its share of the clips); one row each, by the main process."""
-    arm = prep.seeded_arm(arm_name)  # on this process's device
-    train_log = read_jsonl(RunDir.of(out, arm_name, seed).log)
+    run = RunDir.of(out, arm_name, seed)
+    train_log = read_jsonl(run.log)
+    trackers = EvalLog(resolve_config(prep.cfg), run.root, arm_name) if main else None  # metrics by samples seen
+    arm = None
     for ckpt in todo:
-        weights, _ = load_weights(Path(ckpt["path"]))
-        arm.load_trainable_state_dict(weights)
-        arm.set_progress(ckpt["samples_seen"])
+        arm = load_arm(ckpt["path"], prepared=prep, reuse=arm)  # on this process's device
         last = ckpt["milestone"] == prep.cfg.train.milestones[-1]
         with_phrasings = prep.cfg.eval.phrasings_at == "all" or last
         per_set = {s.name: evaluate(arm, prep, s if with_phrasings else s.canonical_only()) for s in sets}
@@ -153,8 +155,11 @@ def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets,
         write_text_atomic(out / "predictions" / f"{arm_name}-seed{seed}-{ckpt['milestone']:010d}.jsonl",
                           "".join(json.dumps(e) + "\n" for e in examples))
         append_jsonl(out / "metrics.jsonl", row)
+        trackers.log(row)
         log.info("%s seed %d @ %d samples: CIDEr %.3f, top-1 %.1f%%, top-5 %.1f%% (eval %.0fs)", arm_name, seed,
                  ckpt["samples_seen"], row["cider"] or 0, 100 * (row["top1"] or 0), 100 * (row["top5"] or 0), m["eval_s"])
+    if trackers is not None:
+        trackers.finish()
 
 
 def grid_cells(sweeps: dict[str, list], cells: list[str]) -> list[tuple[str, list[str], dict]]:

@@ -35,8 +35,10 @@ from shared.files import (
 from shared.pipeline import prepare
 from shared.precision import announce, autocast_for
 from shared.runinfo import versions
-from shared.training.checkpoint import RunDir, load_weights
-from shared.training.loop import check_same_config, train_arm
+from shared.milestone import Milestone, load_arm
+from shared.registry import arm_class
+from shared.training.checkpoint import RunDir
+from shared.training.loop import train_arm
 
 log = logging.getLogger(__name__)
 
@@ -62,25 +64,20 @@ def load_trained_arm(cfg: Config, out: Path, checkpoint: Path | None):
         raise ConfigError(f"selective.arm: unknown arm {name!r}; registered: {sorted(cfg.arm)}")
     if checkpoint is None:
         prepared = prepare(cfg, splits=("train",))
-        result = train_arm(prepared, name, RunDir.of(out, name, cfg.seed).root)
-        ckpt = Path(result.checkpoints[-1]["path"])
+        checkpoint = Path(train_arm(prepared, name, RunDir.of(out, name, cfg.seed).root).checkpoints[-1]["path"])
     else:
         prepared = prepare(cfg, splits=())
-        try:
-            ckpt, run = RunDir.locate(checkpoint)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"--checkpoint {e}") from None
-        if run is not None:  # the checkpoint must be of this config's arm, or the weights won't fit
-            check_same_config(run.root, cfg, name, evaluating=True)
-    weights, state = load_weights(ckpt)
-    arm = prepared.seeded_arm(name)
-    if not arm.supports_embed:
+    try:
+        milestone = Milestone.find(checkpoint)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"--checkpoint {e}") from None
+    if milestone.arm_name != name:
+        raise ConfigError(f"--checkpoint {checkpoint}: a checkpoint of arm {milestone.arm_name!r}, not of "
+                          f"selective.arm={name!r}")
+    if not arm_class(cfg.base_arm(name), cfg.plugins).supports_embed:
         raise ConfigError(f"selective.arm: arm {name!r} has no embedding output to segment")
-    arm.load_trainable_state_dict(weights)
-    arm.set_progress(state.get("samples_seen"))
-    arm.eval()
-    arm.prepare_evaluation()
-    return arm, ckpt, state
+    # the milestone's training config must be this one's (its weights fit no other), evaluation keys may differ
+    return load_arm(milestone, prepared=prepared), milestone.folder, milestone.state
 
 
 @torch.no_grad()

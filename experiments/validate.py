@@ -15,8 +15,10 @@ def add_parser(sub, help: str) -> None:
     p = sub.add_parser("validate", help=help,
                        description="Index a clip manifest (every line's fields checked), then open each clip's "
                                    "media with its decoder and read one frame, in parallel worker processes. "
-                                   "Writes OUT/validate.json (summary) and OUT/invalid.jsonl (line, id, media, "
-                                   "problem for each unreadable clip); re-running on the same OUT resumes. "
+                                   "Writes OUT/validate.json (summary), OUT/invalid.jsonl (line, id, media, "
+                                   "problem for each unreadable clip) and OUT/slow.jsonl (readable clips whose "
+                                   "video cannot be read by seeking: decoded from the start at every read); "
+                                   "re-running on the same OUT resumes. "
                                    "Training with data.manifest.exclude=OUT skips the listed clips.")
     p.add_argument("--manifest", "-m", required=True, type=Path, help="clip manifest (JSONL)")
     p.add_argument("--out", "-o", required=True, type=Path, help="report folder (created; resumed if it exists)")
@@ -27,7 +29,8 @@ def add_parser(sub, help: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     s = validate(args.manifest, args.out, args.workers, args.cache_dir)
-    log.info("%s: %d clips, %d unreadable%s; report in %s", s["manifest"], s["clips"], s["invalid"],
+    log.info("%s: %d clips, %d unreadable%s, %d readable but slow (no seeking); report in %s", s["manifest"],
+             s["clips"], s["invalid"],
              f" ({', '.join(f'{k}: {v}' for k, v in list(s['problems'].items())[:3])})" if s["invalid"] else "",
-             args.out)
+             s["slow"], args.out)
     return 0

@@ -237,6 +237,13 @@ class JepaArm(Arm):
     def reconstruct_texts(self, texts: list[str], max_new_tokens: int) -> list[str]:
         return self._decode(self.embed_texts(texts), max_new_tokens)
 
+    supports_export = True
+
+    def export_pretrained(self, folder):
+        from jepa_arm.export import export_jepa
+
+        return export_jepa(self, folder)
+
     def inference_stages(self, queries: list[str], max_new_tokens: int):
         def query_embedding(visual):
             ids, mask = self._tokenize(queries)

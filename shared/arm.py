@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -212,6 +213,14 @@ class Arm(nn.Module):
         """Texts sent through the arm's target space and decoded back, for arms that decode
         embeddings (the Y-decoder's ceiling); None for arms without one."""
         return None
+
+    supports_export: ClassVar[bool] = False
+
+    def export_pretrained(self, folder: Path) -> dict[str, Any]:
+        """Write the trained arm as folders that plain transformers loads (``save_pretrained``) plus its
+        small extra parts (optional; ``python -m experiments export``). Returns, for the model card,
+        {"parts": {name: what it is}, "config": what the folder's export.json records}."""
+        raise NotImplementedError(f"arm {self.name!r} has no Hugging Face export")
 
     def inference_stages(self, queries: list[str], max_new_tokens: int) -> list[Stage]:
         """The arm's inference as named stages, in execution order; each takes the previous

@@ -162,6 +162,13 @@ class VlmArm(Arm):
             return torch.zeros(sees.shape, device=sees.device).masked_fill_(~sees, torch.finfo(torch.float32).min)[:, None]
         return sees[:, None]
 
+    supports_export = True
+
+    def export_pretrained(self, folder):
+        from vlm_arm.export import export_vlm
+
+        return export_vlm(self, folder)
+
     def inference_stages(self, queries: list[str], max_new_tokens: int):
         """encoder+predictor (projector and prefill of [BOS, visual]), query embedding (prompt prefill
         on that cache), decoder (greedy generation of exactly ``max_new_tokens`` tokens)."""

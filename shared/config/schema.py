@@ -196,6 +196,18 @@ class SelectiveConfig:
 
 
 @dataclass
+class LogConfig:
+    """Experiment trackers (shared/tracking.py): training scalars by step, evaluation rows by samples
+    seen, the resolved config as hyperparameters. Does not change what is trained."""
+
+    # accelerate's trackers: tensorboard, wandb, trackio, aim, mlflow, comet_ml (the others are
+    # extras: pip install 'jepa-vs-vlm[wandb]'), or a name registered with accelerate
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
+    project: str = "jepa-vs-vlm"  # the wandb / comet / trackio project, the mlflow experiment
+    offline: bool = False  # wandb and comet write locally (sync later), for machines without network
+
+
+@dataclass
 class Config:
     seed: int = 0  # training seed: arm initialisation, base LM initialisation, data order
     seeds: list[int] = field(default_factory=lambda: [0])  # sample-efficiency runs one arm per seed
@@ -213,6 +225,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     selective: SelectiveConfig = field(default_factory=SelectiveConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     # Arm sections (name -> that arm's config dataclass), filled from the arm registry.
     arm: dict[str, Any] = field(default_factory=dict)
 

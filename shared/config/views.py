@@ -8,7 +8,7 @@ from shared.config.schema import base_arm_name
 from shared.registry import arm_config_classes
 
 # Keys that do not change what training computes: excluded from resume checks and control audits.
-NOT_TRAINING = ("seeds", "arms", "plugins", "variants", "cache_dir", "eval", "latency", "selective", "arm_name",
+NOT_TRAINING = ("seeds", "arms", "plugins", "variants", "cache_dir", "eval", "latency", "selective", "log", "arm_name",
                 "train.log_every", "train.resume_every", "train.threads",
                 "data.synthetic.streams", "data.synthetic.stream_events", "data.manifest.streams_path",
                 "data.workers", "data.prefetch")

@@ -1,7 +1,8 @@
 """JSONL manifests of real data, indexed once so a process holds columns, not rows.
 
 Clip line:   {"id": str, "media": path, "captions": [str, ...], "label": str (optional),
-              "split": "train" | "val" | "test"}
+              "split": "train" | "val" | "test", "start": seconds, "end": seconds (both optional:
+              a segment of a longer video, e.g. a YouCook2 or CrossTask step)}
 Stream line: {"id": str, "media": path, "events": [{"t": seconds, "caption": str}, ...]}
 
 ``media`` is a video (anything FFmpeg decodes), an image or a folder of frames; relative paths
@@ -48,6 +49,7 @@ class ManifestClip:
     label: str | None
     split: str
     where: str  # "<manifest>:<line>", for error messages downstream
+    span: tuple[float, float | None] | None = None  # (start, end or None = the video's end) seconds
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,19 @@ def _text(value: Any, what: str, where: str) -> str:
     return value.strip()
 
 
+def _span(obj: dict[str, Any], where: str) -> tuple[float, float | None] | None:
+    start, end = obj.get("start"), obj.get("end")
+    if start is None and end is None:
+        return None
+    for key, value in (("start", start), ("end", end)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            raise ManifestError(f"{where}: field {key!r} must be a number of seconds >= 0, got {value!r}")
+    start = float(start or 0.0)
+    if end is not None and end <= start:
+        raise ManifestError(f"{where}: 'end' ({end}) must be after 'start' ({start})")
+    return start, None if end is None else float(end)
+
+
 def media_path(raw: str, root: Path) -> Path:
     return Path(raw) if Path(raw).is_absolute() else root / raw
 
@@ -100,7 +115,7 @@ def parse_clip(obj: dict[str, Any], root: Path, where: str) -> ManifestClip:
     if label is not None:
         label = _text(label, "label", where)
     media = media_path(_text(_field(obj, "media", str, where), "media", where), root)
-    return ManifestClip(cid, media, captions, label, split, where)
+    return ManifestClip(cid, media, captions, label, split, where, _span(obj, where))
 
 
 @dataclass

@@ -5,10 +5,14 @@ default), resized on the shorter side and centre-cropped to a square (the Percep
 without tiling). A file is a video whenever FFmpeg can decode it (mp4, mkv, webm, flv, wmv, ts,
 3gp, ogv, gif, ...): no list of container extensions; only still images (by extension) go to PIL.
 Videos are opened once per clip and read by seeking to each sampled time, not decoded from the
-start, so a frame at minute 50 costs about what a frame at second 5 costs.
+start, so a frame at minute 50 costs about what a frame at second 5 costs. Files whose demuxer
+cannot seek (a raw H.264/HEVC stream: seeking raises EPERM and the header has no duration) are
+decoded from the start instead: frames are chosen by their decoded timestamps, or by their count
+at the stream's rate when they carry none, and ``validate`` lists such files as slow.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -78,17 +82,43 @@ def _duration(container, stream) -> float | None:
     return None
 
 
+def _rate(stream) -> float:
+    return float(stream.average_rate or stream.guessed_rate or 25)
+
+
+def _scanned_duration(path: Path) -> float:
+    """The last frame's time, found by decoding the whole file once (for headers without a duration).
+    Frames without a timestamp are counted at the stream's rate, as ``_Walker`` times them. A fresh
+    opening, not a seek back: some demuxers cannot seek at all."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate, last, count = _rate(stream), None, 0
+        for frame in container.decode(stream):
+            last = float(frame.time) if frame.time is not None else count / rate
+            count += 1
+    if last is None:
+        raise MediaError(f"{path}: no decodable frames")
+    return last
+
+
+class _SeekRefused(Exception):
+    """The demuxer refused a seek: the file is read again from the start, without seeking."""
+
+
 class _Walker:
     """Nearest decoded frame to increasing target times, seeking over long forward gaps."""
 
     def __init__(self, container, stream, seek: bool):
         self.container, self.stream, self.seek_ok = container, stream, seek
-        self.rate = float(stream.average_rate or 25)
+        self.rate = _rate(stream)
         self._restart(None)
 
     def _restart(self, target: float | None) -> None:
         if target is not None:
-            self.container.seek(int(target / self.stream.time_base), stream=self.stream, backward=True)
+            try:
+                self.container.seek(int(target / self.stream.time_base), stream=self.stream, backward=True)
+            except PermissionError:  # the demuxer cannot seek (EPERM); the refused seek ends its stream too
+                raise _SeekRefused() from None
         self.frames = self.container.decode(self.stream)
         self.prev = None  # (time, frame) of the last decoded frame before the current target
         self.count = 0
@@ -125,9 +155,10 @@ class _Walker:
 
 
 def read_video(path: Path, size: int, n_frames: int | None = None, times: np.ndarray | None = None,
-               seek: bool = True) -> np.ndarray:
-    """Frames nearest to ``times`` (seconds), or ``n_frames`` uniform over the video, from one opening
-    of the file. ``seek=False`` decodes from the start instead (for comparison)."""
+               seek: bool = True, span: tuple[float, float | None] | None = None) -> np.ndarray:
+    """Frames nearest to ``times`` (seconds), or ``n_frames`` uniform over the video (over ``span``,
+    (start, end or None = the end), when given), from one opening of the file (more when the header
+    has no duration or the demuxer refuses to seek). ``seek=False`` decodes from the start instead."""
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -136,11 +167,7 @@ def read_video(path: Path, size: int, n_frames: int | None = None, times: np.nda
             if (stream.codec_context.width or 0) * (stream.codec_context.height or 0) >= THREADED_PIXELS:
                 stream.thread_type = "AUTO"  # FFmpeg's frame/slice threads: worth their start-up on large frames
             if times is None:
-                duration = _duration(container, stream)
-                if duration is None:  # no header duration: count the frames once
-                    duration = max(float(f.time or 0.0) for f in container.decode(stream))
-                    container.seek(0)
-                times = uniform_times(duration, n_frames)
+                times = _sampled_times(path, _duration(container, stream), n_frames, span)
             times = np.asarray(times, dtype=float)
             walker = _Walker(container, stream, seek)
             out: list[np.ndarray | None] = [None] * len(times)
@@ -150,6 +177,8 @@ def read_video(path: Path, size: int, n_frames: int | None = None, times: np.nda
                 if t != last_t:
                     last_t, last = t, _frame_square(frame, size)
                 out[k] = last
+    except _SeekRefused:  # a fresh opening, decoded from the start: same frames, chosen by decoded time
+        return read_video(path, size, times=times, seek=False)
     except MediaError as e:
         raise MediaError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
     except (av.error.FFmpegError, OSError, ValueError, IndexError) as e:  # unreadable, corrupt or truncated
@@ -157,33 +186,70 @@ def read_video(path: Path, size: int, n_frames: int | None = None, times: np.nda
     return np.stack(out)
 
 
+def _sampled_times(path: Path, duration: float | None, n_frames: int, span: tuple[float, float | None] | None):
+    """``n_frames`` uniform times over the video, or over ``span`` within it."""
+    start, end = span if span is not None else (0.0, None)
+    if end is None or start > 0:  # the video's length is needed: the span's end, or a check on its start
+        duration = duration if duration is not None else _scanned_duration(path)
+        if start >= duration:
+            raise MediaError(f"{path}: the clip starts at {start:g} s, after the video's end ({duration:.2f} s)")
+        end = duration if end is None else end
+    return start + uniform_times(end - start, n_frames)
+
+
 def video_duration(path: Path) -> float:
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            d = _duration(container, stream)
-            return d if d is not None else max(float(f.time or 0.0) for f in container.decode(stream))
+            d = _duration(container, container.streams.video[0])
+        return d if d is not None else _scanned_duration(path)
     except IndexError:
         raise MediaError(f"{path}: no video stream") from None
     except (av.error.FFmpegError, OSError, ValueError) as e:
         raise MediaError(f"{path}: cannot decode video: {e}") from None
 
 
-def read_media(path: Path, n_frames: int, size: int) -> np.ndarray:
+def read_media(path: Path, n_frames: int, size: int, span: tuple[float, float | None] | None = None) -> np.ndarray:
+    """``n_frames`` frames of a video (over ``span`` = (start, end or None) seconds when given), an
+    image repeated, or a folder of frames; a time span is refused for stills and frame folders."""
     if not path.exists():
         raise MediaError(f"{path}: file not found")
     kind = media_kind(path)
     if kind == "video":
-        return read_video(path, size, n_frames=n_frames)
+        return read_video(path, size, n_frames=n_frames, span=span)
+    if span is not None:
+        raise MediaError(f"{path}: a clip with start/end times needs a video, not {'an image' if kind == 'image' else 'a folder of frames'}")
     if kind == "image":
         return read_image(path, n_frames, size)
     return read_frame_folder(path, n_frames, size)
 
 
-def check_media(path: Path) -> str | None:
-    """None if the media is readable (one frame decoded), else what is wrong: for ``validate``."""
+def seek_problem(path: Path) -> str | None:
+    """Why reading ``path`` is slow (no seeking, or no duration in its header), or None: for ``validate``."""
+    if media_kind(path) != "video":
+        return None
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        no_duration = _duration(container, stream) is None
+        try:
+            container.seek(0, stream=stream, backward=True)
+        except PermissionError:
+            return ("cannot seek: every read decodes from the start" + (" and counts the frames first (no duration)"
+                    if no_duration else "") + "; remux it (ffmpeg -i IN -c copy OUT.mp4) to read it fast")
+    return "no duration in the header: the frames are counted by decoding the file once per read" if no_duration else None
+
+
+@dataclass(frozen=True)
+class MediaCheck:
+    problem: str | None  # why the media cannot be read, or None
+    slow: str | None = None  # readable, but why each read costs a full decode, or None
+
+
+def check_media(path: Path, span: tuple[float, float | None] | None = None) -> MediaCheck:
+    """Whether the media is readable (one frame decoded) and whether reading it is slow: for ``validate``."""
     try:
-        read_media(path, 1, 8)
+        read_media(path, 1, 8, span)
+        return MediaCheck(None, seek_problem(path))
     except MediaError as e:
-        return str(e)
-    return None
+        return MediaCheck(str(e))
+    except (av.error.FFmpegError, OSError) as e:
+        return MediaCheck(f"{path}: cannot decode video: {e}")

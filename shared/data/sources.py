@@ -124,7 +124,7 @@ class ManifestSource(ClipSource):
     def frames(self, i: int, n_frames: int, size: int) -> np.ndarray:
         c = self.manifest_clip(i)
         try:
-            return read_media(c.media, n_frames, size)
+            return read_media(c.media, n_frames, size, c.span)
         except MediaError as e:
             raise MediaError(f"{c.where}: {e}") from None
 

@@ -4,7 +4,8 @@ Training never stats or opens media up front (15M files would cost every process
 pass does it once: each clip's media is opened by its decoder and one frame read. Results are
 written per chunk of lines as they finish (``validate.partial.jsonl``), so a killed run resumes
 where it stopped; at the end ``invalid.jsonl`` lists each unreadable clip (line, id, media,
-problem) and ``validate.json`` sums up. ``data.manifest.exclude=<that folder>`` makes training
+problem), ``slow.jsonl`` each readable one that cannot be read by seeking (decoded from the start
+at every read; same fields, the reason as problem) and ``validate.json`` sums up. ``data.manifest.exclude=<that folder>`` makes training
 skip the listed clips, counted in the log.
 """
 from __future__ import annotations
@@ -37,19 +38,22 @@ from shared.progress import progress_bar
 CHUNK_LINES = 1000
 
 
-def check_lines(path: str, offsets: np.ndarray, lines: np.ndarray) -> list[dict]:
-    """The unreadable clips among the given lines (runs in a worker process)."""
-    bad = []
+def check_lines(path: str, offsets: np.ndarray, lines: np.ndarray) -> tuple[list[dict], list[dict]]:
+    """(unreadable clips, readable but slow clips) among the given lines (runs in a worker process)."""
+    bad, slow = [], []
     root = Path(path).parent
     with open(path, "rb") as f:
         for offset, line in zip(offsets, lines):
             f.seek(int(offset))
             where = f"{path}:{int(line)}"
             clip = parse_clip(_json_object(f.readline(), where), root, where)
-            problem = check_media(clip.media)
-            if problem is not None:
-                bad.append({"line": int(line), "id": clip.id, "media": str(clip.media), "problem": problem})
-    return bad
+            check = check_media(clip.media, clip.span)
+            row = {"line": int(line), "id": clip.id, "media": str(clip.media)}
+            if check.problem is not None:
+                bad.append({**row, "problem": check.problem})
+            elif check.slow is not None:
+                slow.append({**row, "problem": check.slow})
+    return bad, slow
 
 
 def validate(manifest: str | Path, out: Path, workers: int = 2, cache_root: str | Path | None = None) -> dict:
@@ -66,15 +70,18 @@ def validate(manifest: str | Path, out: Path, workers: int = 2, cache_root: str 
         futures = {pool.submit(check_lines, path, index.offsets[c * CHUNK_LINES:(c + 1) * CHUNK_LINES],
                                index.lines[c * CHUNK_LINES:(c + 1) * CHUNK_LINES]): c for c in todo}
         for future in futures:  # in submission order: the partial file stays in chunk order
-            row = {"chunk": futures[future], "digest": index.digest, "bad": future.result()}
+            bad, slow = future.result()
+            row = {"chunk": futures[future], "digest": index.digest, "bad": bad, "slow": slow}
             append_jsonl(partial, row)
             done[row["chunk"]] = row
             bar.update(CHUNK_LINES)
     bad = sorted((b for r in done.values() for b in r["bad"]), key=lambda b: b["line"])
+    slow = sorted((b for r in done.values() for b in r.get("slow", [])), key=lambda b: b["line"])
     write_text_atomic(out / "invalid.jsonl", "".join(json.dumps(b) + "\n" for b in bad))
+    write_text_atomic(out / "slow.jsonl", "".join(json.dumps(b) + "\n" for b in slow))
     problems = Counter(b["problem"].split(": ")[-1][:80] for b in bad)
     summary = {"manifest": str(index.path), "digest": index.digest, "clips": len(index), "invalid": len(bad),
-               "problems": dict(problems.most_common(20)), "workers": workers,
+               "problems": dict(problems.most_common(20)), "slow": len(slow), "workers": workers,
                "wall_s_this_invocation": round(time.perf_counter() - t0, 2), "chunks_resumed": len(chunks) - len(todo)}
     write_json_atomic(out / "validate.json", summary)
     return summary

@@ -27,7 +27,7 @@ import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
-from shared import processes
+from shared import processes, tracking
 from shared.config import Config, ConfigError, dump_yaml, to_dict, training_view
 from shared.data.loader import ClipBatches, TrainPlan, batches, make_loader
 from shared.data.order import TrainOrder
@@ -75,7 +75,7 @@ def new_accelerator(cfg: Config, run_dir: Path):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision,
-                       log_with="tensorboard", project_dir=str(run_dir))
+                       log_with=tracking.open_trackers(cfg, run_dir, "train"), project_dir=str(run_dir))
 
 
 def write_run_header(run: RunDir, cfg: Config, arm_name: str, order: TrainOrder, total_samples: int,
@@ -237,7 +237,7 @@ def _train(prepared: Prepared, arm_name: str, run: RunDir, accelerator, precisio
         return batches(make_loader(dataset, first * accum, stop * accum, cfg.data.workers, cfg.data.prefetch,
                                    pin=accelerator.device.type == "cuda", persistent=True))
 
-    accelerator.init_trackers("train", config={"arm": arm_name, "seed": cfg.seed})
+    accelerator.init_trackers("train", config=tracking.hyperparameters(cfg, arm_name=arm_name))
     # one micro-batch on one process already is the effective batch: the plain loss is the same function
     coupled = accelerator.unwrap_model(trainee.model).couples_batch() and (accum > 1 or accelerator.num_processes > 1)
     bar = progress_bar(total=plan.updates, initial=state.updates, desc=f"train {arm_name} seed {cfg.seed}", unit="step",
@@ -387,7 +387,7 @@ def _log_row(accelerator, run: RunDir, state: TrainState, window: _Window, loss:
         row["branch"] = state.branch  # a milestone's cooldown branch, not the trunk
     if accelerator.is_main_process:
         append_jsonl(run.log, row)
-    accelerator.log({"loss": row["loss"], "lr": row["lr"], "samples_per_s": row["samples_per_s"]}, step=state.updates)
+    accelerator.log(tracking.train_values(row), step=state.updates)
     window.reset()
 
 

@@ -1,0 +1,236 @@
+"""make-manifest: each source format, written here in miniature with the public files' field names,
+becomes a manifest that the suite reads; splits kept or assigned by a seeded rule; missing media
+reported as validate reports them."""
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from experiments.cli import main
+from shared.data.convert.common import Record, SplitRule
+from shared.data.manifest import read_clips
+from shared.data.sources import build_dataset
+from tests.test_manifest import write_video
+
+
+def lines(path):
+    return [json.loads(l) for l in path.read_text().splitlines()]
+
+
+def make(*args) -> int:
+    return main(["make-manifest", *map(str, args)])
+
+
+def test_table_with_a_folder_of_images_and_videos(tmp_path, smoke_cfg):
+    media = tmp_path / "media"
+    (media / "sub").mkdir(parents=True)
+    write_video(media / "sub" / "walk.mp4")
+    Image.fromarray(np.full((24, 24, 3), 90, np.uint8)).save(media / "cat.png")
+    with open(tmp_path / "captions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "caption", "label"])
+        w.writerow(["sub/walk.mp4", "a grey clip brightens", "brighten"])
+        w.writerow(["sub/walk.mp4", "it gets lighter", "brighten"])  # a second caption of the same clip
+        w.writerow(["cat", "a still cat", "cat"])  # a bare name: found by stem
+        w.writerow(["gone.mp4", "never downloaded", "cat"])
+    out = tmp_path / "m.jsonl"
+    assert make("table", "--table", tmp_path / "captions.csv", "--media-root", media, "--out", out,
+                "--val-frac", 0, "--test-frac", 0) == 0
+    rows = {r["id"]: r for r in lines(out)}
+    assert rows["sub/walk"]["captions"] == ["a grey clip brightens", "it gets lighter"]
+    assert rows["sub/walk"]["media"] == "media/sub/walk.mp4" and rows["cat"]["media"] == "media/cat.png"
+    assert {r["split"] for r in rows.values()} == {"train"}
+    # missing media: listed as validate lists unreadable files, and excluded the same way
+    report = tmp_path / "m.check"
+    bad = lines(report / "invalid.jsonl")
+    assert [(b["line"], b["id"]) for b in bad] == [(3, "gone")] and "file not found" in bad[0]["problem"]
+    ds = build_dataset(smoke_cfg("data.source=manifest", f"data.manifest.path={out}", f"data.manifest.exclude={report}"))
+    assert "gone" not in [ds.split(s).clip(i).id for s in ("train", "test") for i in range(len(ds.split(s)))]
+    assert ds.label_texts == ["brighten", "cat"]
+    # --missing drop leaves them out; the same seed gives the same manifest
+    again = tmp_path / "again.jsonl"
+    assert make("table", "--table", tmp_path / "captions.csv", "--media-root", media, "--out", again,
+                "--val-frac", 0, "--test-frac", 0, "--missing", "drop") == 0
+    assert [r for r in lines(again)] == [r for r in lines(out) if r["id"] != "gone"]
+
+
+def test_jsonl_table_keeps_its_splits_and_names_bad_rows(tmp_path, capsys):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.jpg")
+    rows = [{"file_name": "a.jpg", "text": ["one", "two"], "subset": "validation"}]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert make("table", "--table", tmp_path / "t.jsonl", "--out", tmp_path / "m.jsonl") == 0
+    assert lines(tmp_path / "m.jsonl") == [{"id": "a", "media": "a.jpg", "captions": ["one", "two"], "split": "val"}]
+    (tmp_path / "t.jsonl").write_text(json.dumps({"file_name": "a.jpg", "text": "x", "subset": "holdout"}) + "\n")
+    capsys.readouterr()
+    assert make("table", "--table", tmp_path / "t.jsonl", "--out", tmp_path / "m.jsonl") == 2
+    assert "t.jsonl:1: unknown split 'holdout'; map it with --split-map" in capsys.readouterr().err
+    assert make("table", "--table", tmp_path / "t.jsonl", "--out", tmp_path / "m.jsonl", "--split-map", "holdout=test") == 0
+    (tmp_path / "t.jsonl").write_text(json.dumps({"file_name": "a.jpg", "words": "x"}) + "\n")
+    assert make("table", "--table", tmp_path / "t.jsonl", "--out", tmp_path / "m.jsonl") == 2
+    assert "t.jsonl:1: no caption column (looked for captions, caption" in capsys.readouterr().err
+
+
+def test_coco_official_and_karpathy(tmp_path):
+    for folder, name in (("train2017", "000000000009.jpg"), ("val2017", "000000000139.jpg")):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / folder / name)
+    for split, image_id, name in (("train", 9, "000000000009.jpg"), ("val", 139, "000000000139.jpg")):
+        (tmp_path / f"captions_{split}2017.json").write_text(json.dumps({
+            "info": {}, "licenses": [], "images": [{"id": image_id, "file_name": name, "height": 8, "width": 8}],
+            "annotations": [{"image_id": image_id, "id": 1, "caption": "A plate of food. "},
+                            {"image_id": image_id, "id": 2, "caption": "Some food on a plate."}]}))
+    out = tmp_path / "coco.jsonl"
+    assert make("coco", "--annotations", tmp_path / "captions_train2017.json", tmp_path / "captions_val2017.json",
+                "--media-root", tmp_path, "--out", out) == 0
+    assert [(r["id"], r["split"], r["media"], r["captions"][0]) for r in lines(out)] == [
+        ("9", "train", "train2017/000000000009.jpg", "A plate of food."),
+        ("139", "val", "val2017/000000000139.jpg", "A plate of food.")]
+    (tmp_path / "dataset_coco.json").write_text(json.dumps({"dataset": "coco", "images": [
+        {"filepath": "val2017", "filename": "000000000139.jpg", "imgid": 0, "split": "restval", "cocoid": 139,
+         "sentids": [0], "sentences": [{"tokens": ["a", "plate"], "raw": "A plate.", "imgid": 0, "sentid": 0}]}]}))
+    assert make("coco", "--annotations", tmp_path / "dataset_coco.json", "--media-root", tmp_path, "--out", out) == 0
+    assert lines(out) == [{"id": "139", "media": "val2017/000000000139.jpg", "captions": ["A plate."], "split": "train"}]
+
+
+def test_msrvtt_with_categories(tmp_path):
+    (tmp_path / "videos").mkdir()
+    for i in range(3):
+        write_video(tmp_path / "videos" / f"video{i}.mp4", n=4)
+    info = {"info": {"year": "2016"}, "videos": [
+        {"category": 9, "url": "u", "video_id": f"video{i}", "start time": 1.0, "end time": 11.0, "split": s, "id": i}
+        for i, s in enumerate(("train", "validate", "test"))],
+        "sentences": [{"caption": f"caption {k} of video{i}", "video_id": f"video{i}", "sen_id": 2 * i + k}
+                      for i in range(3) for k in range(2)]}
+    (tmp_path / "train_val_videodatainfo.json").write_text(json.dumps(info))
+    (tmp_path / "category.txt").write_text("music\t0\nsports\t9\n")
+    out = tmp_path / "msrvtt.jsonl"
+    assert make("msrvtt", "--annotations", tmp_path / "train_val_videodatainfo.json", "--media-root", tmp_path / "videos",
+                "--label-file", tmp_path / "category.txt", "--out", out) == 0
+    clips = read_clips(out)
+    assert [(c.id, c.split, c.label, len(c.captions)) for c in clips] == [
+        ("video0", "train", "sports", 2), ("video1", "val", "sports", 2), ("video2", "test", "sports", 2)]
+
+
+def test_youcook2_segments_keep_their_video_split_and_times(tmp_path, smoke_cfg):
+    (tmp_path / "raw_videos" / "training" / "113").mkdir(parents=True)
+    write_video(tmp_path / "raw_videos" / "training" / "113" / "GLd3aX16zBg.mp4", n=40, fps=10)  # 4 s
+    db = {"database": {
+        "GLd3aX16zBg": {"duration": 4.0, "subset": "training", "recipe_type": "113",
+                        "video_url": "https://www.youtube.com/watch?v=GLd3aX16zBg",
+                        "annotations": [{"segment": [0, 1], "id": 0, "sentence": "spread margarine on bread"},
+                                        {"segment": [3, 4], "id": 1, "sentence": "place cheese on the bread"}]},
+        "xHr8X2Wpmno": {"duration": 300.0, "subset": "validation", "recipe_type": "101", "video_url": "u",
+                        "annotations": [{"segment": [5, 9], "id": 0, "sentence": "cut the tomato"}]}}}
+    (tmp_path / "youcookii_annotations_trainval.json").write_text(json.dumps(db))
+    (tmp_path / "youcookii_annotations_test_segments_only.json").write_text(json.dumps({"database": {
+        "zzz": {"duration": 9.0, "subset": "testing", "recipe_type": "101", "annotations": [{"segment": [1, 2], "id": 0}]}}}))
+    (tmp_path / "label_foodtype.csv").write_text("101,bruschetta\n113,grilled cheese\n")
+    out = tmp_path / "yc2.jsonl"
+    assert make("youcook2", "--annotations", tmp_path / "youcookii_annotations_trainval.json",
+                tmp_path / "youcookii_annotations_test_segments_only.json", "--media-root", tmp_path / "raw_videos",
+                "--label-file", tmp_path / "label_foodtype.csv", "--out", out) == 0
+    rows = lines(out)
+    assert [(r["id"], r["split"], r["label"], r["start"], r["end"]) for r in rows] == [
+        ("GLd3aX16zBg_0", "train", "grilled cheese", 0.0, 1.0), ("GLd3aX16zBg_1", "train", "grilled cheese", 3.0, 4.0),
+        ("xHr8X2Wpmno_0", "val", "bruschetta", 5.0, 9.0)]  # the test file's segments have no sentence: skipped
+    assert [b["id"] for b in lines(tmp_path / "yc2.check" / "invalid.jsonl")] == ["xHr8X2Wpmno_0"]
+    # the reader samples frames inside each segment (frame i of the video is grey level 10 * i)
+    train = build_dataset(smoke_cfg("data.source=manifest", f"data.manifest.path={out}")).split("train")
+    first, last = (train.frames(i, 2, 16).reshape(2, -1).mean(1) for i in (0, 1))
+    assert np.allclose(first, [25, 75], atol=12) and np.allclose(last, [(10 * 32) % 250, (10 * 37) % 250], atol=12)
+
+
+def test_crosstask_steps_and_tasks(tmp_path):
+    (tmp_path / "tasks_primary.txt").write_text(
+        "16815\nJack Up a Car\nhttps://www.wikihow.com/Jack-Up-a-Car\n3\nbrake on,raise jack,lower jack\n\n"
+        "23521\nMake Jello Shots\nhttps://www.wikihow.com/Make-Jello-Shots\n2\npour water,stir mixture\n\n")
+    (tmp_path / "videos.csv").write_text("16815,a_b-c1,https://www.youtube.com/watch?v=a_b-c1\n"
+                                         "23521,zz9,https://www.youtube.com/watch?v=zz9\n99999,other,u\n")
+    (tmp_path / "videos_val.csv").write_text("23521,zz9,https://www.youtube.com/watch?v=zz9\n")
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "16815_a_b-c1.csv").write_text("1,1.5,3.0\n3,10.0,12.25\n")
+    (tmp_path / "annotations" / "23521_zz9.csv").write_text("2,4.0,6.0\n")
+    (tmp_path / "v").mkdir()
+    for vid in ("a_b-c1", "zz9"):
+        write_video(tmp_path / "v" / (f"{vid}.mkv" if vid == "zz9" else f"{vid}.mp4"), n=4)
+    steps = tmp_path / "steps.jsonl"
+    assert make("crosstask", "--tasks", tmp_path / "tasks_primary.txt", "--step-annotations", tmp_path / "annotations",
+                "--val-videos", tmp_path / "videos_val.csv", "--media-root", tmp_path / "v", "--out", steps,
+                "--split-map", "val=test") == 0
+    rows = lines(steps)
+    assert [(r["id"], r["label"], r["captions"], r["start"], r["end"]) for r in rows] == [
+        ("a_b-c1_1", "brake on", ["brake on"], 1.5, 3.0), ("a_b-c1_2", "lower jack", ["lower jack"], 10.0, 12.25),
+        ("zz9_1", "stir mixture", ["stir mixture"], 4.0, 6.0)]
+    assert rows[2]["split"] == "test" and rows[2]["media"] == "v/zz9.mkv" and rows[0]["split"] == rows[1]["split"]
+    tasks = tmp_path / "tasks.jsonl"
+    assert make("crosstask", "--tasks", tmp_path / "tasks_primary.txt", "--level", "task", "--videos",
+                tmp_path / "videos.csv", "--media-root", tmp_path / "v", "--out", tasks) == 0
+    assert [(r["id"], r["label"]) for r in lines(tasks)] == [("a_b-c1", "Jack Up a Car"), ("zz9", "Make Jello Shots")]
+
+
+def test_hugging_face_dataset_saved_on_disk(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    import io
+
+    def png(level):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((8, 8, 3), level, np.uint8)).save(buf, format="PNG")
+        return {"bytes": buf.getvalue(), "path": None}
+
+    features = datasets.Features({"image": datasets.Image(), "caption": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["dark", "light"])})
+    dd = datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"image": [png(10), png(240)], "caption": ["a dark square", "a light square"],
+                                             "label": [0, 1]}, features=features),
+        "test": datasets.Dataset.from_dict({"image": [png(20)], "caption": ["dark again"], "label": [0]}, features=features)})
+    dd.save_to_disk(str(tmp_path / "ds"))
+    out = tmp_path / "hf.jsonl"
+    assert make("hf", "--dataset", tmp_path / "ds", "--out", out) == 0
+    rows = lines(out)
+    assert [(r["id"], r["split"], r["label"], r["captions"]) for r in rows] == [
+        ("train-00000000", "train", "dark", ["a dark square"]), ("train-00000001", "train", "light", ["a light square"]),
+        ("test-00000000", "test", "dark", ["dark again"])]
+    stored = tmp_path / rows[1]["media"]
+    assert stored.parent.name == "hf_media" and np.asarray(Image.open(stored)).mean() == 240  # bytes written once
+    # a folder of parquet files with a path column: splits from the file names
+    (tmp_path / "pq").mkdir()
+    datasets.Dataset.from_dict({"video": ["../ds_media/clip.mp4"], "text": ["a clip"]}).to_parquet(
+        str(tmp_path / "pq" / "train-00000-of-00001.parquet"))
+    (tmp_path / "ds_media").mkdir()
+    write_video(tmp_path / "ds_media" / "clip.mp4", n=4)
+    assert make("hf", "--dataset", tmp_path / "pq", "--out", tmp_path / "pq.jsonl") == 0
+    assert lines(tmp_path / "pq.jsonl") == [{"id": "train-00000000", "media": "ds_media/clip.mp4",
+                                             "captions": ["a clip"], "split": "train"}]
+
+
+def test_the_seeded_split_rule_is_stable_and_keeps_groups_together():
+    rule = SplitRule(seed=3, val_frac=0.1, test_frac=0.2)
+    recs = [Record(f"v{i // 4}_{i % 4}", __import__("pathlib").Path(f"v{i // 4}.mp4"), ["c"], "x", group=f"v{i // 4}")
+            for i in range(4000)]
+    splits = [rule.of(r) for r in recs]
+    assert splits == [rule.of(r) for r in reversed(recs)][::-1]  # order does not matter
+    assert all(len(set(splits[i:i + 4])) == 1 for i in range(0, 4000, 4))  # a video's segments share a split
+    shares = {s: splits.count(s) / len(splits) for s in ("train", "val", "test")}
+    assert abs(shares["test"] - 0.2) < 0.05 and abs(shares["val"] - 0.1) < 0.05
+    assert [SplitRule(seed=4, val_frac=0.1, test_frac=0.2).of(r) for r in recs] != splits  # the seed matters
+
+
+def test_the_commands_of_docs_data_parse():
+    """Every make-manifest example of docs/data.md names a format and options the command has."""
+    import re
+    import shlex
+
+    from experiments.cli import build_parser
+    from tests.conftest import ROOT
+
+    commands = [c for c in re.findall(r"`(python -m experiments make-manifest [^`]+)`", (ROOT / "docs" / "data.md").read_text())
+                if "FORMAT" not in c]  # the placeholders of the prose
+    formats = set()
+    for command in commands:
+        args = build_parser("make-manifest").parse_args(shlex.split(command)[3:])
+        formats.add(args.format)
+    from shared.data.convert import FORMATS
+
+    assert formats == set(FORMATS)
