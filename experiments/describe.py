@@ -34,13 +34,26 @@ def add_parser(sub, help: str) -> None:
     p.add_argument("--hardware", action="store_true",
                    help="one screen on this machine: capability flags, measured matmul GFLOP/s, the precision chosen")
     p.add_argument("--memory", action="store_true",
-                   help="estimated peak training memory per GPU for each arm, DDP and FSDP, with and without "
-                        "activation checkpointing (traced on the meta device: nothing allocated)")
-    p.add_argument("--gpus", type=int, default=8, help="--memory: GPUs that FSDP shards over (default 8)")
+                   help="peak training memory per GPU of each arm as launched on --gpus GPUs, under DDP (traced on the "
+                        "meta device, states counted) and FSDP2 (the loop's sharding over a fake process group, tracked "
+                        "by torch's FSDPMemTracker on fake tensors): nothing allocated, no GPU; also with and without "
+                        "activation checkpointing, and the hours to each milestone")
+    p.add_argument("--gpus", type=_counts, default=[8, 16], metavar="N[,N...]",
+                   help="--memory: GPU counts (processes) to lay the arms out over (default 8,16: one and two nodes)")
     p.add_argument("--caption-tokens", type=int, default=32, help="--memory: target caption length in tokens")
     p.add_argument("--calibrate", action="store_true",
                    help="--memory: also measure the method's error against a real CPU step at a reduced size")
     p.set_defaults(run=run)
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected GPU counts such as 8,16, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"GPU counts must be positive, got {text!r}")
+    return counts
 
 
 def describe(cfg) -> dict:

@@ -40,6 +40,7 @@ from shared.evaluation.metrics import METRICS
 from shared.files import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
 from shared.pipeline import prepare
 from shared.precision import announce
+from shared import processes
 from shared.processes import is_main
 from shared.runinfo import versions
 from shared.training.checkpoint import RunDir, folder_lock, load_weights
@@ -77,6 +78,8 @@ def metrics_row(arm_name: str, seed: int, ckpt: dict, m: dict, trainable: int, t
 def run_comparison(cfg: Config, out: Path) -> list[dict]:
     """Train and evaluate every (seed, arm); returns the metrics rows. Under several processes
     (accelerate launch / torchrun) every process trains and evaluates its share; the main one writes."""
+    processes.configure(cfg)
+    processes.check_shared_folder(out)  # every node writes and reads one --out: refuse at once if not
     main = is_main()
     with folder_lock(out, "sample-efficiency run") if main else contextlib.nullcontext():
         return _run_comparison(cfg, out, main)
@@ -98,7 +101,8 @@ def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:
     summary["phases"]["prepare_s"] = round(time.perf_counter() - t, 1)
     summary["cache"] = {s: dataclasses.asdict(v) for s, v in prepared.features.stats.items()}
 
-    done = {(r["arm"], r["seed"], r["milestone"]) for r in read_jsonl(out / "metrics.jsonl")}
+    # rank 0's reading for every rank: a rank that saw another list would skip an evaluation the others run
+    done = processes.on_main(lambda: {(r["arm"], r["seed"], r["milestone"]) for r in read_jsonl(out / "metrics.jsonl")})
     for seed in cfg.seeds:
         prep = dataclasses.replace(prepared, cfg=dataclasses.replace(cfg, seed=seed))
         for arm_name in cfg.arms:

@@ -190,6 +190,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"train.effective_batch ({t.effective_batch}) must be a multiple of train.micro_batch ({t.micro_batch})"
         )
+    if t.resume_every < 0 or t.resume_every_min < 0 or t.process_group_timeout_min <= 0:
+        raise ConfigError("train.resume_every and train.resume_every_min must be >= 0 (0 = off), "
+                          "train.process_group_timeout_min > 0")
     if cfg.data.frames <= 0:
         raise ConfigError(f"data.frames: must be positive, got {cfg.data.frames}")
     if not 0 <= cfg.data.synthetic.paraphrase <= 4:

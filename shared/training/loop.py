@@ -1,13 +1,16 @@
-"""The one training loop, for every arm (Accelerate: devices, processes, DDP/FSDP, mixed precision).
+"""The one training loop, for every arm (Accelerate: devices, processes, mixed precision; the layout,
+DDP or FSDP2, from shared/training/parallel.py).
 
 Controlled by construction: the data order, the effective batch, the optimizer and the schedule
 come from the shared config sections; the arm only supplies ``loss(batch)`` (or, for a loss over
 the whole batch, ``embeddings`` and ``coupled_loss``) and its parameter groups. Checkpoints are
-taken at milestones counted in samples seen; a resume point is saved at every milestone and every
-``train.resume_every`` steps, by every process, and re-running the same command on the same run
-directory continues from it with the same result as an uninterrupted run. The loss is read on the
-host only at logging and checkpoint steps; a non-finite loss then ends the run with one line, and
-no checkpoint is written after it.
+taken at milestones counted in samples seen; a resume point is saved at every milestone, every
+``train.resume_every`` steps and every ``train.resume_every_min`` minutes, by every process, and
+re-running the same command on the same run directory continues from it with the same result as an
+uninterrupted run. Decisions read from the filesystem (is there a resume point, which checkpoints
+exist) are taken by rank 0 and broadcast, after a start-up check that every rank sees the run
+folder. The loss is read on the host only at logging and checkpoint steps; a non-finite loss then
+ends the run with one line, and no checkpoint is written after it.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import torch
 import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 
 from shared import processes
 from shared.config import Config, ConfigError, dump_yaml, to_dict, training_view
@@ -43,6 +47,7 @@ from shared.training.checkpoint import (
     save_weights,
 )
 from shared.training.optim import build_optimizer, build_scheduler
+from shared.training.parallel import layout_of, micro_layout, recipe
 from shared.training.step import coupled_step, independent_step
 
 log = logging.getLogger(__name__)
@@ -72,7 +77,8 @@ def new_accelerator(cfg: Config, run_dir: Path):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision,
-                       log_with="tensorboard", project_dir=str(run_dir))
+                       log_with="tensorboard", project_dir=str(run_dir),
+                       kwargs_handlers=[DistributedDataParallelKwargs(gradient_as_bucket_view=True)])
 
 
 def write_run_header(run: RunDir, cfg: Config, arm_name: str, order: TrainOrder, total_samples: int,
@@ -142,32 +148,43 @@ def train_arm(prepared: Prepared, arm_name: str, run_dir: str | Path, stop_at_sa
     log.info("train %s seed %d: precision %s (%s: %s)", arm_name, cfg.seed, precision["resolved"],
              precision["requested"], precision["reason"])
     run = RunDir(run_dir)
+    processes.configure(cfg)
     accelerator = new_accelerator(cfg, run.root)
+    if accelerator.distributed_type == DistributedType.FSDP:
+        raise ConfigError("launched with Accelerate's FSDP plugin: the suite shards the model itself "
+                          "(train.parallel=fsdp2); launch with a plain multi-GPU config (experiments/accelerate/)")
+    processes.check_shared_folder(run.root)
+    layout = layout_of(cfg.train.parallel)
+    precision["recipe"] = recipe(precision["resolved"])
     lock = folder_lock(run.root, "training") if accelerator.is_main_process else contextlib.nullcontext()
-    with lock:
-        return _train(prepared, arm_name, run, accelerator, precision, stop_at_samples, progress)
+    with lock, layout.process_group(accelerator):
+        return _train(prepared, arm_name, run, accelerator, layout, precision, stop_at_samples, progress)
 
 
 @dataclass
-class _Trainee:
+class Trainee:
     """An arm ready to train: wrapped by Accelerate, with its optimizer and schedule."""
 
-    model: torch.nn.Module  # the prepared (DDP/FSDP-wrapped) arm
+    model: torch.nn.Module  # the arm, laid out (DDP-wrapped or FSDP2-sharded)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     trainable_names: list[str]
     trainable_params: int
+    layout: object  # shared/training/parallel.py: Ddp or Fsdp2
+
+    def save(self, accelerator, folder: Path) -> None:
+        self.layout.save(accelerator, folder, self.model, self.optimizer, self.scheduler)
+
+    def load(self, accelerator, folder: Path) -> None:
+        self.layout.load(accelerator, folder, self.model, self.optimizer, self.scheduler, self.trainable_names)
+
+    def couples(self, accelerator, accum: int) -> bool:
+        """Is the loss taken over the effective batch (GradCache)? Only when that spans several passes:
+        one micro-batch on one process already is the effective batch, and the plain loss the same function."""
+        return accelerator.unwrap_model(self.model).couples_batch() and (accum > 1 or accelerator.num_processes > 1)
 
 
-def _micro_steps(t, nproc: int) -> int:
-    """Micro-batches per process and optimizer step, so that every step sees the effective batch."""
-    if t.effective_batch % (t.micro_batch * nproc):
-        raise ConfigError(f"train.effective_batch={t.effective_batch} is not a multiple of train.micro_batch x "
-                          f"processes ({t.micro_batch} x {nproc})")
-    return t.effective_batch // (t.micro_batch * nproc)
-
-
-def _build_trainee(prepared: Prepared, arm_name: str, accelerator, total_steps: int) -> _Trainee:
+def build_trainee(prepared: Prepared, arm_name: str, accelerator, layout, total_steps: int) -> Trainee:
     cfg, t = prepared.cfg, prepared.cfg.train
     arm = prepared.seeded_arm(arm_name, accelerator.device)
     arm.prepare_training()
@@ -177,68 +194,113 @@ def _build_trainee(prepared: Prepared, arm_name: str, accelerator, total_steps: 
         arm.compile_layers()
     names = [n for n, p in arm.named_parameters() if p.requires_grad]
     count = arm.parameter_counts()["trainable_params"]
-    model = accelerator.prepare(arm)
-    # built after prepare, over the prepared (possibly sharded) parameters
-    optimizer = accelerator.prepare(build_optimizer(accelerator.unwrap_model(model), cfg))
-    scheduler = build_scheduler(optimizer, total_steps, cfg)
-    accelerator.register_for_checkpointing(scheduler)  # saved with the state, stepped once per step
-    return _Trainee(model, optimizer, scheduler, names, count)
+    # the optimizer is built over the laid-out (under FSDP2: sharded) parameters
+    model, optimizer = layout.prepare(accelerator, arm, lambda m: build_optimizer(m, cfg))
+    scheduler = build_scheduler(optimizer, total_steps, cfg)  # stepped once per step
+    layout.register(accelerator, scheduler)
+    return Trainee(model, optimizer, scheduler, names, count, layout)
+
+
+def _resume_point(run: RunDir, cfg: Config, arm_name: str, precision: dict) -> Path | None:
+    """Rank 0's answer for every rank: the resume point to continue from, if any (config checked)."""
+    resume = run.find_resume()
+    if resume is not None:
+        check_same_config(run.root, cfg, arm_name, f"{precision['requested']} -> {precision['resolved']}, {precision['reason']}")
+    return resume
 
 
 def _start_or_resume(run: RunDir, accelerator, cfg: Config, arm_name: str, order: TrainOrder, precision: dict,
-                     trainable_names: list[str]) -> TrainState:
-    state, resume = TrainState(), run.find_resume()
+                     trainee: Trainee) -> TrainState:
+    state, resume = TrainState(), processes.on_main(lambda: _resume_point(run, cfg, arm_name, precision))
     if resume is not None:
-        check_same_config(run.root, cfg, arm_name, f"{precision['requested']} -> {precision['resolved']}, {precision['reason']}")
-        state = load_resume(accelerator, resume, trainable_names)
+        state = load_resume(resume, lambda folder: trainee.load(accelerator, folder))
         log.info("%s: resuming from step %d (%d samples seen)", run.root, state.step, state.samples_seen)
     elif accelerator.is_main_process:
         write_run_header(run, cfg, arm_name, order, cfg.train.milestones[-1], precision)
     if accelerator.is_main_process:  # drop log rows past the resume point: they will be redone
         rows = [r for r in read_jsonl(run.log) if r["step"] <= state.step]
         write_text_atomic(run.log, "".join(json.dumps(r) + "\n" for r in rows))
+        _record_layout(run, trainee.layout.name, accelerator.num_processes, state.step)
     return state
 
 
-def _optimizer_step(accelerator, trainee: _Trainee, micro_batches: list, coupled: bool, grad_clip: float) -> torch.Tensor:
+def _record_layout(run: RunDir, layout: str, nproc: int, step: int) -> None:
+    """precision.json keeps every layout and process count the run trained under, from which step."""
+    path = run.root / "precision.json"
+    info = json.loads(path.read_text()) if path.is_file() else {}
+    layouts = [r for r in info.get("layouts", []) if r["from_step"] < step]
+    info["layouts"] = [*layouts, {"layout": layout, "processes": nproc, "from_step": step}]
+    write_json_atomic(path, info)
+
+
+class _ResumeClock:
+    """Is a resume point due: every ``resume_every`` steps, and/or every ``resume_every_min`` minutes of
+    training. The clock is read at log steps by rank 0 alone and its answer broadcast, so every process
+    saves at the same step (ranks reading their own clocks could disagree and wait in different
+    collectives)."""
+
+    def __init__(self, t):
+        self.steps, self.seconds, self.log_every = t.resume_every, 60 * t.resume_every_min, t.log_every
+        self.last = time.perf_counter()
+
+    def due(self, step: int) -> bool:
+        if self.steps and step % self.steps == 0:
+            return True
+        if self.seconds and step % self.log_every == 0:
+            return processes.on_main(lambda: time.perf_counter() - self.last >= self.seconds)
+        return False
+
+    def saved(self) -> None:
+        self.last = time.perf_counter()
+
+
+def step_gradients(accelerator, trainee: Trainee, micro_batches: list, coupled: bool) -> torch.Tensor:
+    """The forward and backward passes of one optimizer step (gradients synchronised); its loss."""
     model = trainee.model
-    step_loss = (coupled_step(accelerator, model, accelerator.unwrap_model(model), micro_batches) if coupled
-                 else independent_step(accelerator, model, micro_batches))
+    return (coupled_step(accelerator, model, accelerator.unwrap_model(model), micro_batches) if coupled
+            else independent_step(accelerator, model, micro_batches))
+
+
+def optimizer_step(accelerator, trainee: Trainee, micro_batches: list, coupled: bool, grad_clip: float) -> torch.Tensor:
+    model = trainee.model
+    step_loss = step_gradients(accelerator, trainee, micro_batches, coupled)
     if grad_clip > 0:
-        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+        trainee.layout.clip_grad_norm(accelerator, model, grad_clip)
     trainee.optimizer.step()
     trainee.scheduler.step()
     trainee.optimizer.zero_grad(set_to_none=True)
     return step_loss
 
 
-def _train(prepared: Prepared, arm_name: str, run: RunDir, accelerator, precision: dict,
+def _train(prepared: Prepared, arm_name: str, run: RunDir, accelerator, layout, precision: dict,
            stop_at_samples: int | None, progress: bool) -> TrainResult:
     cfg, t = prepared.cfg, prepared.cfg.train
     total_steps = math.ceil(t.milestones[-1] / t.effective_batch)
     nproc = accelerator.num_processes
-    accum = _micro_steps(t, nproc)
+    micro, accum = micro_layout(t.effective_batch, t.micro_batch, nproc)
     train = prepared.dataset.split("train")
     order = TrainOrder(cfg.seed, train.caption_counts())
-    trainee = _build_trainee(prepared, arm_name, accelerator, total_steps)
-    state = _start_or_resume(run, accelerator, cfg, arm_name, order, precision, trainee.trainable_names)
+    trainee = build_trainee(prepared, arm_name, accelerator, layout, total_steps)
+    state = _start_or_resume(run, accelerator, cfg, arm_name, order, precision, trainee)
+    log.info("%s: %s over %d process(es), %d x %d samples per process and step", arm_name, layout.name, nproc,
+             accum, micro)
 
     # micro-batch k of this process = micro-step k % accum of step k // accum: resuming restarts at k
-    plan = TrainPlan(order, accelerator.process_index, t.effective_batch, t.micro_batch, accum)
+    plan = TrainPlan(order, accelerator.process_index, t.effective_batch, micro, accum)
     stream = batches(make_loader(ClipBatches(train, plan, prepared.features.reader(train), cfg.data.query),
                                  state.step * accum, total_steps * accum, cfg.data.workers, cfg.data.prefetch,
                                  pin=accelerator.device.type == "cuda", persistent=True))
     accelerator.init_trackers("train", config={"arm": arm_name, "seed": cfg.seed})
-    # one micro-batch on one process already is the effective batch: the plain loss is the same function
-    coupled = accelerator.unwrap_model(trainee.model).couples_batch() and (accum > 1 or nproc > 1)
+    coupled = trainee.couples(accelerator, accum)
     bar = progress_bar(total=total_steps, initial=state.step, desc=f"train {arm_name} seed {cfg.seed}", unit="step",
                        disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
     run_start, wall_before = time.perf_counter(), state.wall_s
     window = _Window(torch.zeros((), device=accelerator.device))
+    clock = _ResumeClock(t)
     trainee.model.train()
     while state.step < total_steps:
         micro_batches = [prepared.features.ready(next(stream), accelerator.device) for _ in range(accum)]
-        step_loss = _optimizer_step(accelerator, trainee, micro_batches, coupled, t.grad_clip)
+        step_loss = optimizer_step(accelerator, trainee, micro_batches, coupled, t.grad_clip)
         state.step += 1
         state.samples_seen = state.step * t.effective_batch
         state.wall_s = wall_before + time.perf_counter() - run_start
@@ -246,7 +308,7 @@ def _train(prepared: Prepared, arm_name: str, run: RunDir, accelerator, precisio
         bar.update(1)
 
         reached = [m for m in t.milestones if m <= state.samples_seen and m not in state.milestones_done]
-        saving = bool(reached) or state.step % t.resume_every == 0 or state.step == total_steps
+        saving = bool(reached) or state.step == total_steps or clock.due(state.step)
         if saving or state.step % t.log_every == 0:
             loss = window.read()  # the one host sync: at log and checkpoint steps
             if not math.isfinite(loss):
@@ -257,9 +319,10 @@ def _train(prepared: Prepared, arm_name: str, run: RunDir, accelerator, precisio
             _log_row(accelerator, run, state, window, loss, trainee.scheduler, t.effective_batch)
         if reached:
             state.milestones_done = tuple(sorted({*state.milestones_done, *reached}))
-            _save_milestones(accelerator, trainee.model, run, state, reached, trainee.trainable_names, arm_name, cfg.seed)
+            _save_milestones(accelerator, trainee, run, state, reached, arm_name, cfg.seed)
         if saving:
-            save_resume(accelerator, run, state)
+            save_resume(accelerator, run, state, lambda folder: trainee.save(accelerator, folder))
+            clock.saved()
         if stop_at_samples is not None and state.samples_seen >= stop_at_samples:
             break
     bar.close()
@@ -270,7 +333,7 @@ def _train(prepared: Prepared, arm_name: str, run: RunDir, accelerator, precisio
 
 def _finish(run: RunDir, accelerator, state: TrainState, trainable_params: int, total_steps: int) -> TrainResult:
     result = TrainResult(run.root, trainable_params=trainable_params, completed=state.step >= total_steps,
-                         wall_s=state.wall_s, checkpoints=run.checkpoints(),
+                         wall_s=state.wall_s, checkpoints=processes.on_main(run.checkpoints),  # rank 0's listing
                          samples_per_s=state.samples_seen / state.wall_s if state.wall_s else 0.0)
     if result.completed and accelerator.is_main_process:
         write_json_atomic(run.done, {"samples_seen": state.samples_seen, "steps": state.step, "wall_s": state.wall_s,
@@ -295,12 +358,12 @@ def _log_row(accelerator, run: RunDir, state: TrainState, window: _Window, loss:
     window.reset()
 
 
-def _save_milestones(accelerator, model, run: RunDir, state: TrainState, reached: list[int], names: list[str],
+def _save_milestones(accelerator, trainee: Trainee, run: RunDir, state: TrainState, reached: list[int],
                      arm_name: str, seed: int) -> None:
-    """The trainable weights gathered into one file per milestone (a collective under FSDP)."""
-    full = accelerator.get_state_dict(model)
+    """The trainable weights gathered into one file per milestone (a collective under FSDP2)."""
+    full = trainee.layout.full_state_dict(accelerator, trainee.model)
     if accelerator.is_main_process:
-        weights = {n: full[n] for n in names}
+        weights = {n: full[n] for n in trainee.trainable_names}
         for m in reached:
             save_weights(run.milestone(m), weights, state, {"milestone": m, "arm": arm_name, "seed": seed},
                          config=run.config)

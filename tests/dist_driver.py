@@ -1,0 +1,113 @@
+"""The distributed tests' scenarios, run by every process of one launch (torchrun, or plain python for
+one process): ``python -m tests.dist_driver SCENARIO OUT CACHE_DIR``. Each launch costs seconds of
+start-up on a 2-core machine, so one launch runs several scenarios, all through the suite's own
+code (the loop, the layouts, the comparison); tests/test_distributed.py compares what they write.
+
+- ``runs``: the first step's loss and gradients of each arm under FSDP2, gathered whole; a smoke
+  comparison (JEPA) under FSDP2 (and, with several processes, under DDP); the VLM trained under
+  FSDP2. With several processes, two JEPA runs stopped after 96 samples: one resumed at once, the
+  other (``cross_<P>``) left for a one-process launch, which resumes it.
+- ``timeout``: a collective that one rank joins late, under a short ``train.process_group_timeout_min``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor
+
+from experiments.sample_efficiency import run_comparison
+from shared import processes
+from shared.config import load_config
+from shared.data.loader import TrainPlan
+from shared.data.order import TrainOrder
+from shared.pipeline import prepare
+from shared.training.loop import build_trainee, new_accelerator, step_gradients, train_arm
+from shared.training.parallel import layout_of, micro_layout
+from tests.conftest import SMOKE
+
+# fp32: layouts compared to the last bits; 1024 samples: enough for CIDEr to be above 0 at smoke size
+FP32 = ["train.mixed_precision=no", "train.milestones=[1024]", "eval.max_clips=24"]
+
+
+def smoke(cache_dir: str, *overrides: str):
+    return load_config(SMOKE, [f"cache_dir={cache_dir}", *FP32, *overrides])
+
+
+def first_step(prepared, arm_name: str, parallel: str, run_dir: Path) -> dict:
+    """Loss and whole gradients (every process calls: gathering a shard is a collective) of step 1."""
+    accelerator = new_accelerator(prepared.cfg, run_dir)
+    layout = layout_of(parallel)
+    with layout.process_group(accelerator):
+        return _first_step(prepared, arm_name, accelerator, layout)
+
+
+def _first_step(prepared, arm_name: str, accelerator, layout) -> dict:
+    cfg, t = prepared.cfg, prepared.cfg.train
+    trainee = build_trainee(prepared, arm_name, accelerator, layout, total_steps=8)
+    micro, accum = micro_layout(t.effective_batch, t.micro_batch, accelerator.num_processes)
+    train = prepared.dataset.split("train")
+    plan = TrainPlan(TrainOrder(cfg.seed, train.caption_counts()), accelerator.process_index, t.effective_batch,
+                     micro, accum)
+    batches = [prepared.batch("train", *plan.clips(k), device=accelerator.device) for k in range(accum)]
+    trainee.model.train()
+    loss = step_gradients(accelerator, trainee, batches, trainee.couples(accelerator, accum))
+    grads = {}
+    for name, p in trainee.model.named_parameters():
+        if p.grad is not None:
+            g = p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
+            grads[name.removeprefix("module.")] = g.detach().cpu().clone()
+    return {"loss": accelerator.reduce(loss, reduction="mean").item(), "grads": grads}
+
+
+def runs(out: Path, cache_dir: str) -> None:
+    rank, world = processes.layout()
+    prepared = prepare(smoke(cache_dir, "train.parallel=fsdp2"), splits=("train",))
+    for arm in ("jepa", "vlm"):
+        step = first_step(prepared, arm, "fsdp2", out / f"scratch_{world}")
+        if rank == 0:
+            torch.save(step, out / f"grads_{arm}_{world}.pt")
+    for parallel in ("fsdp2", "ddp") if world > 1 else ("fsdp2",):
+        run_comparison(smoke(cache_dir, f"train.parallel={parallel}", "arms=[jepa]"), out / f"{parallel}_{world}")
+    vlm = dataclasses.replace(prepared, cfg=smoke(cache_dir, "train.parallel=fsdp2", "train.milestones=[256]"))
+    train_arm(vlm, "vlm", out / f"vlm_{world}", progress=False)
+    if world > 1:  # stopped after 96 samples: resumed here, and (cross) by a launch of one process
+        for name in ("part", "cross"):
+            train_arm(prepared, "jepa", out / f"{name}_{world}", stop_at_samples=96, progress=False)
+        train_arm(prepared, "jepa", out / f"part_{world}", progress=False)
+    else:
+        for folder in sorted(out.glob("cross_*")):
+            train_arm(prepared, "jepa", folder, progress=False)
+
+
+def timeout(out: Path, cache_dir: str) -> None:
+    """Rank 1 joins the barrier 4 s late; the group (made before the config was read, as in the
+    commands) must give up after the configured 0.03 min, not the 10-minute torch default."""
+    rank, _ = processes.layout()
+    processes.configure(smoke(cache_dir, "train.process_group_timeout_min=0.03"))
+    start = time.monotonic()
+    if rank == 1:
+        time.sleep(4)
+    try:
+        dist.barrier()
+        result = {"error": None}
+    except RuntimeError as e:
+        result = {"error": str(e)[:500]}
+    result["waited_s"] = time.monotonic() - start
+    (out / f"timeout_{rank}.json").write_text(json.dumps(result))
+
+
+SCENARIOS = {"runs": runs, "timeout": timeout}
+
+if __name__ == "__main__":
+    scenario, out, cache = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    out.mkdir(parents=True, exist_ok=True)
+    SCENARIOS[scenario](out, cache)
+    if scenario != "timeout" and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
