@@ -5,7 +5,7 @@ code (the loop, the layouts, the comparison); tests/test_distributed.py compares
 
 - ``runs``: the first step's loss and gradients of each arm under FSDP2, gathered whole; a smoke
   comparison (JEPA) under FSDP2 (and, with several processes, under DDP); the VLM trained under
-  FSDP2. With several processes, two JEPA runs stopped after 96 samples: one resumed at once, the
+  FSDP2. With several processes, two JEPA runs stopped after 160 samples (the last resume point: step 4): one resumed at once, the
   other (``cross_<P>``) left for a one-process launch, which resumes it.
 - ``timeout``: a collective that one rank joins late, under a short ``train.process_group_timeout_min``.
 """
@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
+from experiments.cli import setup_logging
 from experiments.sample_efficiency import run_comparison
 from shared import processes
 from shared.config import load_config
@@ -76,9 +77,9 @@ def runs(out: Path, cache_dir: str) -> None:
         run_comparison(smoke(cache_dir, f"train.parallel={parallel}", "arms=[jepa]"), out / f"{parallel}_{world}")
     vlm = dataclasses.replace(prepared, cfg=smoke(cache_dir, "train.parallel=fsdp2", "train.milestones=[256]"))
     train_arm(vlm, "vlm", out / f"vlm_{world}", progress=False)
-    if world > 1:  # stopped after 96 samples: resumed here, and (cross) by a launch of one process
+    if world > 1:  # stopped after 160 samples: resumed here, and (cross) by a launch of one process
         for name in ("part", "cross"):
-            train_arm(prepared, "jepa", out / f"{name}_{world}", stop_at_samples=96, progress=False)
+            train_arm(prepared, "jepa", out / f"{name}_{world}", stop_at_samples=160, progress=False)
         train_arm(prepared, "jepa", out / f"part_{world}", progress=False)
     else:
         for folder in sorted(out.glob("cross_*")):
@@ -107,6 +108,7 @@ SCENARIOS = {"runs": runs, "timeout": timeout}
 if __name__ == "__main__":
     scenario, out, cache = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     out.mkdir(parents=True, exist_ok=True)
+    setup_logging()
     SCENARIOS[scenario](out, cache)
     if scenario != "timeout" and dist.is_initialized():
         dist.barrier()

@@ -5,7 +5,7 @@ dtypes, nothing allocated), and sharded by ``shared.training.parallel.shard`` ov
 of torch's ``fake`` backend with N ranks (this process plays rank 0; collectives do nothing). What
 is checked and measured is what a GPU run of N processes would build: the units and what stays out
 of them, the dtypes, the sharded state dict's keys and shard shapes, and, tracked by torch's
-``FSDPMemTracker`` over two training steps (the second one with AdamW states), the peak memory per
+``FSDPMemTracker`` over a training step with the AdamW states in place, the peak memory per
 GPU: sharded and gathered parameters, gradients, communication buffers, activations, optimizer states.
 Attention runs through the fused-kernel memory stand-in of shared/training/memory.py, as on a GPU.
 """
@@ -80,6 +80,20 @@ def _fake_storage(arm: torch.nn.Module) -> None:
             module._parameters[other_key] = first._parameters[key]
 
 
+def _init_adam_states(optimizer: torch.optim.Optimizer) -> None:
+    """Create the optimizer's states with a step of zero gradients at learning rate 0 (fake tensors:
+    only their existence matters), so one tracked step measures a step of a run under way."""
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    for g in optimizer.param_groups:
+        g["lr"] = 0.0
+        for p in g["params"]:
+            p.grad = torch.zeros_like(p)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    for g, lr in zip(optimizer.param_groups, lrs):
+        g["lr"] = lr
+
+
 def fsdp2_estimate(ctx, name: str, micro_batch: int, caption_tokens: int, world: int, checkpointing: bool,
                    encoder_params: int = 0) -> dict:
     """Build, shard and track arm ``name`` as ``world`` processes of FSDP2 would (GB per GPU)."""
@@ -93,18 +107,16 @@ def fsdp2_estimate(ctx, name: str, micro_batch: int, caption_tokens: int, world:
         classes = Counter(type(u).__name__.removeprefix("FSDP") for u in units)  # fully_shard names it FSDP<Block>
         facts = layout_facts(arm, units, classes, trainable, world)
         optimizer = build_optimizer(arm, ctx.cfg)
+        _init_adam_states(optimizer)  # as after a first step: the tracked step then holds the AdamW states
         batch = stand_in_batch(ctx, micro_batch, caption_tokens, CPU)
         tracker = FSDPMemTracker(arm, optimizer)
         arm.train()
         with fused_attention_everywhere(arm), tracker:
-            for step in range(2):
-                with torch.autocast("cpu", dtype=torch.bfloat16):  # the recipe: autocast around the forward
-                    loss = arm(batch)
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad()
-                if step == 0:
-                    tracker.reset_mod_stats()
+            with torch.autocast("cpu", dtype=torch.bfloat16):  # the recipe: autocast around the forward
+                loss = arm(batch)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
         peak = tracker.get_tracker_snapshot("peak")[CPU]
         # the tracker follows the storages FSDP owns and those made while it runs; the frozen parameters
         # left out of the shards (replicated, made before) are added from their sizes

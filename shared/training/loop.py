@@ -220,14 +220,16 @@ def _start_or_resume(run: RunDir, accelerator, cfg: Config, arm_name: str, order
     if accelerator.is_main_process:  # drop log rows past the resume point: they will be redone
         rows = [r for r in read_jsonl(run.log) if r["step"] <= state.step]
         write_text_atomic(run.log, "".join(json.dumps(r) + "\n" for r in rows))
-        _record_layout(run, trainee.layout.name, accelerator.num_processes, state.step)
+        _record_layout(run, precision["recipe"], trainee.layout.name, accelerator.num_processes, state.step)
     return state
 
 
-def _record_layout(run: RunDir, layout: str, nproc: int, step: int) -> None:
-    """precision.json keeps every layout and process count the run trained under, from which step."""
+def _record_layout(run: RunDir, recipe: dict, layout: str, nproc: int, step: int) -> None:
+    """precision.json keeps the numeric recipe and every layout and process count the run trained
+    under, from which step."""
     path = run.root / "precision.json"
     info = json.loads(path.read_text()) if path.is_file() else {}
+    info.setdefault("recipe", recipe)  # a run begun before recipes were recorded (the config check held it)
     layouts = [r for r in info.get("layouts", []) if r["from_step"] < step]
     info["layouts"] = [*layouts, {"layout": layout, "processes": nproc, "from_step": step}]
     write_json_atomic(path, info)

@@ -40,11 +40,12 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from transformers import PreTrainedModel
 
 from shared import processes
 from shared.config import ConfigError
+from shared.training.step import RngState
 
 LAYOUTS = ("ddp", "fsdp2")
 # FSDP2's policy for the recipe: parameters gathered as stored (fp32; autocast casts them for the
@@ -174,7 +175,7 @@ class Fsdp2:
         dcp.save({"model": weights, "optimizer": states}, checkpoint_id=str(folder))
         if accelerator.is_main_process:
             torch.save(scheduler.state_dict(), folder / self.EXTRA)
-        torch.save(_rng_state(accelerator.device), folder / f"rng_{accelerator.process_index}.pt")
+        torch.save(RngState(accelerator.device).to_dict(), folder / f"rng_{accelerator.process_index}.pt")
 
     def load(self, accelerator, folder: Path, model, optimizer, scheduler, trainable: list[str]) -> None:
         if not (folder / ".metadata").is_file():
@@ -192,7 +193,7 @@ class Fsdp2:
         scheduler.load_state_dict(torch.load(folder / self.EXTRA, weights_only=True))
         rng = folder / f"rng_{accelerator.process_index}.pt"
         if rng.is_file():  # a process the saving run did not have keeps its own
-            _set_rng_state(torch.load(rng, weights_only=True), accelerator.device)
+            RngState(accelerator.device, torch.load(rng, weights_only=True)).restore()
 
     def full_state_dict(self, accelerator, model) -> dict[str, torch.Tensor]:
         """The trainable weights, gathered whole on the main process (a collective; {} elsewhere)."""
@@ -203,20 +204,3 @@ def layout_of(name: str):
     if name not in LAYOUTS:
         raise ConfigError(f"train.parallel: unknown layout {name!r}; one of {list(LAYOUTS)}")
     return Ddp() if name == "ddp" else Fsdp2()
-
-
-def is_sharded(model: nn.Module) -> bool:
-    return isinstance(model, FSDPModule)
-
-
-def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
-    out = {"cpu": torch.get_rng_state()}
-    if device.type not in ("cpu", "meta"):
-        out["device"] = torch.get_device_module(device.type).get_rng_state(device)
-    return out
-
-
-def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if "device" in state:
-        torch.get_device_module(device.type).set_rng_state(state["device"], device)

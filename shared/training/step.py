@@ -46,10 +46,14 @@ def caption_keys(captions: list[str], device) -> torch.Tensor:
 
 
 class RngState:
-    """The CPU and device random generators' state, to replay a pass's randomness exactly."""
+    """The CPU and device random generators' state, to replay a pass's randomness exactly (and to
+    carry it in a resume point)."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, saved: dict[str, torch.Tensor] | None = None):
         self.device = torch.device(device)
+        if saved is not None:
+            self.cpu, self.on_device = saved["cpu"], saved.get("device")
+            return
         self.cpu = torch.get_rng_state()
         self.on_device = torch.get_device_module(self.device.type).get_rng_state(self.device) \
             if self.device.type not in ("cpu", "meta") else None
@@ -58,6 +62,9 @@ class RngState:
         torch.set_rng_state(self.cpu)
         if self.on_device is not None:
             torch.get_device_module(self.device.type).set_rng_state(self.on_device, self.device)
+
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        return {"cpu": self.cpu} | ({"device": self.on_device} if self.on_device is not None else {})
 
 
 def coupled_step(accelerator, model, arm, micro_batches) -> torch.Tensor:
