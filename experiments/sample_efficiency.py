@@ -80,9 +80,9 @@ def run_comparison(cfg: Config, out: Path) -> list[dict]:
     (accelerate launch / torchrun) every process trains and evaluates its share; the main one writes."""
     processes.configure(cfg)
     processes.check_shared_folder(out)  # every node writes and reads one --out: refuse at once if not
-    main = is_main()
-    with folder_lock(out, "sample-efficiency run") if main else contextlib.nullcontext():
-        return _run_comparison(cfg, out, main)
+    with contextlib.ExitStack() as held:  # rank 0 holds the lock; a refusal there ends every rank
+        processes.on_main(lambda: held.enter_context(folder_lock(out, "sample-efficiency run")) and None)
+        return _run_comparison(cfg, out, is_main())
 
 
 def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:

@@ -1,18 +1,22 @@
-"""The distributed tests' scenarios, run by every process of one launch (torchrun, or plain python for
-one process): ``python -m tests.dist_driver SCENARIO OUT CACHE_DIR``. Each launch costs seconds of
-start-up on a 2-core machine, so one launch runs several scenarios, all through the suite's own
-code (the loop, the layouts, the comparison); tests/test_distributed.py compares what they write.
+"""The distributed tests' scenarios, run by every process of one launch (``torchrun ... -m
+tests.dist_driver OUT CACHE_DIR``; one process runs ``runs`` in the test's own process). Each launch
+costs seconds of start-up on a 2-core machine, so one launch runs every scenario, all through the
+suite's own code (the loop, the layouts, the comparison); tests/test_distributed.py reads what they write.
 
-- ``runs``: the first step's loss and gradients of each arm under FSDP2, gathered whole; a smoke
-  comparison (JEPA) under FSDP2 (and, with several processes, under DDP); the VLM trained under
-  FSDP2. With several processes, two JEPA runs stopped after 160 samples (the last resume point: step 4): one resumed at once, the
-  other (``cross_<P>``) left for a one-process launch, which resumes it.
-- ``timeout``: a collective that one rank joins late, under a short ``train.process_group_timeout_min``.
+``runs``: the first step's loss and gradients of each arm under FSDP2, gathered whole; a smoke
+comparison (JEPA) under FSDP2 (and, with several processes, under DDP); the VLM trained under FSDP2.
+With several processes, then: a run folder whose lock another process holds (refused on every rank);
+two JEPA runs stopped after 160 samples (last resume point: step 4), one resumed at once, the other
+(``cross_<P>``) left for the one-process run, which resumes it; each rank given another run folder
+(the start-up check ends both with one clear error); last, a collective one rank joins late under a
+short ``train.process_group_timeout_min``.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -24,7 +28,7 @@ from torch.distributed.tensor import DTensor
 from experiments.cli import setup_logging
 from experiments.sample_efficiency import run_comparison
 from shared import processes
-from shared.config import load_config
+from shared.config import ConfigError, load_config
 from shared.data.loader import TrainPlan
 from shared.data.order import TrainOrder
 from shared.pipeline import prepare
@@ -78,19 +82,51 @@ def runs(out: Path, cache_dir: str) -> None:
     vlm = dataclasses.replace(prepared, cfg=smoke(cache_dir, "train.parallel=fsdp2", "train.milestones=[256]"))
     train_arm(vlm, "vlm", out / f"vlm_{world}", progress=False)
     if world > 1:  # stopped after 160 samples: resumed here, and (cross) by a launch of one process
+        refused_everywhere(prepared, out)
         for name in ("part", "cross"):
             train_arm(prepared, "jepa", out / f"{name}_{world}", stop_at_samples=160, progress=False)
         train_arm(prepared, "jepa", out / f"part_{world}", progress=False)
+        failures(prepared, out)  # last: the timeout leaves the group unusable
     else:
         for folder in sorted(out.glob("cross_*")):
             train_arm(prepared, "jepa", folder, progress=False)
 
 
-def timeout(out: Path, cache_dir: str) -> None:
+def refused_everywhere(prepared, out: Path) -> None:
+    """A run folder another live process holds: rank 0 alone takes the lock, and its refusal must end
+    every rank (the others would otherwise wait in the first collective)."""
+    rank, _ = processes.layout()
+    folder = out / "locked"
+    if rank == 0:
+        folder.mkdir(exist_ok=True)
+        (folder / ".lock").write_text(f"{os.getppid()} {socket.gethostname()}")  # torchrun's agent: alive
+    try:
+        train_arm(prepared, "jepa", folder, progress=False)
+        error = None
+    except ConfigError as e:
+        error = str(e)
+    (out / f"locked_{rank}.json").write_text(json.dumps({"error": error}))
+
+
+def failures(prepared, out: Path) -> None:
+    """Each rank is given its own run folder (as two nodes with separate disks would see): the start-up
+    check must end both with a clear error; then, on the same (still healthy) group, the timeout."""
+    rank, _ = processes.layout()
+    start = time.monotonic()
+    try:
+        train_arm(prepared, "jepa", out / f"node{rank}", progress=False)
+        error = None
+    except ConfigError as e:
+        error = str(e)
+    (out / f"folder_{rank}.json").write_text(json.dumps({"error": error, "waited_s": time.monotonic() - start}))
+    timeout(out)
+
+
+def timeout(out: Path) -> None:
     """Rank 1 joins the barrier 4 s late; the group (made before the config was read, as in the
     commands) must give up after the configured 0.03 min, not the 10-minute torch default."""
     rank, _ = processes.layout()
-    processes.configure(smoke(cache_dir, "train.process_group_timeout_min=0.03"))
+    processes.configure(load_config(SMOKE, ["train.process_group_timeout_min=0.03"]))
     start = time.monotonic()
     if rank == 1:
         time.sleep(4)
@@ -103,13 +139,12 @@ def timeout(out: Path, cache_dir: str) -> None:
     (out / f"timeout_{rank}.json").write_text(json.dumps(result))
 
 
-SCENARIOS = {"runs": runs, "timeout": timeout}
-
 if __name__ == "__main__":
-    scenario, out, cache = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    out, cache = Path(sys.argv[1]), sys.argv[2]
     out.mkdir(parents=True, exist_ok=True)
     setup_logging()
-    SCENARIOS[scenario](out, cache)
-    if scenario != "timeout" and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    runs(out, cache)
+    if dist.is_initialized():  # the group timed out on purpose: leave without tearing it down
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

@@ -6,14 +6,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from shared.arm import build_arm
-from tests.conftest import ROOT, SMOKE
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +44,7 @@ def runs(tmp_path_factory, cache_dir):
     from tests.dist_driver import runs as one_process
 
     out = tmp_path_factory.mktemp("dist")
-    driver = ["-m", "tests.dist_driver", "runs", str(out), str(cache_dir)]
+    driver = ["-m", "tests.dist_driver", str(out), str(cache_dir)]
     for node in launch_nodes([driver, driver]):
         assert node.returncode == 0, node.stderr[-4000:]
     one_process(out, str(cache_dir))
@@ -136,22 +135,21 @@ def test_two_nodes_on_localhost_give_the_metrics_of_one_process(runs):
         assert a["cider"] == pytest.approx(b["cider"], abs=1e-3) and a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
 
 
-def test_a_node_that_sees_another_run_folder_is_a_clear_error_not_a_hang(tmp_path, cache_dir):
-    args = ["-m", "experiments", "train", "-c", str(SMOKE), "--arm", "jepa", f"cache_dir={cache_dir}"]
-    start = time.monotonic()
-    nodes = launch_nodes([[*args, "-o", str(tmp_path / "node0")], [*args, "-o", str(tmp_path / "node1")]], timeout=120)
-    assert time.monotonic() - start < 100
-    for node in nodes:
-        assert node.returncode != 0
-        assert "rank 1 on" in node.stderr and "cannot read the token rank 0 wrote" in node.stderr, node.stderr[-2000:]
-        assert "Traceback" not in node.stderr.split("cannot read the token")[0][-500:]
+def test_a_refusal_on_rank_0_ends_every_rank(runs):
+    errors = [json.loads((runs / f"locked_{rank}.json").read_text())["error"] for rank in (0, 1)]
+    assert all(e and "in use by another training" in e for e in errors)
 
 
-def test_the_process_group_timeout_is_the_configs(tmp_path, cache_dir):
+def test_a_node_that_sees_another_run_folder_is_a_clear_error_not_a_hang(runs):
+    for rank in (0, 1):
+        seen = json.loads((runs / f"folder_{rank}.json").read_text())
+        assert seen["error"] and "rank 1 on" in seen["error"] and "cannot read the token rank 0 wrote" in seen["error"]
+        assert seen["waited_s"] < 30  # the 5 s grace for a network filesystem, not a collective's timeout
+
+
+def test_the_process_group_timeout_is_the_configs(runs):
     """Set after the group exists (as the commands do: the group is made when the data is prepared):
     a collective one rank joins 4 s late fails after the configured 1.8 s, with torch's timeout error."""
-    driver = ["-m", "tests.dist_driver", "timeout", str(tmp_path), str(cache_dir)]
-    launch_nodes([driver, driver], timeout=120)
-    early = json.loads((tmp_path / "timeout_0.json").read_text())
+    early = json.loads((runs / "timeout_0.json").read_text())
     assert early["error"] and "Timed out" in early["error"]
     assert 1.5 < early["waited_s"] < 3.9

@@ -156,14 +156,16 @@ def train_arm(prepared: Prepared, arm_name: str, run_dir: str | Path, stop_at_sa
     processes.check_shared_folder(run.root)
     layout = layout_of(cfg.train.parallel)
     precision["recipe"] = recipe(precision["resolved"])
-    lock = folder_lock(run.root, "training") if accelerator.is_main_process else contextlib.nullcontext()
-    with lock, layout.process_group(accelerator):
+    with contextlib.ExitStack() as held:
+        # rank 0 holds the folder's lock; a refusal there ends every rank, not only rank 0
+        processes.on_main(lambda: held.enter_context(folder_lock(run.root, "training")) and None)
+        held.enter_context(layout.process_group(accelerator))
         return _train(prepared, arm_name, run, accelerator, layout, precision, stop_at_samples, progress)
 
 
 @dataclass
 class Trainee:
-    """An arm ready to train: wrapped by Accelerate, with its optimizer and schedule."""
+    """An arm ready to train: laid out by its layout (DDP or FSDP2), with its optimizer and schedule."""
 
     model: torch.nn.Module  # the arm, laid out (DDP-wrapped or FSDP2-sharded)
     optimizer: torch.optim.Optimizer
