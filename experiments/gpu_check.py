@@ -101,7 +101,7 @@ def run_one(cfg, ctx, features, name: str, layout_name: str, steps: int, caption
 def estimates(cfg, ctx_meta, name: str, micro: int, caption_tokens: int, encoder_params: int) -> dict:
     """What describe --memory says one GPU holds, per layout, and the model FLOPs per sample."""
     ckpt = cfg.train.activation_checkpointing
-    ddp = estimate_arm(ctx_meta, name, micro, caption_tokens, 1, encoder_params, ckpt)
+    ddp = estimate_arm(ctx_meta, name, micro, caption_tokens, 1, encoder_params, ckpt, count_flops=not ckpt)
     plain = ddp if not ckpt else estimate_arm(ctx_meta, name, micro, caption_tokens, 1, encoder_params, False)
     fsdp2 = fsdp2_estimate(ctx_meta, name, micro, caption_tokens, 1, ckpt, encoder_params)
     return {"ddp": ddp["ddp_gb"], "fsdp2": fsdp2["peak_gb"], "model_flops_per_sample": plain["train_flops_per_sample"]}

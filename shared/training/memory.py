@@ -158,8 +158,9 @@ def stand_in_batch(ctx, micro_batch: int, caption_tokens: int, device):
 
 
 def estimate_arm(ctx, name: str, micro_batch: int, caption_tokens: int, gpus: int, encoder_params: int,
-                 checkpointing: bool) -> dict:
-    """GB per GPU for DDP and FSDP over ``gpus``, with the parts they are made of."""
+                 checkpointing: bool, count_flops: bool = True) -> dict:
+    """GB per GPU for DDP and FSDP over ``gpus``, with the parts they are made of (and the FLOPs per
+    sample unless ``count_flops`` is off: memory alone traces once instead of three times)."""
     arm = build_arm(name, ctx)
     trainable, frozen = param_bytes(arm)
     layer = largest_layer(arm)
@@ -167,7 +168,7 @@ def estimate_arm(ctx, name: str, micro_batch: int, caption_tokens: int, gpus: in
     if checkpointing:
         arm.enable_activation_checkpointing()
     with fused_attention_everywhere(arm):
-        traced = trace_step(arm, stand_in_batch(ctx, micro_batch, caption_tokens, ctx.device))
+        traced = trace_step(arm, stand_in_batch(ctx, micro_batch, caption_tokens, ctx.device), count_flops)
     activations = traced["step_peak"] - traced["grads_traced"]  # grads are counted in fp32 below
     states = {"weights_fp32": 4 * (trainable + frozen), "grads_fp32": 4 * trainable, "adam_moments": 8 * trainable}
     encoder = 2 * encoder_params  # the frozen encoder, bf16, on the GPU in online mode
@@ -175,8 +176,8 @@ def estimate_arm(ctx, name: str, micro_batch: int, caption_tokens: int, gpus: in
     fsdp = {**{k: v / gpus for k, v in states.items()}, "gathered_layers": 2 * 4 * layer, "activations": activations,
             "encoder": encoder}  # layers gathered in fp32: the recipe (shared/training/parallel.py)
     return {"trainable_params": trainable, "frozen_params": frozen, "micro_batch": micro_batch,
-            "train_flops_per_sample": traced["flops"] / micro_batch,
-            "forward_flops_per_sample": traced["forward_flops"] / micro_batch, "couples_batch": arm.couples_batch(),
+            "train_flops_per_sample": traced.get("flops", 0) / micro_batch,
+            "forward_flops_per_sample": traced.get("forward_flops", 0) / micro_batch, "couples_batch": arm.couples_batch(),
             "checkpointing": checkpointing, "activation_gb": activations / GB,
             "forward_peak_gb": traced["forward_peak"] / GB,
             "ddp_gb": sum(ddp.values()) / GB, "fsdp_gb": sum(fsdp.values()) / GB, "gpus": gpus,

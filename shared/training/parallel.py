@@ -61,16 +61,16 @@ def recipe(precision: str) -> dict:
             "gradient_reduction": "float32"}
 
 
-def micro_layout(effective_batch: int, micro_batch: int, processes: int) -> tuple[int, int]:
+def micro_layout(effective_batch: int, micro_batch: int, nproc: int) -> tuple[int, int]:
     """(samples per forward pass and process, micro-steps per optimizer step). A process's share of
     the effective batch runs in passes of ``micro_batch``, or in one pass when it is smaller."""
-    if effective_batch % processes:
-        raise ConfigError(f"train.effective_batch={effective_batch} cannot be split over {processes} processes")
-    share = effective_batch // processes
+    if effective_batch % nproc:
+        raise ConfigError(f"train.effective_batch={effective_batch} cannot be split over {nproc} processes")
+    share = effective_batch // nproc
     if share <= micro_batch:
         return share, 1
     if share % micro_batch:
-        raise ConfigError(f"train.effective_batch={effective_batch} over {processes} processes is {share} samples "
+        raise ConfigError(f"train.effective_batch={effective_batch} over {nproc} processes is {share} samples "
                           f"each, not a multiple of train.micro_batch={micro_batch}")
     return micro_batch, share // micro_batch
 
@@ -97,7 +97,7 @@ def shard(arm: nn.Module, mesh) -> list[nn.Module]:
     units = shard_units(arm)
     inside = {id(p) for u in units for p in u.parameters()}
     frozen = {p for p in arm.parameters() if not p.requires_grad and id(p) not in inside}
-    for unit in units:
+    for unit in reversed(units):  # inner before outer, should one block class hold another
         fully_shard(unit, mesh=mesh, mp_policy=FSDP2_POLICY, reshard_after_forward=True)
     # the root's parameters are needed again right at the start of backward: kept gathered
     fully_shard(arm, mesh=mesh, mp_policy=FSDP2_POLICY, reshard_after_forward=False, ignored_params=frozen)
@@ -165,7 +165,7 @@ class Fsdp2:
         return arm, make_optimizer(arm)  # over the sharded (DTensor) parameters
 
     def register(self, accelerator, scheduler) -> None:
-        self.scheduler = scheduler
+        """Nothing to register: ``save`` writes the schedule beside the sharded state."""
 
     def clip_grad_norm(self, accelerator, model, max_norm: float) -> None:
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], max_norm)
