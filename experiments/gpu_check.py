@@ -7,8 +7,8 @@ mesh of one) with ``torch.compile`` off and on. Per run: peak device memory agai
 ``describe --memory`` makes for one GPU, step time, samples/s and MFU against the device's bf16 peak.
 Exits non-zero (4) when a run crashes or its peak memory exceeds the estimate by more than 25%.
 
-``--gpu`` on a machine without CUDA runs the same on the CPU (memory is then not measured): a dry run
-for small configs, which the tests use (smoke.yaml).
+``--gpu`` on a machine without CUDA runs the same on the CPU (memory is then neither measured nor
+estimated): a dry run for small configs, which the tests use (smoke.yaml).
 """
 from __future__ import annotations
 
@@ -98,11 +98,14 @@ def run_one(cfg, ctx, features, name: str, layout_name: str, steps: int, caption
     return {"step_s": step_s, "first_step_s": times[0], "samples_per_s": t.effective_batch / step_s, "peak_gb": peak}
 
 
-def estimates(cfg, ctx_meta, name: str, micro: int, caption_tokens: int, encoder_params: int) -> dict:
-    """What describe --memory says one GPU holds, per layout, and the model FLOPs per sample."""
+def estimates(cfg, ctx_meta, name: str, micro: int, caption_tokens: int, encoder_params: int, memory: bool) -> dict:
+    """What describe --memory says one GPU holds, per layout (where memory is measured), and the model
+    FLOPs per sample."""
     ckpt = cfg.train.activation_checkpointing
-    ddp = estimate_arm(ctx_meta, name, micro, caption_tokens, 1, encoder_params, ckpt, count_flops=not ckpt)
-    plain = ddp if not ckpt else estimate_arm(ctx_meta, name, micro, caption_tokens, 1, encoder_params, False)
+    plain = estimate_arm(ctx_meta, name, micro, caption_tokens, 1, encoder_params, False)
+    if not memory:
+        return {"ddp": None, "fsdp2": None, "model_flops_per_sample": plain["train_flops_per_sample"]}
+    ddp = estimate_arm(ctx_meta, name, micro, caption_tokens, 1, encoder_params, True, count_flops=False) if ckpt else plain
     fsdp2 = fsdp2_estimate(ctx_meta, name, micro, caption_tokens, 1, ckpt, encoder_params)
     return {"ddp": ddp["ddp_gb"], "fsdp2": fsdp2["peak_gb"], "model_flops_per_sample": plain["train_flops_per_sample"]}
 
@@ -123,7 +126,7 @@ def gpu_check(config: str, overrides: list[str], steps: int = 3, compile_modes=(
     peak, peak_source = device_peak(device)
     rows = []
     for name in cfg.arms:
-        est = estimates(cfg, meta, name, micro, caption_tokens, encoder_params)
+        est = estimates(cfg, meta, name, micro, caption_tokens, encoder_params, memory=device.type == "cuda")
         model_flops = est["model_flops_per_sample"] + enc_flops
         for compiled in compile_modes:
             run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=compiled))
@@ -157,8 +160,9 @@ def gpu_check_text(r: dict) -> str:
             L.append(f"{x['arm']:<6} {x['layout']:<6} {'on' if x['compile'] else 'off':<7} CRASHED: {x['error']}")
             continue
         peak = f"{x['peak_gb']:>8.1f}" if x["peak_gb"] is not None else f"{'n/a':>8}"
+        estimate = f"{x['estimate_gb']:>6.1f} GB" if x["estimate_gb"] is not None else f"{'n/a':>9}"
         verdict = "ok" if x["ok"] else f"FAIL: over the estimate by more than {100 * (MEMORY_SLACK - 1):.0f}%"
         L.append(f"{x['arm']:<6} {x['layout']:<6} {'on' if x['compile'] else 'off':<7} {x['step_s']:>8.3f} "
-                 f"{x['samples_per_s']:>10.1f} {100 * x['mfu']:>5.1f}% {peak} {x['estimate_gb']:>6.1f} GB  {verdict}")
+                 f"{x['samples_per_s']:>10.1f} {100 * x['mfu']:>5.1f}% {peak} {estimate}  {verdict}")
     L.append("PASS" if r["ok"] else "FAIL (exit code 4)")
     return "\n".join(L)

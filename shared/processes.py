@@ -106,6 +106,10 @@ def check_shared_folder(folder: Path, wait_s: float = 5.0) -> None:
         raise ConfigError(f"{folder}: {', '.join(blind)} cannot read the token rank 0 wrote at {path} (waited "
                           f"{wait_s:g} s): every process must see the same --out folder; put it on a filesystem "
                           "all nodes share and pass the same path on every node")
+    if rank == 0:  # every rank has read it (the gather above): the token has served
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
 
 
 def _reads(path: Path, token: str) -> bool:
