@@ -21,11 +21,10 @@ import torch
 import torch.distributed as dist
 from accelerate import PartialState
 
-from shared.config import ConfigError
+from shared.config import ConfigError, TrainConfig
 
 T = TypeVar("T")
-DEFAULT_TIMEOUT_MIN = 120.0  # TrainConfig.process_group_timeout_min's default
-_timeout = timedelta(minutes=DEFAULT_TIMEOUT_MIN)
+_timeout = timedelta(minutes=TrainConfig().process_group_timeout_min)  # until a command's config says
 
 
 def configure(cfg) -> None:
@@ -35,10 +34,6 @@ def configure(cfg) -> None:
     _timeout = timedelta(minutes=cfg.train.process_group_timeout_min)
     if dist.is_available() and dist.is_initialized():
         dist.set_timeout(_timeout)
-
-
-def timeout() -> timedelta:
-    return _timeout
 
 
 def state():

@@ -25,6 +25,7 @@ from torch.distributed.tensor import DTensor
 from torch.testing._internal.distributed.fake_pg import FakeStore
 
 from shared.arm import build_arm
+from shared.precision import autocast
 from shared.training.memory import GB, fused_attention_everywhere, stand_in_batch
 from shared.training.optim import build_optimizer
 from shared.training.parallel import shard
@@ -112,7 +113,7 @@ def fsdp2_estimate(ctx, name: str, micro_batch: int, caption_tokens: int, world:
         tracker = FSDPMemTracker(arm, optimizer)
         arm.train()
         with fused_attention_everywhere(arm), tracker:
-            with torch.autocast("cpu", dtype=torch.bfloat16):  # the recipe: autocast around the forward
+            with autocast("bf16", "cpu"):  # the recipe on a GPU: bf16 autocast around the forward
                 loss = arm(batch)
             loss.backward()
             optimizer.step()

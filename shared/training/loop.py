@@ -228,12 +228,14 @@ def _start_or_resume(run: RunDir, accelerator, cfg: Config, arm_name: str, order
 
 def _record_layout(run: RunDir, recipe: dict, layout: str, nproc: int, step: int) -> None:
     """precision.json keeps the numeric recipe and every layout and process count the run trained
-    under, from which step."""
+    under, from which step (a resume under the same ones adds nothing)."""
     path = run.root / "precision.json"
     info = json.loads(path.read_text()) if path.is_file() else {}
     info.setdefault("recipe", recipe)  # a run begun before recipes were recorded (the config check held it)
-    layouts = [r for r in info.get("layouts", []) if r["from_step"] < step]
-    info["layouts"] = [*layouts, {"layout": layout, "processes": nproc, "from_step": step}]
+    layouts = [r for r in info.get("layouts", []) if r["from_step"] <= step]  # later ones are being redone
+    if not layouts or (layouts[-1]["layout"], layouts[-1]["processes"]) != (layout, nproc):
+        layouts.append({"layout": layout, "processes": nproc, "from_step": step})
+    info["layouts"] = layouts
     write_json_atomic(path, info)
 
 
