@@ -1,6 +1,7 @@
 """``describe``: the resolved config and each arm's parameter counts, built on the meta device;
 ``--hardware``: what this machine computes fast, and the precision ``auto`` picks here
-(experiments/hardware.py)."""
+(experiments/hardware.py); ``--memory``: memory per GPU and hours (experiments/memory_report.py);
+``--gpu``: the check to run first on a GPU (experiments/gpu_check.py)."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,7 @@ import torch
 import yaml
 
 from experiments.cli import add_config_args
+from experiments.gpu_check import GpuCheckFailed, gpu_check, gpu_check_text
 from experiments.hardware import hardware, hardware_text
 from experiments.memory_report import memory, memory_text
 from shared.arm import ArmContext, build_arm
@@ -34,13 +36,34 @@ def add_parser(sub, help: str) -> None:
     p.add_argument("--hardware", action="store_true",
                    help="one screen on this machine: capability flags, measured matmul GFLOP/s, the precision chosen")
     p.add_argument("--memory", action="store_true",
-                   help="estimated peak training memory per GPU for each arm, DDP and FSDP, with and without "
-                        "activation checkpointing (traced on the meta device: nothing allocated)")
-    p.add_argument("--gpus", type=int, default=8, help="--memory: GPUs that FSDP shards over (default 8)")
-    p.add_argument("--caption-tokens", type=int, default=32, help="--memory: target caption length in tokens")
+                   help="peak training memory per GPU of each arm as launched on --gpus GPUs, under DDP (traced on the "
+                        "meta device, states counted) and FSDP2 (the loop's sharding over a fake process group, tracked "
+                        "by torch's FSDPMemTracker on fake tensors): nothing allocated, no GPU; also with and without "
+                        "activation checkpointing, and the hours to each milestone")
+    p.add_argument("--gpus", type=_counts, default=[8, 16], metavar="N[,N...]",
+                   help="--memory: GPU counts (processes) to lay the arms out over (default 8,16: one and two nodes)")
+    p.add_argument("--caption-tokens", type=int, default=32, help="--memory, --gpu: target caption length in tokens")
     p.add_argument("--calibrate", action="store_true",
                    help="--memory: also measure the method's error against a real CPU step at a reduced size")
+    p.add_argument("--gpu", action="store_true",
+                   help="the check to run first on a GPU (experiments/gpu_check.py): both arms with random weights and "
+                        "the online encoder, a few training steps under DDP and FSDP2 (one process), torch.compile off "
+                        "and on; prints peak memory against the --memory estimate, step time, samples/s and MFU; exits "
+                        "4 on a crash or a peak over the estimate by more than 25%%. Without CUDA it runs on the CPU "
+                        "(a dry run for small configs such as smoke.yaml)")
+    p.add_argument("--steps", type=int, default=3, help="--gpu: training steps per run, the first one untimed (default 3)")
+    p.add_argument("--compile", choices=["both", "off", "on"], default="both", help="--gpu: torch.compile settings to run")
     p.set_defaults(run=run)
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected GPU counts such as 8,16, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"GPU counts must be positive, got {text!r}")
+    return counts
 
 
 def describe(cfg) -> dict:
@@ -68,6 +91,14 @@ def run(args: argparse.Namespace) -> int:
     if args.config is None and not args.hardware:
         raise ConfigError("describe: --config is required (only --hardware runs without one)")
     cfg = load_config(args.config, args.overrides)
+    if args.gpu:
+        modes = {"both": (False, True), "off": (False,), "on": (True,)}[args.compile]
+        r = gpu_check(args.config, args.overrides, steps=max(2, args.steps), compile_modes=modes,
+                      caption_tokens=args.caption_tokens)
+        print(json.dumps(r, indent=2) if args.json else gpu_check_text(r))
+        if not r["ok"]:
+            raise GpuCheckFailed("the GPU check failed (see the table above)")
+        return 0
     if args.memory:
         m = memory(cfg, args.gpus, args.caption_tokens, args.calibrate)
         print(json.dumps(m, indent=2) if args.json else memory_text(m))

@@ -1,4 +1,5 @@
-"""``describe --memory``: estimated peak training memory per GPU of each arm (shared/training/memory.py)."""
+"""``describe --memory``: peak training memory per GPU of each arm under DDP and FSDP2 at the given GPU counts
+(shared/training/memory.py, shared/training/fsdp2_memory.py), and the hours to each milestone."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +12,9 @@ from shared.data.sources import build_dataset
 from shared.features.encoder import FrozenEncoder
 from shared.lm import load_tokenizer
 from shared.pipeline import tokenizer_corpus
+from shared.training.fsdp2_memory import fsdp2_estimate
 from shared.training.memory import calibrate, encoder_flops, estimate_arm
+from shared.training.parallel import micro_layout
 
 CALIBRATION = ["lm.hidden_size=256", "lm.intermediate_size=1024", "lm.num_layers=4", "lm.num_heads=4",
                "lm.num_kv_heads=4", "lm.vocab_size=null", "lm.weights=null", "lm.tokenizer=captions",
@@ -31,22 +34,25 @@ def stand_in_context(cfg, device: str):
 
 
 H100_BF16_DENSE = 989e12  # FLOP/s, NVIDIA's datasheet figure for the SXM part
+GPU_MEMORY_GB = 80  # an H100 / A100 80 GB
+UTILISATION = 0.4  # assumed share of the bf16 peak reached on the FLOPs a step executes (not measured)
 
 
-def memory(cfg, gpus: int, caption_tokens: int, with_calibration: bool, mfu: float = 0.4) -> dict:
+def memory(cfg, gpus: list[int], caption_tokens: int, with_calibration: bool, utilisation: float = UTILISATION) -> dict:
     ctx, encoder_params = stand_in_context(cfg, "meta")
     on_gpu = encoder_params if cfg.encoder.features == "online" else 0
     enc_flops = encoder_flops(FrozenEncoder.from_config(cfg, device=torch.device("meta")), cfg.data.frames) \
         if on_gpu else 0
-    arms = {name: {ckpt: estimate_arm(ctx, name, cfg.train.micro_batch, caption_tokens, gpus, on_gpu, ckpt)
+    t = cfg.train
+    arms = {name: {ckpt: estimate_arm(ctx, name, t.micro_batch, caption_tokens, gpus[0], on_gpu, ckpt)
                    for ckpt in (False, True)} for name in cfg.arms}
-    rate = gpus * H100_BF16_DENSE * mfu
-    hours = {n: {m: m * (a[False]["train_flops_per_sample"] + enc_flops) / rate / 3600 for m in cfg.train.milestones}
-             for n, a in arms.items()}
-    out = {"micro_batch": cfg.train.micro_batch, "caption_tokens": caption_tokens, "gpus": gpus,
-           "encoder_flops_per_sample": enc_flops, "assumed_mfu": mfu, "gpu_peak_flops": H100_BF16_DENSE,
-           "hours_to_milestone": hours,
-           "visual_tokens": ctx.visual_tokens, "encoder_on_gpu_params": on_gpu,
+    layouts = {name: {n: _layout(ctx, cfg, name, n, caption_tokens, on_gpu, arms[name]) for n in gpus}
+               for name in cfg.arms}
+    time = {name: {n: _hours(cfg, arms[name], n, enc_flops, utilisation) for n in gpus} for name in cfg.arms}
+    out = {"micro_batch": t.micro_batch, "caption_tokens": caption_tokens, "gpus": gpus, "gpu_memory_gb": GPU_MEMORY_GB,
+           "encoder_flops_per_sample": enc_flops, "gpu_peak_flops": H100_BF16_DENSE, "utilisation": utilisation,
+           "visual_tokens": ctx.visual_tokens, "encoder_on_gpu_params": on_gpu, "parallel": t.parallel,
+           "activation_checkpointing": t.activation_checkpointing, "layouts": layouts, "time": time,
            "arms": {n: {"without_checkpointing": a[False], "with_checkpointing": a[True]} for n, a in arms.items()}}
     if with_calibration:
         small = load_config(None, [f"{k}={v}" for k, v in _flat(to_dict(cfg)).items() if _keep(k)] + CALIBRATION)
@@ -54,6 +60,41 @@ def memory(cfg, gpus: int, caption_tokens: int, with_calibration: bool, mfu: flo
         out["calibration"] = {"config": CALIBRATION, "micro_batch": 4,
                               "arms": {n: calibrate(ctx_small, n, 4, caption_tokens) for n in cfg.arms}}
     return out
+
+
+def _layout(ctx, cfg, name: str, gpus: int, caption_tokens: int, encoder_params: int, analytic: dict) -> dict:
+    """Arm ``name`` at ``gpus`` processes as the preset launches it: the per-process micro-batch, DDP
+    (traced and counted) and FSDP2 (the loop's sharding, tracked over a fake process group)."""
+    t = cfg.train
+    micro, accum = micro_layout(t.effective_batch, t.micro_batch, gpus)
+    ckpt = t.activation_checkpointing
+    ddp = analytic[ckpt] if micro == t.micro_batch else \
+        estimate_arm(ctx, name, micro, caption_tokens, gpus, encoder_params, ckpt)
+    fsdp2 = fsdp2_estimate(ctx, name, micro, caption_tokens, gpus, ckpt, encoder_params)
+    return {"gpus": gpus, "micro_batch": micro, "accumulation": accum, "checkpointing": ckpt,
+            "ddp_gb": ddp["ddp_gb"], "fsdp2_gb": fsdp2["peak_gb"], "fsdp2": fsdp2,
+            "fits": {"ddp": ddp["ddp_gb"] <= GPU_MEMORY_GB, "fsdp2": fsdp2["peak_gb"] <= GPU_MEMORY_GB}}
+
+
+def _hours(cfg, analytic: dict, gpus: int, encoder_flops_per_sample: float, utilisation: float) -> dict:
+    """Hours to each milestone on ``gpus`` H100s, counting what a step executes: forward and backward,
+    checkpointing's recomputed forward, GradCache's gradient-free first forward (arms whose loss spans
+    the effective batch, whenever it spans several passes) and the online encoder's forward. The MFU
+    stated counts model FLOPs only (no recompute, no second forward): what the assumed utilisation
+    of executed FLOPs amounts to."""
+    t = cfg.train
+    _, accum = micro_layout(t.effective_batch, t.micro_batch, gpus)
+    plain, ckpt = analytic[False], analytic[True]
+    model = plain["train_flops_per_sample"]
+    parts = {"forward_backward": model, "encoder_forward": encoder_flops_per_sample,
+             "recompute": ckpt["train_flops_per_sample"] - model if t.activation_checkpointing else 0.0,
+             "gradcache_forward": plain["forward_flops_per_sample"]
+             if plain["couples_batch"] and (accum > 1 or gpus > 1) else 0.0}
+    executed = sum(parts.values())
+    rate = gpus * H100_BF16_DENSE * utilisation
+    return {"flops_per_sample": parts, "executed_flops_per_sample": executed,
+            "mfu": utilisation * (model + encoder_flops_per_sample) / executed,
+            "hours_to_milestone": {m: m * executed / rate / 3600 for m in t.milestones}}
 
 
 def _flat(d, prefix=""):
@@ -71,22 +112,36 @@ def _keep(key: str) -> bool:
 
 
 def memory_text(m: dict) -> str:
-    L = [f"Estimated peak training memory per GPU: micro-batch {m['micro_batch']}, {m['visual_tokens']} visual tokens "
-         f"+ query + {m['caption_tokens']}-token caption, bf16 autocast, AdamW; FSDP over {m['gpus']} GPUs.",
-         "(activations traced on the meta device with fused attention; states counted exactly; shared/training/memory.py)", "",
-         f"{'arm':<6} {'trainable':>14} {'checkpointing':>13} {'activations':>12} {'DDP':>9} {'FSDP':>9}"]
+    gib = m["gpu_memory_gb"]
+    L = [f"Peak training memory per GPU as launched: effective batch split over the GPUs, micro-batch per process "
+         f"at most {m['micro_batch']}, {m['visual_tokens']} visual tokens + query + {m['caption_tokens']}-token caption, "
+         f"activation checkpointing {'on' if m['activation_checkpointing'] else 'off'}, bf16 autocast over fp32 weights, "
+         "fp32 gradient reductions, AdamW.",
+         "DDP: traced activations + exact state counts (shared/training/memory.py). FSDP2: the loop's own sharding over a "
+         "fake process group, tracked by torch's FSDPMemTracker (shared/training/fsdp2_memory.py).", "",
+         f"{'arm':<6} {'GPUs':>5} {'micro-batch':>11} {'DDP':>9} {'FSDP2':>9}  fits {gib} GB (train.parallel={m['parallel']})"]
+    for name, per in m["layouts"].items():
+        for n, r in per.items():
+            L.append(f"{name:<6} {n:>5} {r['micro_batch']:>8} x{r['accumulation']} {r['ddp_gb']:>6.1f} GB "
+                     f"{r['fsdp2_gb']:>6.1f} GB  {'yes' if r['fits'][m['parallel']] else 'NO'}")
+    L += ["", f"At the preset's micro-batch {m['micro_batch']}, with and without activation checkpointing (analytic; "
+          f"FSDP over {m['gpus'][0]}):",
+          f"{'arm':<6} {'trainable':>14} {'checkpointing':>13} {'activations':>12} {'DDP':>9} {'FSDP':>9}"]
     for name, a in m["arms"].items():
         for key, label in (("without_checkpointing", "no"), ("with_checkpointing", "yes")):
             e = a[key]
             L.append(f"{name:<6} {e['trainable_params']:>14,} {label:>13} {e['activation_gb']:>9.1f} GB "
                      f"{e['ddp_gb']:>6.1f} GB {e['fsdp_gb']:>6.1f} GB")
-    L += ["", f"Training FLOPs per sample (forward + backward; + frozen encoder forward "
-          f"{m['encoder_flops_per_sample'] / 1e12:.2f} TFLOP in online mode) and hours to each milestone on "
-          f"{m['gpus']} H100 at {100 * m['assumed_mfu']:.0f}% MFU (an assumption, not a measurement):"]
-    for name, a in m["arms"].items():
-        per = a["without_checkpointing"]["train_flops_per_sample"] / 1e12
-        L.append(f"  {name}: {per:.2f} TFLOP/sample; " + ", ".join(
-            f"{int(ms) / 1e6:g}M {h:.1f} h" for ms, h in m["hours_to_milestone"][name].items()))
+    L += ["", f"Training time on H100s (bf16 dense peak {m['gpu_peak_flops'] / 1e12:.0f} TFLOP/s), assuming "
+          f"{100 * m['utilisation']:.0f}% of peak on the FLOPs a step executes (an assumption, not a measurement); "
+          "TFLOP per sample = forward+backward + recompute + GradCache's first forward + online encoder:"]
+    for name, per in m["time"].items():
+        for n, h in per.items():
+            f = {k: v / 1e12 for k, v in h["flops_per_sample"].items()}
+            L.append(f"  {name} on {n}: {h['executed_flops_per_sample'] / 1e12:.2f} TFLOP/sample ({f['forward_backward']:.2f} + "
+                     f"{f['recompute']:.2f} + {f['gradcache_forward']:.2f} + {f['encoder_forward']:.2f}), MFU "
+                     f"{100 * h['mfu']:.0f}%; " + ", ".join(f"{int(ms) / 1e6:g}M {hr:.1f} h"
+                                                          for ms, hr in h["hours_to_milestone"].items()))
     if "calibration" in m:
         c = m["calibration"]
         L += ["", f"Calibration (reduced size, micro-batch {c['micro_batch']}, fp32 CPU step, tracked allocations):"]

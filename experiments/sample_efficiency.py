@@ -87,9 +87,11 @@ def metrics_row(arm_name: str, seed: int, ckpt: dict, m: dict, trainable: int, t
 def run_comparison(cfg: Config, out: Path) -> list[dict]:
     """Train and evaluate every (seed, arm); returns the metrics rows. Under several processes
     (accelerate launch / torchrun) every process trains and evaluates its share; the main one writes."""
-    main = is_main()
-    with folder_lock(out, "sample-efficiency run") if main else contextlib.nullcontext():
-        return _run_comparison(cfg, out, main)
+    processes.configure(cfg)
+    processes.check_shared_folder(out)  # every node writes and reads one --out: refuse at once if not
+    with contextlib.ExitStack() as held:  # rank 0 holds the lock; a refusal there ends every rank
+        processes.on_main(lambda: held.enter_context(folder_lock(out, "sample-efficiency run")) and None)
+        return _run_comparison(cfg, out, is_main())
 
 
 def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:
@@ -108,7 +110,8 @@ def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:
     summary["phases"]["prepare_s"] = round(time.perf_counter() - t, 1)
     summary["cache"] = {s: dataclasses.asdict(v) for s, v in prepared.features.stats.items()}
 
-    done = {(r["arm"], r["seed"], r["milestone"]) for r in read_jsonl(out / "metrics.jsonl")}
+    # rank 0's reading for every rank: a rank that saw another list would skip an evaluation the others run
+    done = processes.on_main(lambda: {(r["arm"], r["seed"], r["milestone"]) for r in read_jsonl(out / "metrics.jsonl")})
     flops = summary.setdefault("flops", {})
     for arm_name in cfg.arms:  # per arm, the same for every seed: counted once, on the meta device
         flops.setdefault(arm_name, train_flops_per_sample(prepared, arm_name, processes.layout()[1]))

@@ -133,8 +133,31 @@ class Arm(nn.Module):
         """Per-sample tensors [B, ...] that ``coupled_loss`` turns into the loss (coupled arms)."""
         raise NotImplementedError
 
-    def coupled_loss(self, parts: dict[str, torch.Tensor], captions: list[str]) -> torch.Tensor:
+    def coupled_loss(self, parts: dict[str, torch.Tensor], captions: list) -> torch.Tensor:
+        """The loss over the effective batch. ``captions`` says which targets are the same text: the
+        texts themselves, or (from the loop, which gathers 64-bit keys across processes rather than
+        strings) one integer key per text, equal keys for equal texts."""
         raise NotImplementedError
+
+    def train(self, mode: bool = True) -> "Arm":
+        """Training mode for the trainable parts only: a frozen module (a frozen Y-encoder, the token
+        table) stays in eval mode, so its dropout and LayerDrop never act and its outputs match
+        evaluation's, whatever ``train()`` is called on (a wrapper's ``train()`` reaches here too)."""
+        super().train(mode)
+        if mode:
+            for module in self.frozen_modules():
+                module.eval()
+        return self
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """The outermost submodules that hold parameters, none of them trainable."""
+        out: dict[str, nn.Module] = {}
+        for name, module in self.named_modules():
+            params = list(module.parameters())
+            if name and params and not any(p.requires_grad for p in params) \
+                    and not any(name.startswith(f"{outer}.") for outer in out):
+                out[name] = module
+        return list(out.values())
 
     def enable_activation_checkpointing(self) -> None:
         """Recompute each transformer layer in the backward pass instead of storing its activations

@@ -39,20 +39,6 @@ def test_bad_input_is_a_clear_error(args, message, capsys, tmp_path, monkeypatch
     assert message in err and "Traceback" not in err
 
 
-def test_describe_memory_of_the_paper_arms(capsys, cache_dir):
-    """Traced on the meta device at full size: nothing is allocated, and the numbers hang together."""
-    from tests.conftest import PAPER
-
-    assert main(["describe", "--memory", "--json", "-c", str(PAPER), f"cache_dir={cache_dir}"]) == 0
-    m = json.loads(capsys.readouterr().out)
-    for name, a in m["arms"].items():
-        no, yes = a["without_checkpointing"], a["with_checkpointing"]
-        assert yes["activation_gb"] < no["activation_gb"] and yes["fsdp_gb"] < yes["ddp_gb"]
-        assert no["train_flops_per_sample"] > 2 * 3 * no["trainable_params"] * m["visual_tokens"] / 2
-    vlm = m["arms"]["vlm"]["with_checkpointing"]
-    assert vlm["ddp_gb"] < 80  # the VLM fits an 80 GB GPU at the preset's micro-batch with checkpointing
-
-
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_command_explains_itself(command, capsys):
     with pytest.raises(SystemExit) as done:

@@ -197,6 +197,9 @@ def validate(cfg: Config) -> None:
                           "decays from the trunk's rate, which must not decay itself")
     if t.schedule == "wsd" and not 0 < t.decay_frac <= 1:
         raise ConfigError(f"train.decay_frac={t.decay_frac}: a fraction in (0, 1] for schedule wsd")
+    if t.resume_every < 0 or t.resume_every_min < 0 or t.process_group_timeout_min <= 0:
+        raise ConfigError("train.resume_every and train.resume_every_min must be >= 0 (0 = off), "
+                          "train.process_group_timeout_min > 0")
     if cfg.data.frames <= 0:
         raise ConfigError(f"data.frames: must be positive, got {cfg.data.frames}")
     if not 0 <= cfg.data.synthetic.paraphrase <= 4:

@@ -107,7 +107,9 @@ class LMConfig:
 @dataclass
 class TrainConfig:
     effective_batch: int = 128  # samples per optimizer step, whatever the process count
-    micro_batch: int = 32  # samples per forward pass and process; accumulation fills the rest
+    # samples per forward pass and process, at most: accumulation fills the rest; a process whose share of
+    # the effective batch is smaller runs its share in one pass (e.g. 128 over 16 GPUs: 8 each)
+    micro_batch: int = 32
     lr: float = 3e-4
     weight_decay: float = 0.05
     beta1: float = 0.9
@@ -135,7 +137,18 @@ class TrainConfig:
     compile: bool = False  # torch.compile each transformer block (GPUs; minutes of compile on a CPU)
     threads: int = 0  # torch threads; 0 = all cores
     log_every: int = 10  # optimizer steps between log lines
-    resume_every: int = 100  # optimizer steps between resume points (besides milestones)
+    resume_every: int = 100  # optimizer steps between resume points (besides milestones); 0 = off
+    # minutes of training between resume points (0 = off), checked at log steps and decided by rank 0:
+    # at paper scale a VLM resume point is ~15 GB, so every N steps would write terabytes
+    resume_every_min: float = 0.0
+    # how the trainee is laid out over processes: "ddp" (replicated; gradients all-reduced; Accelerate) or
+    # "fsdp2" (torch fully_shard per trainable transformer block: weights, gradients and AdamW states
+    # sharded; frozen parts replicated). One numeric recipe either way (shared/training/parallel.py): a
+    # layout is not part of the experiment, so it is recorded in precision.json, not compared as a key
+    parallel: Literal["ddp", "fsdp2"] = "ddp"
+    # collectives wait this long for the slowest process (rank 0 alone fits decoders, scores CIDEr and
+    # writes reports while the others wait) before the run fails with a timeout error
+    process_group_timeout_min: float = 120.0
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """The control audit: do the arms of a comparison differ only where the arm differs?
 
 Compares the resolved training configs written into each arm's run directory (minus the arm's
-own section), the data-order digests and the step plans (which optimizer steps ran on the trunk
-and in each milestone's cooldown branch). Any other difference makes the comparison uncontrolled.
+own section), the numeric recipes (precision.json: autocast, master weights, reductions), the
+data-order digests and the step plans (which optimizer steps ran on the trunk and in each
+milestone's cooldown branch). Any other difference makes the comparison uncontrolled.
 """
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ def audit(run_dirs: list[Path]) -> dict:
         values = {arm: views[arm].get(k, "<missing>") for arm in views}
         if len({yaml.safe_dump(v) for v in values.values()}) > 1:
             differences.append({"key": k, "values": values})
+    recipes, layouts = numeric_recipes(run_dirs, [arm for arm, _, _ in runs])
+    if len({json.dumps(r, sort_keys=True) for r in recipes.values()}) > 1:  # autocast, master weights, reductions
+        differences.append({"key": "precision.recipe", "values": recipes})
     orders = {arm: order["sha256"] for arm, _, order in runs}
     order_samples = {arm: order["samples"] for arm, _, order in runs}
     if len(set(orders.values())) > 1 or len(set(order_samples.values())) > 1:
@@ -58,7 +62,20 @@ def audit(run_dirs: list[Path]) -> dict:
     variants = {arm: _variant_diff(arm, cfg) for arm, cfg, _ in runs if base_arm_name(cfg.get("variants"), arm) != arm}
     return {"ok": not differences, "differences": differences, "arm_keys": own, "shared": shared,
             "data_order": orders, "step_plan": next(iter(plans.values())) if len(set(plans.values())) == 1 else None,
-            "controls": controls, "variants": variants, "runs": [str(d) for d in run_dirs]}
+            "controls": controls, "variants": variants, "runs": [str(d) for d in run_dirs],
+            "recipes": recipes, "layouts": layouts}
+
+
+def numeric_recipes(run_dirs: list[Path], arms: list[str]) -> tuple[dict, dict]:
+    """Each run's numeric recipe and the layouts it trained under (precision.json, written by the loop).
+    The recipe is compared; layouts (DDP or FSDP2, process counts) are not: each runs the same recipe."""
+    recipes, layouts = {}, {}
+    for arm, run_dir in zip(arms, run_dirs):
+        path = Path(run_dir) / "precision.json"
+        info = read_json(path) if path.is_file() else {}
+        recipes[arm] = info.get("recipe", "<not recorded>")
+        layouts[arm] = [f"{r['layout']} x {r['processes']} from update {r['from_step']}" for r in info.get("layouts", [])]
+    return recipes, layouts
 
 
 def _variant_diff(arm: str, cfg: dict) -> dict:
@@ -89,6 +106,11 @@ def audit_markdown(result: dict) -> str:
         lines += ["## Differences in shared keys", "",
                   *markdown_table(["key", *arms], [[f"`{d['key']}`", *(f"`{d['values'].get(a)}`" for a in arms)]
                                                    for d in result["differences"]], "l" * (1 + len(arms))), ""]
+    if any(result.get("layouts", {}).values()):
+        lines += ["## Numeric recipe and layouts", "",
+                  *markdown_table(["arm", "recipe", "layouts (not compared: one recipe)"],
+                                  [(a, f"`{json.dumps(result['recipes'].get(a))}`", "; ".join(result["layouts"][a]))
+                                   for a in arms], "lll"), ""]
     lines += ["## Data order", "", *markdown_table(["arm", "sha256 of (clip, caption) at every position"],
                                                    [(a, f"`{h}`") for a, h in result["data_order"].items()], "ll")]
     if result.get("step_plan") and result["step_plan"] != "-":

@@ -6,8 +6,9 @@
 - ``checkpoints/samples_<N>/``: one per milestone: the trainable weights gathered to one
   ``model.safetensors`` (whatever the sharding), ``train_state.json`` and the resolved
   ``config.yaml``, so a checkpoint describes itself;
-- ``resume/``: the latest resume point, written by ``accelerator.save_state`` on every process
-  (model, optimizer and RNG states, sharded under FSDP) plus ``train_state.json`` (step, samples
+- ``resume/``: the latest resume point, written by every process in its layout's format
+  (``accelerator.save_state`` under DDP; a torch distributed checkpoint of sharded weights and
+  AdamW states under FSDP2; shared/training/parallel.py) plus ``train_state.json`` (step, samples
   seen, milestones done; the data position follows from the step); replaced atomically;
 - ``train_log.jsonl``, ``done.json``, and ``.lock`` while a process trains in it.
 Frozen parts (encoder, token embeddings, frozen Y-encoder) are rebuilt from the config.
@@ -20,10 +21,9 @@ import socket
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from shared.config import ConfigError
@@ -131,15 +131,17 @@ def load_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     return load_file(str(folder / "model.safetensors")), read_json(folder / "train_state.json")
 
 
-def save_resume(accelerator, run: RunDir, state: TrainState, folder: Path | None = None) -> None:
-    """Every process writes its part (``save_state``) into ``<folder>.tmp``; the main one swaps it in.
-    ``folder``: the run's resume point by default (or the branch point of a cooldown branch)."""
+def save_resume(accelerator, run: RunDir, state: TrainState, write: Callable[[Path], None],
+                folder: Path | None = None) -> None:
+    """Every process writes its part (``write(folder)``: the layout's model, optimizer, schedule and
+    RNG states, sharded under FSDP2) into ``<folder>.tmp``; the main one swaps it in. ``folder``: the
+    run's resume point by default (or the branch point of a cooldown branch)."""
     folder = folder or run.resume
     tmp = folder.with_name(folder.name + ".tmp")
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
+    write(tmp)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json_atomic(tmp / "train_state.json", state.to_json())
@@ -147,16 +149,10 @@ def save_resume(accelerator, run: RunDir, state: TrainState, folder: Path | None
     accelerator.wait_for_everyone()
 
 
-def load_resume(accelerator, folder: Path, trainable: list[str]) -> TrainState:
-    """Load a resume point; only trainable weights are in it (``Arm.state_dict``), and all must be."""
-    weights = folder / "model.safetensors"
-    if weights.is_file():  # sharded (FSDP) states are checked by their own loader
-        with safe_open(str(weights), framework="pt") as f:
-            saved = {k.removeprefix("module.") for k in f.keys()}
-        missing = [n for n in trainable if n not in saved]
-        if missing:
-            raise ConfigError(f"{folder}: resume point lacks trainable weights {missing[:3]}; it is of another arm")
-    accelerator.load_state(str(folder), strict=False)  # strict would ask for the frozen parts too
+def load_resume(folder: Path, read: Callable[[Path], None]) -> TrainState:
+    """Load a resume point (``read(folder)``: the layout's loader, which checks that every trainable
+    weight is in it) and return its training state."""
+    read(folder)
     return TrainState.from_json(read_json(folder / "train_state.json"))
 
 

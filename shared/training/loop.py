@@ -1,13 +1,16 @@
-"""The one training loop, for every arm (Accelerate: devices, processes, DDP/FSDP, mixed precision).
+"""The one training loop, for every arm (Accelerate: devices, processes, mixed precision; the layout,
+DDP or FSDP2, from shared/training/parallel.py).
 
 Controlled by construction: the data order, the effective batch, the optimizer and the schedule
 come from the shared config sections; the arm only supplies ``loss(batch)`` (or, for a loss over
 the whole batch, ``embeddings`` and ``coupled_loss``) and its parameter groups. Checkpoints are
 taken at milestones counted in samples seen, either as the run passes them or at the end of a
 cooldown branch per milestone (``train.milestone_cooldown``, see schedule.py); a resume point is
-saved at every milestone and every ``train.resume_every`` updates, by every process, and re-running
-the same command on the same run directory continues from it (on the trunk or inside a branch)
-with the same result as an uninterrupted run. The loss is read on the
+saved at every milestone, every ``train.resume_every`` updates and every ``train.resume_every_min``
+minutes, by every process, and re-running the same command on the same run directory continues
+from it (on the trunk or inside a branch) with the same result as an uninterrupted run. Decisions
+read from the filesystem (is there a resume point, which checkpoints exist) are taken by rank 0 and
+broadcast, after a start-up check that every rank sees the run folder. The loss is read on the
 host only at logging and checkpoint steps; a non-finite loss then ends the run with one line, and
 no checkpoint is written after it.
 """
@@ -26,6 +29,7 @@ import torch
 import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 
 from shared import processes, tracking
 from shared.config import Config, ConfigError, dump_yaml, to_dict, training_view
@@ -45,6 +49,7 @@ from shared.training.checkpoint import (
     save_weights,
 )
 from shared.training.optim import build_optimizer
+from shared.training.parallel import layout_of, micro_layout, recipe
 from shared.training.schedule import Branch, MilestonePlan, Schedule, build_scheduler
 from shared.training.step import coupled_step, independent_step
 
@@ -75,7 +80,8 @@ def new_accelerator(cfg: Config, run_dir: Path):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision,
-                       log_with=tracking.open_trackers(cfg, run_dir, "train"), project_dir=str(run_dir))
+                       log_with=tracking.open_trackers(cfg, run_dir, "train"), project_dir=str(run_dir),
+                       kwargs_handlers=[DistributedDataParallelKwargs(gradient_as_bucket_view=True)])
 
 
 def write_run_header(run: RunDir, cfg: Config, arm_name: str, order: TrainOrder, total_samples: int,
@@ -141,39 +147,57 @@ class _Window:
 
 def train_arm(prepared: Prepared, arm_name: str, run_dir: str | Path, stop_at_samples: int | None = None,
               progress: bool = True) -> TrainResult:
+    """Train (or resume) one arm into ``run_dir``. ``stop_at_samples``: stop once the run has trained
+    on that many samples (optimizer updates x effective batch, cooldown branches included), resumably."""
     precision = decision(prepared.cfg)
     cfg = resolve_config(prepared.cfg)  # recorded, audited and checked on resume as resolved
     prepared = dataclasses.replace(prepared, cfg=cfg)
     log.info("train %s seed %d: precision %s (%s: %s)", arm_name, cfg.seed, precision["resolved"],
              precision["requested"], precision["reason"])
     run = RunDir(run_dir)
+    processes.configure(cfg)
     accelerator = new_accelerator(cfg, run.root)
-    lock = folder_lock(run.root, "training") if accelerator.is_main_process else contextlib.nullcontext()
-    with lock:
-        return _train(prepared, arm_name, run, accelerator, precision, stop_at_samples, progress)
+    if accelerator.distributed_type == DistributedType.FSDP:
+        raise ConfigError("launched with Accelerate's FSDP plugin: the suite shards the model itself "
+                          "(train.parallel=fsdp2); launch with a plain multi-GPU config (experiments/accelerate/)")
+    processes.check_shared_folder(run.root)
+    layout = layout_of(cfg.train.parallel)
+    precision["recipe"] = recipe(precision["resolved"])
+    with contextlib.ExitStack() as held:
+        # rank 0 holds the folder's lock; a refusal there ends every rank, not only rank 0
+        processes.on_main(lambda: held.enter_context(folder_lock(run.root, "training")) and None)
+        held.enter_context(layout.process_group(accelerator))
+        return _train(prepared, arm_name, run, accelerator, layout, precision, stop_at_samples, progress)
 
 
 @dataclass
-class _Trainee:
-    """An arm ready to train: wrapped by Accelerate, with its optimizer and schedule."""
+class Trainee:
+    """An arm ready to train: laid out by its layout (DDP or FSDP2), with its optimizer and schedule."""
 
-    model: torch.nn.Module  # the prepared (DDP/FSDP-wrapped) arm
+    model: torch.nn.Module  # the arm, laid out (DDP-wrapped or FSDP2-sharded)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     trainable_names: list[str]
     trainable_params: int
+    layout: object  # shared/training/parallel.py: Ddp or Fsdp2
+
+    def save(self, accelerator, folder: Path) -> None:
+        self.layout.save(accelerator, folder, self.model, self.optimizer, self.scheduler)
+
+    def load(self, accelerator, folder: Path) -> None:
+        self.layout.load(accelerator, folder, self.model, self.optimizer, self.scheduler, self.trainable_names)
+
+    def couples(self, accelerator, accum: int) -> bool:
+        """Is the loss taken over the effective batch (GradCache)? Only when that spans several passes:
+        one micro-batch on one process already is the effective batch, and the plain loss the same function."""
+        return accelerator.unwrap_model(self.model).couples_batch() and (accum > 1 or accelerator.num_processes > 1)
 
 
-def _micro_steps(t, nproc: int) -> int:
-    """Micro-batches per process and optimizer step, so that every step sees the effective batch."""
-    if t.effective_batch % (t.micro_batch * nproc):
-        raise ConfigError(f"train.effective_batch={t.effective_batch} is not a multiple of train.micro_batch x "
-                          f"processes ({t.micro_batch} x {nproc})")
-    return t.effective_batch // (t.micro_batch * nproc)
-
-
-def _build_trainee(prepared: Prepared, arm_name: str, accelerator, schedule: Schedule) -> _Trainee:
+def build_trainee(prepared: Prepared, arm_name: str, accelerator, layout, schedule: Schedule | None = None) -> Trainee:
+    """The arm of ``prepared``'s config laid out, with its optimizer and its schedule (default: the
+    config's, from its first step)."""
     cfg, t = prepared.cfg, prepared.cfg.train
+    schedule = schedule or Schedule(t, MilestonePlan.of(t))
     arm = prepared.seeded_arm(arm_name, accelerator.device)
     arm.prepare_training()
     if t.activation_checkpointing:
@@ -182,55 +206,104 @@ def _build_trainee(prepared: Prepared, arm_name: str, accelerator, schedule: Sch
         arm.compile_layers()
     names = [n for n, p in arm.named_parameters() if p.requires_grad]
     count = arm.parameter_counts()["trainable_params"]
-    model = accelerator.prepare(arm)
-    # built after prepare, over the prepared (possibly sharded) parameters
-    optimizer = accelerator.prepare(build_optimizer(accelerator.unwrap_model(model), cfg))
-    scheduler = build_scheduler(optimizer, schedule)
-    accelerator.register_for_checkpointing(scheduler)  # saved with the state, stepped once per step
-    return _Trainee(model, optimizer, scheduler, names, count)
+    # the optimizer is built over the laid-out (under FSDP2: sharded) parameters
+    model, optimizer = layout.prepare(accelerator, arm, lambda m: build_optimizer(m, cfg))
+    scheduler = build_scheduler(optimizer, schedule)  # stepped once per optimizer step
+    layout.register(accelerator, scheduler)
+    return Trainee(model, optimizer, scheduler, names, count, layout)
+
+
+def _resume_point(run: RunDir, cfg: Config, arm_name: str, precision: dict) -> Path | None:
+    """Rank 0's answer for every rank: the resume point to continue from, if any (config checked)."""
+    resume = run.find_resume()
+    if resume is not None:
+        check_same_config(run.root, cfg, arm_name, f"{precision['requested']} -> {precision['resolved']}, {precision['reason']}")
+    return resume
 
 
 def _start_or_resume(run: RunDir, accelerator, cfg: Config, arm_name: str, order: TrainOrder, precision: dict,
-                     trainable_names: list[str], plan: MilestonePlan) -> TrainState:
-    state, resume = TrainState(), run.find_resume()
+                     trainee: Trainee, plan: MilestonePlan) -> TrainState:
+    state, resume = TrainState(), processes.on_main(lambda: _resume_point(run, cfg, arm_name, precision))
     if resume is not None:
-        check_same_config(run.root, cfg, arm_name, f"{precision['requested']} -> {precision['resolved']}, {precision['reason']}")
-        state = load_resume(accelerator, resume, trainable_names)
+        state = load_resume(resume, lambda folder: trainee.load(accelerator, folder))
         log.info("%s: resuming from step %d (%d samples seen)", run.root, state.step, state.samples_seen)
     elif accelerator.is_main_process:
         write_run_header(run, cfg, arm_name, order, cfg.train.milestones[-1], precision, plan)
     if accelerator.is_main_process:  # drop log rows past the resume point: they will be redone
         rows = [r for r in read_jsonl(run.log) if r.get("update", r["step"]) <= state.updates]
         write_text_atomic(run.log, "".join(json.dumps(r) + "\n" for r in rows))
+        _record_layout(run, precision["recipe"], trainee.layout.name, accelerator.num_processes, state.updates)
     return state
 
 
-def _optimizer_step(accelerator, trainee: _Trainee, micro_batches: list, coupled: bool, grad_clip: float) -> torch.Tensor:
-    model = trainee.model
-    step_loss = (coupled_step(accelerator, model, accelerator.unwrap_model(model), micro_batches) if coupled
-                 else independent_step(accelerator, model, accelerator.unwrap_model(model), micro_batches))
+def _record_layout(run: RunDir, recipe: dict, layout: str, nproc: int, update: int) -> None:
+    """precision.json keeps the numeric recipe and every layout and process count the run trained
+    under, from which optimizer update (a resume under the same ones adds nothing)."""
+    path = run.root / "precision.json"
+    info = json.loads(path.read_text()) if path.is_file() else {}
+    info.setdefault("recipe", recipe)  # a run begun before recipes were recorded (the config check held it)
+    layouts = [r for r in info.get("layouts", []) if r["from_step"] <= update]  # later ones are being redone
+    if not layouts or (layouts[-1]["layout"], layouts[-1]["processes"]) != (layout, nproc):
+        layouts.append({"layout": layout, "processes": nproc, "from_step": update})
+    info["layouts"] = layouts
+    write_json_atomic(path, info)
+
+
+class _ResumeClock:
+    """Is a resume point due: every ``resume_every`` updates, and/or every ``resume_every_min`` minutes
+    of training. The clock is read at log steps by rank 0 alone and its answer broadcast, so every
+    process saves at the same step (ranks reading their own clocks could disagree and wait in
+    different collectives)."""
+
+    def __init__(self, t):
+        self.steps, self.seconds, self.log_every = t.resume_every, 60 * t.resume_every_min, t.log_every
+        self.last = time.perf_counter()
+
+    def due(self, update: int) -> bool:
+        if self.steps and update % self.steps == 0:
+            return True
+        if self.seconds and update % self.log_every == 0:
+            return processes.on_main(lambda: time.perf_counter() - self.last >= self.seconds)
+        return False
+
+    def saved(self) -> None:
+        self.last = time.perf_counter()
+
+
+def step_gradients(accelerator, trainee: Trainee, micro_batches: list, coupled: bool) -> torch.Tensor:
+    """The forward and backward passes of one optimizer step (gradients synchronised); its loss."""
+    model, arm = trainee.model, accelerator.unwrap_model(trainee.model)
+    return (coupled_step(accelerator, model, arm, micro_batches) if coupled
+            else independent_step(accelerator, model, arm, micro_batches))
+
+
+def optimizer_step(accelerator, trainee: Trainee, micro_batches: list, coupled: bool, grad_clip: float) -> torch.Tensor:
+    step_loss = step_gradients(accelerator, trainee, micro_batches, coupled)
     if grad_clip > 0:
-        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+        trainee.layout.clip_grad_norm(accelerator, trainee.model, grad_clip)
     trainee.optimizer.step()
     trainee.scheduler.step()
     trainee.optimizer.zero_grad(set_to_none=True)
     return step_loss
 
 
-def _train(prepared: Prepared, arm_name: str, run: RunDir, accelerator, precision: dict,
+def _train(prepared: Prepared, arm_name: str, run: RunDir, accelerator, layout, precision: dict,
            stop_at_samples: int | None, progress: bool) -> TrainResult:
     cfg, t = prepared.cfg, prepared.cfg.train
     plan = MilestonePlan.of(t)
     schedule = Schedule(t, plan)
-    accum = _micro_steps(t, accelerator.num_processes)
+    nproc = accelerator.num_processes
+    micro, accum = micro_layout(t.effective_batch, t.micro_batch, nproc)
     train = prepared.dataset.split("train")
     order = TrainOrder(cfg.seed, train.caption_counts())
-    trainee = _build_trainee(prepared, arm_name, accelerator, schedule)
-    state = _start_or_resume(run, accelerator, cfg, arm_name, order, precision, trainee.trainable_names, plan)
+    trainee = build_trainee(prepared, arm_name, accelerator, layout, schedule)
+    state = _start_or_resume(run, accelerator, cfg, arm_name, order, precision, trainee, plan)
     schedule.branch = plan.branch(state.branch) if state.branch is not None else None
+    log.info("%s: %s over %d process(es), %d x %d samples per process and step", arm_name, layout.name, nproc,
+             accum, micro)
     # micro-batch k of this process = micro-step k % accum of step k // accum: a stream opened at a
     # step sees exactly what an uninterrupted run sees there (trunk, branch or resume alike)
-    reads = TrainPlan(order, accelerator.process_index, t.effective_batch, t.micro_batch, accum)
+    reads = TrainPlan(order, accelerator.process_index, t.effective_batch, micro, accum)
     dataset = ClipBatches(train, reads, prepared.features.reader(train), cfg.data.query)
 
     def stream(first: int, stop: int):
@@ -238,12 +311,11 @@ def _train(prepared: Prepared, arm_name: str, run: RunDir, accelerator, precisio
                                    pin=accelerator.device.type == "cuda", persistent=True))
 
     accelerator.init_trackers("train", config=tracking.hyperparameters(cfg, arm_name=arm_name))
-    # one micro-batch on one process already is the effective batch: the plain loss is the same function
-    coupled = accelerator.unwrap_model(trainee.model).couples_batch() and (accum > 1 or accelerator.num_processes > 1)
+    coupled = trainee.couples(accelerator, accum)
     bar = progress_bar(total=plan.updates, initial=state.updates, desc=f"train {arm_name} seed {cfg.seed}", unit="step",
                        disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
     session = _Session(prepared, arm_name, run, accelerator, trainee, plan, schedule, state, accum, coupled, bar,
-                       _Window(torch.zeros((), device=accelerator.device)), stop_at_samples)
+                       _Window(torch.zeros((), device=accelerator.device)), _ResumeClock(t), stop_at_samples)
     trainee.model.train()
     while not session.stopped:
         if state.branch is not None:  # inside a milestone's cooldown branch (entered, or resumed into)
@@ -273,7 +345,7 @@ class _Session:
     arm_name: str
     run: RunDir
     accelerator: object
-    trainee: _Trainee
+    trainee: Trainee
     plan: MilestonePlan
     schedule: Schedule
     state: TrainState
@@ -281,6 +353,7 @@ class _Session:
     coupled: bool
     bar: object
     window: _Window
+    resume_clock: _ResumeClock
     stop_at_samples: int | None
     stopped: bool = False
     _clock: float = field(default_factory=time.perf_counter)
@@ -290,23 +363,23 @@ class _Session:
         t, state = self.prepared.cfg.train, self.state
         while state.step < stop:
             micro_batches = [self.prepared.features.ready(next(stream), self.accelerator.device) for _ in range(self.accum)]
-            step_loss = _optimizer_step(self.accelerator, self.trainee, micro_batches, self.coupled, t.grad_clip)
+            step_loss = optimizer_step(self.accelerator, self.trainee, micro_batches, self.coupled, t.grad_clip)
             self._advance(t.effective_batch)
             self.window.add(self.accelerator.reduce(step_loss, reduction="mean"))
             self.bar.update(1)
             # plain protocol: the milestones are the trunk's own states; cooldown: the branches' ends
             reached = [] if self.plan.cooldown else [m for m in t.milestones
                                                      if m <= state.samples_seen and m not in state.milestones_done]
-            saving = (bool(reached) or state.updates % t.resume_every == 0
-                      or (not self.plan.cooldown and state.step == self.plan.total))
+            saving = (bool(reached) or (not self.plan.cooldown and state.step == self.plan.total)
+                      or self.resume_clock.due(state.updates))
             if saving or state.updates % t.log_every == 0:
                 self._log(self._read_loss())
             if reached:
                 state.milestones_done = tuple(sorted({*state.milestones_done, *reached}))
-                _save_milestones(self.accelerator, self.trainee.model, self.run, state, reached,
-                                 self.trainee.trainable_names, self.arm_name, self.prepared.cfg.seed)
+                _save_milestones(self.accelerator, self.trainee, self.run, state, reached, self.arm_name,
+                                 self.prepared.cfg.seed)
             if saving:
-                save_resume(self.accelerator, self.run, state)
+                self.save_resume()
             if self.stop_at_samples is not None and state.updates * t.effective_batch >= self.stop_at_samples:
                 self.stopped = True
                 return False
@@ -334,13 +407,18 @@ class _Session:
         self.bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         return loss
 
+    def save_resume(self, folder: Path | None = None) -> None:
+        save_resume(self.accelerator, self.run, self.state, lambda f: self.trainee.save(self.accelerator, f), folder)
+        if folder is None:
+            self.resume_clock.saved()
+
     def _log(self, loss: float) -> None:
         _log_row(self.accelerator, self.run, self.state, self.window, loss, self.trainee.scheduler,
                  self.prepared.cfg.train.effective_batch)
 
     def enter_branch(self, branch: Branch) -> None:
         """Keep the trunk's state at the branch point, then decay from there."""
-        save_resume(self.accelerator, self.run, self.state, folder=self.run.branch_point)
+        self.save_resume(self.run.branch_point)
         self.state.branch, self.state.branch_wall_s = branch.milestone, 0.0
         self.schedule.branch = branch
         log.info("%s: cooldown branch of milestone %d: steps %d-%d", self.run.root, branch.milestone, branch.start,
@@ -350,19 +428,19 @@ class _Session:
         """The branch's end is the milestone's checkpoint; the trunk resumes from the branch point."""
         state = self.state
         state.milestones_done = tuple(sorted({*state.milestones_done, branch.milestone}))
-        _save_milestones(self.accelerator, self.trainee.model, self.run, state, [branch.milestone],
-                         self.trainee.trainable_names, self.arm_name, self.prepared.cfg.seed)
-        trunk = load_resume(self.accelerator, self.run.branch_point, self.trainee.trainable_names)
+        _save_milestones(self.accelerator, self.trainee, self.run, state, [branch.milestone], self.arm_name,
+                         self.prepared.cfg.seed)
+        trunk = load_resume(self.run.branch_point, lambda f: self.trainee.load(self.accelerator, f))
         # model, optimizer, schedule position and RNG are the trunk's again; the run's counters go on
         state.step, state.samples_seen, state.branch, state.branch_wall_s = trunk.step, trunk.samples_seen, None, 0.0
         self.schedule.branch = None
-        save_resume(self.accelerator, self.run, state)
+        self.save_resume()
 
 
 def _finish(run: RunDir, accelerator, state: TrainState, trainable_params: int, completed: bool,
             batch: int) -> TrainResult:
     result = TrainResult(run.root, trainable_params=trainable_params, completed=completed,
-                         wall_s=state.wall_s, checkpoints=run.checkpoints(),
+                         wall_s=state.wall_s, checkpoints=processes.on_main(run.checkpoints),  # rank 0's listing
                          samples_per_s=state.updates * batch / state.wall_s if state.wall_s else 0.0)
     if result.completed and accelerator.is_main_process:
         write_json_atomic(run.done, {"samples_seen": state.samples_seen, "steps": state.step, "updates": state.updates,
@@ -391,12 +469,12 @@ def _log_row(accelerator, run: RunDir, state: TrainState, window: _Window, loss:
     window.reset()
 
 
-def _save_milestones(accelerator, model, run: RunDir, state: TrainState, reached: list[int], names: list[str],
+def _save_milestones(accelerator, trainee: Trainee, run: RunDir, state: TrainState, reached: list[int],
                      arm_name: str, seed: int) -> None:
-    """The trainable weights gathered into one file per milestone (a collective under FSDP)."""
-    full = accelerator.get_state_dict(model)
+    """The trainable weights gathered into one file per milestone (a collective under FSDP2)."""
+    full = trainee.layout.full_state_dict(accelerator, trainee.model)
     if accelerator.is_main_process:
-        weights = {n: full[n] for n in names}
+        weights = {n: full[n] for n in trainee.trainable_names}
         for m in reached:
             save_weights(run.milestone(m), weights, state, {"milestone": m, "arm": arm_name, "seed": seed},
                          config=run.config)

@@ -6,9 +6,16 @@ storage created and freed: the peak of live activation bytes, exactly as the gra
 them. Attention runs through a stand-in with the memory of a fused kernel (flash/memory-efficient:
 it keeps q, k, v, the output and a log-sum-exp row, never the L x L weights), which is what SDPA
 uses on a GPU. Model weights are traced in bf16, as autocast computes. Added exactly from counts:
-fp32 weights, fp32 gradients and the two AdamW moments, DDP's gradient buckets, autocast's bf16
-copies of the trainable weights, and the frozen encoder in online mode. FSDP over N GPUs divides the weights,
-gradients and optimizer states by N and adds two gathered layers in bf16.
+fp32 weights, fp32 gradients and the two AdamW moments (DDP keeps the gradients in its all-reduce
+buckets, ``gradient_as_bucket_view``: no second copy), autocast's bf16 copies of the trainable
+weights, and the frozen encoder in online mode. The analytic FSDP column divides the weights,
+gradients and optimizer states by N and adds two gathered layers.
+
+FSDP2 as the loop lays it out (``fsdp2_estimate``): the arm is sharded with the loop's own
+``shard`` over a fake process group of N ranks (torch's ``fake`` backend: no communication, no
+other process) with fake tensors (shapes, no storage), and one training step (two, so the AdamW
+states exist) is tracked by torch's ``FSDPMemTracker``: sharded and gathered parameters, gradients,
+all-gather and reduce-scatter buffers, activations, optimizer states, per GPU.
 The error of the traced activations against a real fp32 CPU step at a reduced size is measured by
 ``calibrate`` (``describe --memory --calibrate``): against the same tracker on real tensors, and
 against the process's peak resident memory during the step (the kernel's own count).
@@ -55,7 +62,7 @@ class LiveBytes(TorchDispatchMode):
         self.now -= self.live.pop(key, 0)
 
 
-ATTENTION_FLOPS = [0]  # forward FLOPs of the stand-in attention calls (its matmuls are not dispatched)
+ATTENTION_FLOPS = [0]  # FLOPs of the stand-in attention calls (its matmuls are not dispatched): 2x forward's in backward
 
 
 class _FusedAttentionMemory(torch.autograd.Function):
@@ -64,7 +71,8 @@ class _FusedAttentionMemory(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v):
         b, h, lq, d = q.shape
-        ATTENTION_FLOPS[0] += 4 * b * h * lq * k.shape[-2] * d  # Q K^T and the weighted sum of V
+        ctx.flops = 4 * b * h * lq * k.shape[-2] * d  # Q K^T and the weighted sum of V
+        ATTENTION_FLOPS[0] += ctx.flops
         out = torch.empty_like(q)
         lse = q.new_empty(q.shape[:-1], dtype=torch.float32)
         ctx.save_for_backward(q, k, v, out, lse)
@@ -72,6 +80,7 @@ class _FusedAttentionMemory(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        ATTENTION_FLOPS[0] += 2 * ctx.flops
         q, k, v, _, _ = ctx.saved_tensors
         return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
@@ -108,7 +117,9 @@ def largest_layer(module: torch.nn.Module) -> int:
 
 def trace_step(arm, batch, count_flops: bool = True) -> dict:
     """Peak live bytes of one forward + backward (activations, transient tensors, parameter grads),
-    and its FLOPs (torch's counter, plus 3x the stand-in attention's forward FLOPs)."""
+    and its FLOPs as executed (torch's counter plus the stand-in attention's; with
+    activation checkpointing on, the recomputed forward is counted too) and those of a forward alone
+    (what GradCache's first, gradient-free pass costs)."""
     with LiveBytes() as live:  # alone: the FLOP counter's module tracking would keep tensors alive
         loss = arm(batch)
         forward_peak = live.peak
@@ -122,7 +133,11 @@ def trace_step(arm, batch, count_flops: bool = True) -> dict:
         with FlopCounterMode(display=False) as flops:
             arm(batch).backward()
         arm.zero_grad(set_to_none=True)
-        out["flops"] = flops.get_total_flops() + 3 * ATTENTION_FLOPS[0]
+        out["flops"] = flops.get_total_flops() + ATTENTION_FLOPS[0]
+        ATTENTION_FLOPS[0] = 0
+        with FlopCounterMode(display=False) as flops, torch.no_grad():
+            arm(batch)
+        out["forward_flops"] = flops.get_total_flops() + ATTENTION_FLOPS[0]
     return out
 
 
@@ -143,8 +158,9 @@ def stand_in_batch(ctx, micro_batch: int, caption_tokens: int, device):
 
 
 def estimate_arm(ctx, name: str, micro_batch: int, caption_tokens: int, gpus: int, encoder_params: int,
-                 checkpointing: bool) -> dict:
-    """GB per GPU for DDP and FSDP over ``gpus``, with the parts they are made of."""
+                 checkpointing: bool, count_flops: bool = True) -> dict:
+    """GB per GPU for DDP and FSDP over ``gpus``, with the parts they are made of (and the FLOPs per
+    sample unless ``count_flops`` is off: memory alone traces once instead of three times)."""
     arm = build_arm(name, ctx)
     trainable, frozen = param_bytes(arm)
     layer = largest_layer(arm)
@@ -152,16 +168,16 @@ def estimate_arm(ctx, name: str, micro_batch: int, caption_tokens: int, gpus: in
     if checkpointing:
         arm.enable_activation_checkpointing()
     with fused_attention_everywhere(arm):
-        traced = trace_step(arm, stand_in_batch(ctx, micro_batch, caption_tokens, ctx.device))
+        traced = trace_step(arm, stand_in_batch(ctx, micro_batch, caption_tokens, ctx.device), count_flops)
     activations = traced["step_peak"] - traced["grads_traced"]  # grads are counted in fp32 below
     states = {"weights_fp32": 4 * (trainable + frozen), "grads_fp32": 4 * trainable, "adam_moments": 8 * trainable}
     encoder = 2 * encoder_params  # the frozen encoder, bf16, on the GPU in online mode
-    ddp = {**states, "ddp_buckets": 4 * trainable, "autocast_copies": 2 * trainable,
-           "activations": activations, "encoder": encoder}
-    fsdp = {**{k: v / gpus for k, v in states.items()}, "gathered_layers": 2 * 2 * layer, "activations": activations,
-            "encoder": encoder}
+    ddp = {**states, "autocast_copies": 2 * trainable, "activations": activations, "encoder": encoder}
+    fsdp = {**{k: v / gpus for k, v in states.items()}, "gathered_layers": 2 * 4 * layer, "activations": activations,
+            "encoder": encoder}  # layers gathered in fp32: the recipe (shared/training/parallel.py)
     return {"trainable_params": trainable, "frozen_params": frozen, "micro_batch": micro_batch,
-            "train_flops_per_sample": traced["flops"] / micro_batch,
+            "train_flops_per_sample": traced.get("flops", 0) / micro_batch,
+            "forward_flops_per_sample": traced.get("forward_flops", 0) / micro_batch, "couples_batch": arm.couples_batch(),
             "checkpointing": checkpointing, "activation_gb": activations / GB,
             "forward_peak_gb": traced["forward_peak"] / GB,
             "ddp_gb": sum(ddp.values()) / GB, "fsdp_gb": sum(fsdp.values()) / GB, "gpus": gpus,

@@ -12,14 +12,17 @@ Two kinds, chosen by the arm and not by its name:
   gradients, gathered, and the loss taken over the whole effective batch; its gradient with respect
   to the embeddings is then pushed back through each micro-batch's recomputed forward. So the loss
   is the same function of the effective batch for any number of processes and micro-steps
-  (tested: 1 process x 2 micro-steps == 2 processes == one batch).
+  (tested: 1 process x 2 micro-steps == 2 processes == one batch). Each micro-batch's second pass
+  replays the RNG state of its first (CPU and device generators), so dropout draws the same masks
+  in both and the gradient is that of the loss computed. Which targets are the same text travels
+  as 64-bit keys of the captions, gathered as one tensor, not as pickled strings.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 
 import torch
-from accelerate.utils import gather_object
 
 from shared.precision import autocast
 
@@ -47,20 +50,53 @@ def independent_step(accelerator, model, arm, micro_batches) -> torch.Tensor:
     return total  # averaged over processes by the caller: the effective batch's loss
 
 
+def caption_keys(captions: list[str], device) -> torch.Tensor:
+    """One signed 64-bit key per caption (blake2b: the same on every process, unlike ``hash``)."""
+    keys = [int.from_bytes(hashlib.blake2b(c.encode(), digest_size=8).digest(), "little", signed=True)
+            for c in captions]
+    return torch.tensor(keys, dtype=torch.int64, device=device)
+
+
+class RngState:
+    """The CPU and device random generators' state, to replay a pass's randomness exactly (and to
+    carry it in a resume point)."""
+
+    def __init__(self, device: torch.device, saved: dict[str, torch.Tensor] | None = None):
+        self.device = torch.device(device)
+        if saved is not None:
+            self.cpu, self.on_device = saved["cpu"], saved.get("device")
+            return
+        self.cpu = torch.get_rng_state()
+        self.on_device = torch.get_device_module(self.device.type).get_rng_state(self.device) \
+            if self.device.type not in ("cpu", "meta") else None
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.on_device is not None:
+            torch.get_device_module(self.device.type).set_rng_state(self.on_device, self.device)
+
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        return {"cpu": self.cpu} | ({"device": self.on_device} if self.on_device is not None else {})
+
+
 def coupled_step(accelerator, model, arm, micro_batches) -> torch.Tensor:
+    rng, parts = [], []
     with torch.no_grad():
-        parts = [model(batch, part="embeddings") for batch in micro_batches]
+        for batch in micro_batches:
+            rng.append(RngState(accelerator.device))
+            parts.append(model(batch, part="embeddings"))
     local = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    captions = [c for batch in micro_batches for c in batch.captions]
+    keys = caption_keys([c for batch in micro_batches for c in batch.captions], accelerator.device)
     if accelerator.num_processes > 1:  # every process's rows, in process order = sample-position order
         local = {k: accelerator.gather(v.contiguous()) for k, v in local.items()}
-        captions = gather_object(captions)
+        keys = accelerator.gather(keys)
     leaves = {k: v.detach().float().requires_grad_() for k, v in local.items()}
-    loss = arm.coupled_loss(leaves, captions)
+    loss = arm.coupled_loss(leaves, keys.tolist())
     grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)))
     row = accelerator.process_index * sum(len(b) for b in micro_batches)
     for i, batch in enumerate(micro_batches):
         n = len(batch)
+        rng[i].restore()  # the same dropout masks as the first pass: the gradient of the loss computed
         with _sync_last(accelerator, model, i, len(micro_batches)):
             out = model(batch, part="embeddings")
             surrogate = sum((out[k].float() * g[row:row + n]).sum() for k, g in grads.items()
