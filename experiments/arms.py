@@ -7,19 +7,9 @@ import inspect
 import json
 
 from experiments.cli import add_config_args
-from shared.arm import Arm
+from shared.arm import CAPABILITIES
 from shared.config import flatten, load_config, to_dict, variant_changes
 from shared.registry import registered_arms
-
-# optional methods of the Arm interface -> the capability they give (what the evaluators can ask of it)
-CAPABILITIES = {
-    "embed": "retrieval (text-to-video R@1)",
-    "decode_embeddings": "selective decoding",
-    "reconstruct_texts": "decoder ceiling (decode(encode(text)))",
-    "inference_stages": "latency stages",
-    "coupled_loss": "loss over the effective batch (GradCache)",
-}
-
 
 def add_parser(sub, help: str) -> None:
     p = sub.add_parser("arms", help=help,
@@ -34,7 +24,8 @@ def add_parser(sub, help: str) -> None:
 
 
 def capabilities(cls: type) -> list[str]:
-    return [what for method, what in CAPABILITIES.items() if getattr(cls, method) is not getattr(Arm, method)]
+    """What the arm class declares it offers (``Arm.capabilities``), in words."""
+    return [what for cap, (_, what) in CAPABILITIES.items() if cap in cls.capabilities]
 
 
 def describe_arms(cfg) -> dict:

@@ -19,7 +19,7 @@ from shared.config import ConfigError, load_config, to_dict
 from shared.data.sources import build_dataset
 from shared.features.encoder import FrozenEncoder
 from shared.lm import load_tokenizer
-from shared.pipeline import tokenizer_corpus
+from shared.pipeline import base_lm_maker, tokenizer_corpus
 from shared.precision import decision
 
 
@@ -74,7 +74,8 @@ def describe(cfg) -> dict:
     meta = torch.device("meta")
     encoder = FrozenEncoder.from_config(cfg, device=meta)
     ctx = ArmContext(cfg=cfg, tokenizer=tokenizer, visual_dim=encoder.dim,
-                     visual_tokens=encoder.tokens_per_clip(cfg.data.frames), device=meta)
+                     visual_tokens=encoder.tokens_per_clip(cfg.data.frames), device=meta,
+                     make_base_lm=base_lm_maker(cfg, tokenizer))
     arms = {}
     for name in dict.fromkeys([*cfg.arms, *cfg.variants]):  # the compared arms, then variants not in `arms`
         arms[name] = build_arm(name, ctx).parameter_counts()

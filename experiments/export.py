@@ -104,7 +104,7 @@ def export(checkpoint: Path, out: Path, overrides: list[str] | tuple[str, ...] =
     m = Milestone.find(checkpoint)
     cfg = m.config(overrides)
     arm = load_arm(m, device="cpu", overrides=overrides, evaluation=False)
-    if not arm.supports_export:
+    if not arm.has("export"):
         raise ConfigError(f"{m.folder}: arm {m.arm_name!r} has no Hugging Face export (Arm.export_pretrained)")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

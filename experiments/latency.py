@@ -93,7 +93,7 @@ def arm_inference(prepared, encoder, name: str, video, window, device) -> dict:
     before_decoder = [sum(w_per[n][i] for n in w_per if n != "decoder") for i in range(len(w_totals))]
     out["window"] = {"frames": int(window.shape[1]), "caption_ms": summarize(w_totals)["mean_ms"],
                      "decoder_ms": summarize(w_per["decoder"])["mean_ms"]}
-    if arm.supports_embed:  # an embedding needs every stage but the decoder
+    if arm.has("embed"):  # an embedding needs every stage but the decoder
         w = out["window"]
         w["embed_ms"] = summarize(before_decoder)["mean_ms"]
         w["embed_ms_cached_frames"] = w["embed_ms"] - summarize(w_per["x_encoder"])["mean_ms"]

@@ -11,7 +11,7 @@ from shared.config import SyntheticConfig, load_config, to_dict
 from shared.data.sources import build_dataset
 from shared.features.encoder import FrozenEncoder
 from shared.lm import load_tokenizer
-from shared.pipeline import tokenizer_corpus
+from shared.pipeline import base_lm_maker, tokenizer_corpus
 from shared.training.fsdp2_memory import fsdp2_estimate
 from shared.training.memory import calibrate, encoder_flops, estimate_arm
 from shared.training.parallel import micro_layout
@@ -29,7 +29,8 @@ def stand_in_context(cfg, device: str):
     tokenizer = load_tokenizer(synthetic, tokenizer_corpus(synthetic, build_dataset(synthetic)))
     encoder = FrozenEncoder.from_config(cfg, device=torch.device("meta"))
     ctx = ArmContext(cfg=cfg, tokenizer=tokenizer, visual_dim=encoder.dim,
-                     visual_tokens=encoder.tokens_per_clip(cfg.data.frames), device=torch.device(device))
+                     visual_tokens=encoder.tokens_per_clip(cfg.data.frames), device=torch.device(device),
+                     make_base_lm=base_lm_maker(cfg, tokenizer))
     return ctx, sum(p.numel() for p in encoder.model.parameters())
 
 

@@ -74,8 +74,8 @@ def load_trained_arm(cfg: Config, out: Path, checkpoint: Path | None):
     if milestone.arm_name != name:
         raise ConfigError(f"--checkpoint {checkpoint}: a checkpoint of arm {milestone.arm_name!r}, not of "
                           f"selective.arm={name!r}")
-    if not arm_class(cfg.base_arm(name), cfg.plugins).supports_embed:
-        raise ConfigError(f"selective.arm: arm {name!r} has no embedding output to segment")
+    if not {"embed", "decode_embeddings"} <= arm_class(cfg.base_arm(name), cfg.plugins).capabilities:
+        raise ConfigError(f"selective.arm: arm {name!r} has no embedding output to segment and decode")
     # the milestone's training config must be this one's (its weights fit no other), evaluation keys may differ
     return load_arm(milestone, prepared=prepared), milestone.folder, milestone.state
 

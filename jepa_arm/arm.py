@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 class JepaArm(Arm):
     """Predicts the target caption's embedding (layers of the base LM, bidirectional, mean-pooled); InfoNCE; a Y-decoder gives text."""
 
-    supports_embed = True
+    capabilities = frozenset({"embed", "decode_embeddings", "reconstruct_texts", "inference_stages", "coupled_loss",
+                              "export"})
 
     def __init__(self, ctx: ArmContext):
         super().__init__(ctx)
@@ -237,7 +238,6 @@ class JepaArm(Arm):
     def reconstruct_texts(self, texts: list[str], max_new_tokens: int) -> list[str]:
         return self._decode(self.embed_texts(texts), max_new_tokens)
 
-    supports_export = True
 
     def export_pretrained(self, folder):
         from jepa_arm.export import export_jepa

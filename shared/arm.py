@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from shared.lm import build_base_lm
+from shared.config import Config
 from shared.registry import (
     arm_class,
     register_arm,  # noqa: F401 - arms take it with the interface they implement
@@ -56,10 +56,13 @@ class Batch:
 class ArmContext:
     """What an arm is built from: the config and the pieces shared by all arms."""
 
-    cfg: Any  # shared.config.Config
+    cfg: Config
     tokenizer: Any  # a transformers tokenizer (shared by every arm)
     visual_dim: int  # channels of the X-encoder tokens
     visual_tokens: int  # X-encoder tokens per clip
+    # builds a fresh copy of the shared base causal LM on a device (the same weights for every arm of a
+    # seed); given by whoever builds the context (shared/pipeline.py): the interface builds no model
+    make_base_lm: Callable[[torch.device], nn.Module] | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     # the training split's captions, read on demand (text-only uses such as fitting a Y-decoder)
     captions_of_train: Callable[[int | None], list[str]] | None = None
@@ -74,23 +77,52 @@ class ArmContext:
         """Every caption of the first ``limit`` training clips (all by default)."""
         return self.captions_of_train(limit) if self.captions_of_train is not None else []
 
+    def base_lm(self) -> nn.Module:
+        """A fresh copy of the shared base causal LM on this context's device."""
+        if self.make_base_lm is None:
+            raise ValueError("this context was built without a base LM (make_base_lm)")
+        return self.make_base_lm(self.device)
+
     def seen_captions(self, start: int, stop: int) -> list[str]:
         if self.captions_at is None:
             raise ValueError("this context has no training order (built without data)")
         return self.captions_at(start, stop)
 
-    def base_lm(self) -> nn.Module:
-        """A fresh copy of the shared base causal LM (same weights for every arm of a seed)."""
-        return build_base_lm(self.cfg, self.tokenizer, device=self.device)
 
 
 Stage = tuple[str, Callable[[Any], Any]]
+
+# What an arm may offer beyond training, captioning and classification: declared by the arm class in
+# ``capabilities``, each the methods it must implement; evaluators, latency, selective decoding,
+# export and the ``arms`` command read the declaration (checked against the methods at class creation)
+CAPABILITIES: dict[str, tuple[tuple[str, ...], str]] = {
+    "embed": (("embed", "embed_texts"), "retrieval (text-to-video R@1)"),
+    "decode_embeddings": (("decode_embeddings",), "selective decoding"),
+    "reconstruct_texts": (("reconstruct_texts",), "decoder ceiling (decode(encode(text)))"),
+    "inference_stages": (("inference_stages",), "latency stages"),
+    "coupled_loss": (("embeddings", "coupled_loss", "couples_batch"), "loss over the effective batch (GradCache)"),
+    "export": (("export_pretrained",), "Hugging Face export"),
+}
 
 
 class Arm(nn.Module):
     """Base class of an arm. ``forward(batch)`` is the training loss (so Accelerate can wrap it)."""
 
     name: ClassVar[str] = ""
+    capabilities: ClassVar[frozenset[str]] = frozenset()  # keys of CAPABILITIES this arm implements
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        unknown = set(cls.capabilities) - set(CAPABILITIES)
+        if unknown:
+            raise TypeError(f"{cls.__name__}.capabilities: unknown {sorted(unknown)}; known: {sorted(CAPABILITIES)}")
+        for cap in cls.capabilities:
+            missing = [m for m in CAPABILITIES[cap][0] if getattr(cls, m) is getattr(Arm, m)]
+            if missing:
+                raise TypeError(f"{cls.__name__} declares capability {cap!r} but does not implement {missing}")
+
+    def has(self, capability: str) -> bool:
+        return capability in self.capabilities
 
     def __init__(self, ctx: ArmContext):
         super().__init__()
@@ -214,11 +246,9 @@ class Arm(nn.Module):
         """[B, C] scores, higher = more likely (for top-k classification)."""
         raise NotImplementedError
 
-    supports_embed: ClassVar[bool] = False
-
     @torch.no_grad()
     def embed(self, visual: torch.Tensor, queries: list[str]) -> torch.Tensor:
-        """[B, E] L2-normalised prediction, for retrieval and streams (optional)."""
+        """[B, E] L2-normalised prediction, for retrieval and streams (capability "embed")."""
         raise NotImplementedError(f"arm {self.name!r} has no embedding output")
 
     @torch.no_grad()
@@ -236,8 +266,6 @@ class Arm(nn.Module):
         """Texts sent through the arm's target space and decoded back, for arms that decode
         embeddings (the Y-decoder's ceiling); None for arms without one."""
         return None
-
-    supports_export: ClassVar[bool] = False
 
     def export_pretrained(self, folder: Path) -> dict[str, Any]:
         """Write the trained arm as folders that plain transformers loads (``save_pretrained``) plus its
@@ -263,9 +291,6 @@ class Arm(nn.Module):
         for key in [k for k in out if k.startswith(prefix) and k not in keep]:
             del out[key]
         return out
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         own = dict(self.named_parameters())

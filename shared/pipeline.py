@@ -19,7 +19,7 @@ from shared.data.order import TrainOrder
 from shared.data.sources import Dataset, build_dataset, digest
 from shared.features.encoder import FrozenEncoder
 from shared.features.visual import VisualFeatures
-from shared.lm import load_tokenizer
+from shared.lm import build_base_lm, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class Prepared:
         train = self.dataset.split("train")
         return ArmContext(cfg=self.cfg, tokenizer=self.tokenizer, visual_dim=self.visual_dim,
                           visual_tokens=self.visual_tokens, device=torch.device(device),
+                          make_base_lm=base_lm_maker(self.cfg, self.tokenizer),
                           captions_of_train=lambda limit=None: list(train.captions(limit)),
                           captions_at=self.seen_captions, stream_key=digest(self.cfg.seed, train.text_key))
 
@@ -73,6 +74,11 @@ class _Fixed:
 
     def clips(self, k: int):
         return self.clip_idx, self.cap_idx
+
+
+def base_lm_maker(cfg: Config, tokenizer):
+    """What an ArmContext builds its base LM with: the config's LM for the shared tokenizer, on a device."""
+    return lambda device: build_base_lm(cfg, tokenizer, device=device)
 
 
 def random_visual_batch(prepared: Prepared, size: int, device) -> Batch:

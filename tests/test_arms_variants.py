@@ -120,3 +120,18 @@ def test_three_arms_and_a_variant_in_one_comparison_then_a_grid(tmp_path, cache_
     assert (grid / "grid.png").is_file()
     table = (grid / "sweep.md").read_text()
     assert "| l2 |" in table and "| cosine | 0.2 |" in table
+
+
+def test_capabilities_are_declared_and_checked_against_the_methods():
+    import pytest
+
+    from shared.arm import Arm
+
+    with pytest.raises(TypeError, match="declares capability 'embed' but does not implement"):
+        type("Half", (Arm,), {"capabilities": frozenset({"embed"}), "embed": lambda self, v, q: v})
+    with pytest.raises(TypeError, match="unknown"):
+        type("Odd", (Arm,), {"capabilities": frozenset({"teleport"})})
+    from jepa_arm.arm import JepaArm
+    from vlm_arm.arm import VlmArm
+
+    assert "embed" in JepaArm.capabilities and "embed" not in VlmArm.capabilities

@@ -84,6 +84,7 @@ def test_decoder_ceiling_scores_against_the_other_references(scripted):
 
     prepared, arm, evalset = scripted
     arm.reconstruct_texts = lambda texts, max_new_tokens: list(texts)
+    arm.capabilities = frozenset({"reconstruct_texts"})
     out = evaluate(arm, prepared, evalset)
     assert out["decoder_ceiling_cider"] == pytest.approx(baselines(prepared, evalset)["human_ceiling_cider"])
 

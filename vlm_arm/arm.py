@@ -33,6 +33,8 @@ def _trie_tables(trie: CandidateTrie):
 class VlmArm(Arm):
     """PerceptionLM recipe: projector + the base LM, next-token cross-entropy on the caption; classifies by perplexity."""
 
+    capabilities = frozenset({"inference_stages", "export"})
+
     def __init__(self, ctx: ArmContext):
         super().__init__(ctx)
         c: VlmConfig = self.arm_cfg
@@ -162,7 +164,6 @@ class VlmArm(Arm):
             return torch.zeros(sees.shape, device=sees.device).masked_fill_(~sees, torch.finfo(torch.float32).min)[:, None]
         return sees[:, None]
 
-    supports_export = True
 
     def export_pretrained(self, folder):
         from vlm_arm.export import export_vlm

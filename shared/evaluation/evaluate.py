@@ -112,7 +112,7 @@ def _evaluate_shard(arm: Arm, prepared: Prepared, evalset: EvalSet, first: int, 
     """Everything the metrics need from clips ``first .. stop-1``, in one pass over their batches."""
     cfg = prepared.cfg
     device = next(arm.parameters()).device
-    classify, retrieval = evalset.classifies, evalset.captions and cfg.eval.retrieval and arm.supports_embed
+    classify, retrieval = evalset.classifies, evalset.captions and cfg.eval.retrieval and arm.has("embed")
     candidates = evalset.candidates
     out = {"ids": [], "preds": [], "refs": [], "labels": [], "scores": [], "videos": [], "caption_s": 0.0,
            "classify_s": 0.0}
@@ -135,7 +135,8 @@ def _evaluate_shard(arm: Arm, prepared: Prepared, evalset: EvalSet, first: int, 
         firsts = [r[0] for r in out["refs"]]
         if retrieval and firsts:
             out["texts"] = arm.embed_texts(firsts).float().cpu().numpy()
-    out["recon"] = arm.reconstruct_texts(firsts, cfg.eval.caption_max_tokens) if firsts and evalset.captions else []
+    decodes = firsts and evalset.captions and arm.has("reconstruct_texts")
+    out["recon"] = arm.reconstruct_texts(firsts, cfg.eval.caption_max_tokens) if decodes else None
     return out
 
 

@@ -78,6 +78,8 @@ class PooledMLP(nn.Module):
 class ContrastiveArm(JepaArm):
     """Pooled visual tokens (per frame, in order) -> MLP -> the Y-encoder's space (InfoNCE); no language model."""
 
+    capabilities = JepaArm.capabilities - {"export"}  # its predictor is no Llama to save as one
+
     def build_predictor(self, ctx: ArmContext, out_dim: int) -> nn.Module:
         c = self.arm_cfg
         frames = ctx.cfg.data.frames if c.pool == "frames" else 1
