@@ -16,7 +16,7 @@ import yaml
 from experiments.selective_report import write_selective_outputs
 from plots.curves import grid_bars, parameters, sample_efficiency, sweep_lines
 from shared.config import base_arm_name, variant_changes
-from shared.evaluation.control import arm_controls, audit, audit_markdown
+from shared.evaluation.audit import arm_controls, audit, audit_markdown
 from shared.evaluation.intervals import LEVEL, Difference, arm_difference
 from shared.evaluation.metrics import METRICS, metric
 from shared.files import read_json, read_jsonl, write_json_atomic, write_text_atomic
@@ -187,17 +187,17 @@ def _precision(cfg, summary) -> str:
 def control_lines(cfg: dict, rows: list[dict], arms: list[str]) -> list[str]:
     """Every setting that gives one arm something the other lacks, as the run was configured."""
     lm = cfg["lm"]
-    L = ["- Base LM (both arms' starting weights): " + (f"pretrained `{lm['weights']}`" if lm["weights"]
+    lines = ["- Base LM (both arms' starting weights): " + (f"pretrained `{lm['weights']}`" if lm["weights"]
                                                           else "seeded random init, the same for both arms") + ".",
          f"- Classification candidates: each label's canonical text (top-5), and {cfg['eval'].get('phrasings', 1)} "
          "phrasings per label in the same sentence forms for every label, scored by their mean (top-5 phrasings), "
          "the same texts for both arms."]
     for a in arms:
-        L += [f"- {a}: {line}" for line in arm_controls(a, cfg)]
+        lines += [f"- {a}: {line}" for line in arm_controls(a, cfg)]
     decoders = {(r["arm"], r.get("decoder_params")) for r in rows if r.get("decoder_params")}
     for a, n in sorted(decoders):
-        L.append(f"- {a}: its Y-decoder has {n:,} parameters, not counted in its trainable parameters above.")
-    return L
+        lines.append(f"- {a}: its Y-decoder has {n:,} parameters, not counted in its trainable parameters above.")
+    return lines
 
 
 def results_table(agg: dict, arms: list[str], milestones: list[int]) -> list[str]:
@@ -257,7 +257,7 @@ def _setup_lines(cfg, base, summary, seeds, milestones) -> list[str]:
                  f"{d['synthetic']['captions_per_clip']} captions per clip"
                  if d["source"] == "synthetic" else f"manifest {d['manifest']['path']}")
     total = sum(v for k, v in summary.get("phases", {}).items())
-    L = ["# Sample efficiency: embedding prediction (VL-JEPA) vs token prediction (VLM)", "",
+    lines = ["# Sample efficiency: embedding prediction (VL-JEPA) vs token prediction (VLM)", "",
          f"- Data: {data_desc}; {d['frames']} frames per clip; query “{d['query']}”.",
          f"- Encoder (frozen, shared): `{cfg['encoder']['model']}` at {cfg['encoder']['image_size']} px"
          + ("" if cfg["encoder"]["weights"] else " (seeded random init: no pretrained weights offline)") + ".",
@@ -269,20 +269,20 @@ def _setup_lines(cfg, base, summary, seeds, milestones) -> list[str]:
          + "; corpus CIDEr-D "
          "(pycocoevalcap, PTB tokenizer, all references); top-k over all label texts; text-to-video R@1 for arms with embeddings.",
          f"- Time spent (data preparation, training, evaluation; all invocations): {total / 60:.1f} min.", ""]
-    return L
+    return lines
 
 
 def _results_lines(rows, agg, arms, seeds, milestones, diffs) -> list[str]:
     """The results table, per-set results and who leads at each milestone."""
-    L: list[str] = []
+    lines: list[str] = []
     phr = max((r.get("phrasings") or 1) for r in rows)
-    L += ["## Results", "", (f"Mean over {len(seeds)} seeds (min–max in brackets)." if len(seeds) > 1 else
+    lines += ["## Results", "", (f"Mean over {len(seeds)} seeds (min–max in brackets)." if len(seeds) > 1 else
                           "One seed: at small sample counts the seed-to-seed spread is large; run seeds=0,1,2 before concluding."),
           "", f"CIDEr-D on pycocoevalcap's scale (0–10, not x100). top-k: each label scored by its canonical text; "
           f"\"top-5 % phrasings\": by the mean score of {phr:g} phrasings of it, the same sentence forms for every "
           "label (where computed). Y-decoder samples: the captions the JEPA arm's decoder trained on by that "
           "checkpoint.", ""]
-    L += results_table(agg, arms, milestones)
+    lines += results_table(agg, arms, milestones)
     if any("sets" in r for r in rows):
         last, per_set = max(milestones), []
         for a in arms:
@@ -291,18 +291,18 @@ def _results_lines(rows, agg, arms, seeds, milestones, diffs) -> list[str]:
                 c = np.mean([r["sets"][name].get("cider", np.nan) for r in rs])
                 t5 = np.mean([r["sets"][name].get("top5", np.nan) for r in rs])
                 per_set.append([name, a, _fmt(c), _fmt(t5, True)])
-        L += ["", "Per evaluation set (last milestone, mean over seeds):", "",
+        lines += ["", "Per evaluation set (last milestone, mean over seeds):", "",
               *markdown_table(["set", "arm", "CIDEr", "top-5 %"], per_set, "llrr")]
     table = difference_table(diffs, arms, milestones)
     if table:
         how = (f"{len(seeds)} seeds: clips resampled within each seed, seeds resampled" if len(seeds) > 1 else
                "one seed: only the test clips are resampled, so the interval omits seed-to-seed spread")
-        L += ["", f"### Arm difference with {100 * LEVEL:.0f}% intervals", "",
+        lines += ["", f"### Arm difference with {100 * LEVEL:.0f}% intervals", "",
               f"Paired bootstrap over the evaluation clips ({how}; shared/evaluation/intervals.py). A lead is "
               "called only when the interval excludes zero.", "", *table]
-    L += ["", "Who leads, per milestone:", ""]
-    L += comparison_lines(diffs, arms, milestones) + [""]
-    return L
+    lines += ["", "Who leads, per milestone:", ""]
+    lines += comparison_lines(diffs, arms, milestones) + [""]
+    return lines
 
 
 def _reference_lines(base, agg) -> list[str]:
@@ -328,51 +328,51 @@ def _reference_lines(base, agg) -> list[str]:
 
 def _parameter_lines(params, arms, summary) -> list[str]:
     """Figures, trainable parameters and training throughput."""
-    L: list[str] = []
-    L += ["", "## Figures", "", "![sample efficiency](sample_efficiency.png)", "", "![parameters](parameters.png)", "",
+    lines: list[str] = []
+    lines += ["", "## Figures", "", "![sample efficiency](sample_efficiency.png)", "", "![parameters](parameters.png)", "",
           "## Parameters", "", *markdown_table(["arm", "trainable parameters"], [(a, f"{p:,}") for a, p in params.items()])]
     if len(arms) >= 2:
-        L.append(f"\nTrainable ratio {arms[0]}/{arms[1]}: {params[arms[0]] / max(1, params[arms[1]]):.2f} (paper: ~0.5B/1.2B ≈ 0.4).")
+        lines.append(f"\nTrainable ratio {arms[0]}/{arms[1]}: {params[arms[0]] / max(1, params[arms[1]]):.2f} (paper: ~0.5B/1.2B ≈ 0.4).")
     if summary.get("throughput"):
-        L += ["", "Training throughput (samples/s, this machine): " + ", ".join(f"{a} {v:,.0f}" for a, v in summary["throughput"].items()) + "."]
-    return L
+        lines += ["", "Training throughput (samples/s, this machine): " + ", ".join(f"{a} {v:,.0f}" for a, v in summary["throughput"].items()) + "."]
+    return lines
 
 
 def _paper_lines(milestones) -> list[str]:
     """The paper's section 4.4 numbers and why ours are on another scale."""
-    L: list[str] = []
-    L += ["", "## The paper's numbers, for reference", "",
+    lines: list[str] = []
+    lines += ["", "## The paper's numbers, for reference", "",
           "Section 4.4 of VL-JEPA (Figure 3): PE-Core ViT-L/14 frozen, Llama-3.2-1B, real video-text data, CIDEr averaged "
           "over YouCook2 / MSR-VTT / PVD-Bench and top-5 over CrossTask-Step / CrossTask-Task / EgoExo4D. Its CIDEr "
           "values are on the common x100 scale (14.8 there is 0.148 on the scale used here).", "",
           *markdown_table(["samples seen", "JEPA CIDEr", "VLM CIDEr", "JEPA top-5 %", "VLM top-5 %"],
                           [(p["samples"], _fmt(p["jepa_cider"], nd=2), _fmt(p["vlm_cider"], nd=2), _fmt(p["jepa_top5"], nd=1),
                             _fmt(p["vlm_top5"], nd=1)) for p in PAPER])]
-    L += ["", "Our numbers are not on the paper's scale: a synthetic benchmark with few meanings, small randomly "
+    lines += ["", "Our numbers are not on the paper's scale: a synthetic benchmark with few meanings, small randomly "
           "initialised models, a random frozen encoder and up to "
           f"{max(milestones):,} samples (the paper: 0.5M–15M). CIDEr here is computed against the benchmark's own "
           "references, whose ceiling is given above. What carries over is the protocol, not the absolute values; "
           "where our ranking of the arms differs from the paper's, the tables above are what we measured.", ""]
-    return L
+    return lines
 
 
 def _audit_lines(audits) -> list[str]:
     """The control audit per seed, and the files of the run."""
-    L: list[str] = []
-    L += ["## Control audit", ""]
+    lines: list[str] = []
+    lines += ["## Control audit", ""]
     if audits:
         for s, r in audits.items():
             status = "PASS" if r["ok"] else "FAIL"
-            L.append(f"- seed {s}: **{status}** — {len(r['shared'])} shared training keys identical, data order "
+            lines.append(f"- seed {s}: **{status}** — {len(r['shared'])} shared training keys identical, data order "
                      f"sha256 {'identical' if len(set(r['data_order'].values())) == 1 else 'DIFFERENT'} "
                      f"({next(iter(r['data_order'].values()))[:12]}…); arm-specific keys: "
                      + ", ".join(f"{a} {len(k)}" for a, k in r["arm_keys"].items()) + ". Details: [control_audit.md](control_audit.md).")
     else:
-        L.append("- a single arm: nothing to compare.")
-    L += ["", "Files: `metrics.jsonl` (one row per arm, seed, milestone), `baselines.json`, `predictions/` "
+        lines.append("- a single arm: nothing to compare.")
+    lines += ["", "Files: `metrics.jsonl` (one row per arm, seed, milestone), `baselines.json`, `predictions/` "
           "(every caption with its references and CIDEr), `runs/<arm>/seed<k>/` (resolved config, data order, "
           "training log, checkpoints), `summary.json` (timings).", ""]
-    return L
+    return lines
 
 
 def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, milestones, diffs) -> str:
@@ -407,10 +407,10 @@ def write_sweep_outputs(out: Path, rows: list[dict], cells: list[tuple[str, dict
             g = aggregate(rs).get((a, last))
             cells_md += [_cell(g, "cider", False), _cell(g, "top5", True)] if g else ["–", "–"]
         table.append([*(values.get(k, "–") for k in keys), *cells_md])
-    L = [f"# Grid over {', '.join(f'`{k}`' for k in keys)}", "",
+    lines = [f"# Grid over {', '.join(f'`{k}`' for k in keys)}", "",
          f"Final milestone ({last:,} samples); mean over seeds, (min–max) with several. Per-cell reports: "
          + ", ".join(f"[{name}]({name}/report.md)" for name, _ in cells) + ".", "",
          *markdown_table([*keys, *(h for a in arms for h in (f"{a} CIDEr", f"{a} top-5 %"))], table,
                          "r" * (len(keys) + 2 * len(arms))),
          "", f"![grid]({figure.name})", ""]
-    write_text_atomic(out / "sweep.md", "\n".join(L))
+    write_text_atomic(out / "sweep.md", "\n".join(lines))

@@ -24,7 +24,7 @@ from shared.data.streams import load_streams
 from shared.evaluation.metrics import cider
 from shared.evaluation.segmentation import decode_points, nearest_decoded, segments_for
 from shared.features.encoder import FrozenEncoder
-from shared.features.streams import stream_window_features
+from shared.features.stream_windows import stream_window_features
 from shared.files import (
     append_jsonl,
     read_json,

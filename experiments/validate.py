@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from shared.data.validate import validate
+from shared.data.media_check import validate
 
 log = logging.getLogger(__name__)
 

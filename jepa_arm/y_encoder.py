@@ -20,7 +20,7 @@ from transformers import AutoModel, AutoTokenizer
 from transformers.models.m2m_100.modeling_m2m_100 import M2M100Encoder
 
 from jepa_arm.config import YEncoderConfig
-from shared.features.tensor_store import ShardStore
+from shared.tensor_store import ShardStore
 from shared.progress import progress_bar
 
 # Published architectures, for meta-device parameter counts without any download.

@@ -19,7 +19,7 @@ from shared.arm import Arm
 from shared.config import Config, ConfigError, config_from_dict, parse_override
 from shared.config.loader import set_dotted
 from shared.files import read_json
-from shared.pipeline import Prepared, prepare
+from shared.pipeline import Pipeline, prepare
 from shared.training.checkpoint import RunDir, load_weights
 from shared.training.loop import check_same_config
 
@@ -67,7 +67,7 @@ class Milestone:
         return load_weights(self.folder)[0]
 
 
-def load_arm(checkpoint: str | Path | Milestone, prepared: Prepared | None = None, device=None,
+def load_arm(checkpoint: str | Path | Milestone, prepared: Pipeline | None = None, device=None,
              overrides: list[str] | tuple[str, ...] = (), evaluation: bool = True, reuse: Arm | None = None) -> Arm:
     """The arm of ``checkpoint`` (a milestone folder, a run folder, or a ``Milestone``), its trained
     weights loaded, its progress (samples seen) set, in eval mode and, with ``evaluation``, its

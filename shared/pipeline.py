@@ -25,7 +25,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Prepared:
+class Pipeline:
+    """What a config prepares once for every arm: the dataset (clips by position), the shared
+    tokenizer, the frozen encoder's token shape and its features; arms and contexts are built from it."""
+
     cfg: Config
     dataset: Dataset
     tokenizer: object
@@ -58,7 +61,7 @@ class Prepared:
         clip_idx = np.asarray(clip_idx, dtype=np.int64)
         cap_idx = np.zeros_like(clip_idx) if cap_idx is None else np.asarray(cap_idx, dtype=np.int64)
         source = self.dataset.split(split)
-        ds = ClipBatches(source, _Fixed(clip_idx, cap_idx), self.features.reader(source), self.cfg.data.query,
+        ds = ClipBatches(source, GivenClips(clip_idx, cap_idx), self.features.reader(source), self.cfg.data.query,
                          references=True)
         batch, = batches(make_loader(ds, 0, 1, workers=0, prefetch=2))
         return self.features.ready(batch, device)
@@ -68,7 +71,9 @@ class Prepared:
 
 
 @dataclass(frozen=True)
-class _Fixed:
+class GivenClips:
+    """A plan of one batch: these clips with these caption choices (``Pipeline.batch``)."""
+
     clip_idx: np.ndarray
     cap_idx: np.ndarray
 
@@ -81,7 +86,7 @@ def base_lm_maker(cfg: Config, tokenizer):
     return lambda device: build_base_lm(cfg, tokenizer, device=device)
 
 
-def random_visual_batch(prepared: Prepared, size: int, device) -> Batch:
+def random_visual_batch(prepared: Pipeline, size: int, device) -> Batch:
     """The first ``size`` training clips' first captions with random visual tokens: a batch of the
     right shapes for timing a step, without reading any frames or features."""
     train = prepared.dataset.split("train")
@@ -106,13 +111,13 @@ def corpus_key(cfg: Config, dataset: Dataset) -> str:
     return digest("train-split-texts", dataset.split("train").text_key, cfg.data.query)
 
 
-def prepare(cfg: Config, splits: tuple[str, ...] = ("train", "val", "test")) -> Prepared:
+def prepare(cfg: Config, splits: tuple[str, ...] = ("train", "val", "test")) -> Pipeline:
     dataset = build_dataset(cfg)
     tokenizer = load_tokenizer(cfg, lambda: tokenizer_corpus(cfg, dataset), corpus_key(cfg, dataset))
     torch.set_num_threads(cfg.train.threads or torch.get_num_threads())
     encoder = FrozenEncoder.from_config(cfg).to(processes.device())
     features = VisualFeatures(cfg, encoder)
-    prepared = Prepared(cfg, dataset, tokenizer, encoder.dim, encoder.tokens_per_clip(cfg.data.frames), features)
+    prepared = Pipeline(cfg, dataset, tokenizer, encoder.dim, encoder.tokens_per_clip(cfg.data.frames), features)
     for split in splits:
         features.prepare(dataset.split(split), desc=f"encode {split}")
     log.info("data %s: %s clips; %d visual tokens x %d dims per clip; features: %s", dataset.name,

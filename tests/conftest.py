@@ -33,3 +33,12 @@ def smoke_prepared(cache_dir):
     from shared.pipeline import prepare
 
     return prepare(load_config(SMOKE, [f"cache_dir={cache_dir}"]))
+
+
+def read_clips(path):
+    """Every clip of a small manifest as an object, through the suite's own index."""
+    from shared.data.manifest import build_index
+
+    index = build_index(path)
+    with open(index.path, "rb") as f:
+        return [index.clip(i, f) for i in range(len(index))]

@@ -6,7 +6,7 @@ import yaml
 
 from experiments.cli import main
 from shared.config import ConfigError, config_from_dict, dump_yaml, load_config, to_dict, training_view
-from shared.evaluation.control import audit, audit_markdown
+from shared.evaluation.audit import audit, audit_markdown
 from tests.conftest import ROOT, SMOKE
 
 EXAMPLE = ROOT / "examples" / "contrastive_arm" / "contrastive_arm"

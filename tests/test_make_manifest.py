@@ -10,7 +10,7 @@ from PIL import Image
 
 from experiments.cli import main
 from shared.data.convert.common import Record, SplitRule
-from shared.data.manifest import read_clips
+from tests.conftest import read_clips
 from shared.data.sources import build_dataset
 from tests.test_manifest import write_video
 

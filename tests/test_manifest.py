@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.data.manifest import ManifestError, read_clips, read_streams
+from shared.data.manifest import ManifestError, read_streams
+from tests.conftest import read_clips
 from shared.data.media import MediaError, read_video
 from shared.data.sources import build_dataset
 
@@ -168,7 +169,7 @@ def test_seeking_reads_the_frames_decoding_from_the_start_reads(tmp_path):
 
 
 def test_validate_lists_unreadable_media_resumes_and_excludes(media, smoke_cfg, tmp_path):
-    from shared.data.validate import validate
+    from shared.data.media_check import validate
 
     (media / "notes.txt").write_text("hello")
     (media / "broken.mp4").write_bytes(b"not a video" * 50)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from shared.data.media import _rate, read_media, read_video, seek_problem, uniform_times
-from shared.data.validate import validate
+from shared.data.media_check import validate
 
 
 def write_raw_h264(path, n: int, fps: int = 25) -> None:

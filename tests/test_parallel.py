@@ -11,7 +11,7 @@ from torch import nn
 
 from shared.arm import Batch, build_arm
 from shared.config import ConfigError, load_config
-from shared.evaluation.control import audit
+from shared.evaluation.audit import audit
 from shared.training import step as step_module
 from shared.training.loop import _ResumeClock, train_arm
 from shared.training.parallel import micro_layout

@@ -98,7 +98,7 @@ def test_selective_decoding_run_writes_results_and_resumes(tmp_path, cache_dir, 
 def test_window_features_gathered_from_distinct_frames_equal_per_window_encoding(tmp_path, smoke_cfg):
     from shared.data.streams import load_streams
     from shared.features.encoder import FrozenEncoder
-    from shared.features.streams import stream_window_features
+    from shared.features.stream_windows import stream_window_features
 
     cfg = smoke_cfg(f"cache_dir={tmp_path}")
     stream = load_streams(cfg)[0]

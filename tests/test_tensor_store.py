@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from shared.features.tensor_store import ShardStore
+from shared.tensor_store import ShardStore
 
 
 def test_rows_come_back_in_the_order_asked_across_shards_and_reopening(tmp_path):

@@ -228,13 +228,6 @@ def load_index(path: str | Path, cache_root: str | Path | None = None) -> Manife
     return index
 
 
-def read_clips(path: str | Path) -> list[ManifestClip]:
-    """Every clip as an object: for small manifests and tests (large ones go through the index)."""
-    index = build_index(path)
-    with open(index.path, "rb") as f:
-        return [index.clip(i, f) for i in range(len(index))]
-
-
 def read_streams(path: str | Path) -> list[ManifestStream]:
     path = Path(path)
     if not path.is_file():

@@ -18,7 +18,7 @@ from shared.config import Config
 from shared.data import synthetic
 from shared.data.manifest import ManifestError, ManifestIndex, load_index
 from shared.data.media import MediaError, read_media, uniform_times
-from shared.data.validate import read_invalid
+from shared.data.media_check import read_invalid
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from shared.arm import Arm
 from shared.data.loader import ClipBatches, EvalPlan, batches, make_loader
 from shared.data.sources import ClipSource, manifest_dataset
 from shared.evaluation.metrics import METRICS, cider, recall_at_k, top_k_accuracy
-from shared.pipeline import Prepared
+from shared.pipeline import Pipeline
 from shared.precision import autocast_for
 
 
@@ -73,7 +73,7 @@ class EvalSet:
         return dataclasses.replace(self, phrasings=[p[:1] for p in self.phrasings])
 
 
-def eval_sets(prepared: Prepared) -> list[EvalSet]:
+def eval_sets(prepared: Pipeline) -> list[EvalSet]:
     """The evaluation sets: the data's own val/test split, or the manifests listed in eval.sets
     (their features cached like the training data's)."""
     cfg = prepared.cfg
@@ -98,7 +98,7 @@ def eval_sets(prepared: Prepared) -> list[EvalSet]:
     return out
 
 
-def eval_batches(prepared: Prepared, evalset: EvalSet, device, first: int = 0, stop: int | None = None):
+def eval_batches(prepared: Pipeline, evalset: EvalSet, device, first: int = 0, stop: int | None = None):
     """Batches of clips ``first .. stop-1`` of the set (references and labels included), ``visual`` on ``device``."""
     cfg = prepared.cfg
     plan = EvalPlan(first, evalset.n if stop is None else stop, cfg.eval.batch_size)
@@ -108,7 +108,7 @@ def eval_batches(prepared: Prepared, evalset: EvalSet, device, first: int = 0, s
 
 
 @torch.no_grad()
-def _evaluate_shard(arm: Arm, prepared: Prepared, evalset: EvalSet, first: int, stop: int) -> dict:
+def _evaluate_shard(arm: Arm, prepared: Pipeline, evalset: EvalSet, first: int, stop: int) -> dict:
     """Everything the metrics need from clips ``first .. stop-1``, in one pass over their batches."""
     cfg = prepared.cfg
     device = next(arm.parameters()).device
@@ -157,7 +157,7 @@ def _merge(parts: list[dict]) -> dict:
 
 
 @torch.no_grad()
-def evaluate(arm: Arm, prepared: Prepared, evalset: EvalSet) -> dict | None:
+def evaluate(arm: Arm, prepared: Pipeline, evalset: EvalSet) -> dict | None:
     """Every metric of the set. Under several processes each evaluates a contiguous share of the
     clips; the shares are gathered and the main process computes and returns the metrics (the others
     return None), so corpus-level CIDEr sees every clip once and rows are written once."""
@@ -231,7 +231,7 @@ def _full(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
 BASELINE_TRAIN_CLIPS = 100_000  # the most frequent caption is counted over at most this many clips
 
 
-def baselines(prepared: Prepared, evalset: EvalSet) -> dict:
+def baselines(prepared: Pipeline, evalset: EvalSet) -> dict:
     """Reference points that need no model: chance, a constant caption, and the human ceiling (each
     for the task the set is scored on)."""
     out: dict = {"eval_clips": evalset.n}

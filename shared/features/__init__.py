@@ -1,1 +1,1 @@
-"""Frozen-encoder outputs: the Perception Encoder, the on-disk feature and embedding stores, stream windows."""
+"""Frozen-encoder outputs: the Perception Encoder, the memory-mapped feature store, cache vs online tokens, stream windows."""

@@ -36,7 +36,7 @@ from shared.config import Config, ConfigError, dump_yaml, to_dict, training_view
 from shared.data.loader import ClipBatches, TrainPlan, batches, make_loader
 from shared.data.order import TrainOrder
 from shared.files import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
-from shared.pipeline import Prepared
+from shared.pipeline import Pipeline
 from shared.precision import decision, resolve_config
 from shared.progress import progress_bar
 from shared.runinfo import versions
@@ -145,7 +145,7 @@ class _Window:
         self.steps, self.start = 0, time.perf_counter()
 
 
-def train_arm(prepared: Prepared, arm_name: str, run_dir: str | Path, stop_at_samples: int | None = None,
+def train_arm(prepared: Pipeline, arm_name: str, run_dir: str | Path, stop_at_samples: int | None = None,
               progress: bool = True) -> TrainResult:
     """Train (or resume) one arm into ``run_dir``. ``stop_at_samples``: stop once the run has trained
     on that many samples (optimizer updates x effective batch, cooldown branches included), resumably."""
@@ -193,7 +193,7 @@ class Trainee:
         return accelerator.unwrap_model(self.model).couples_batch() and (accum > 1 or accelerator.num_processes > 1)
 
 
-def build_trainee(prepared: Prepared, arm_name: str, accelerator, layout, schedule: Schedule | None = None) -> Trainee:
+def build_trainee(prepared: Pipeline, arm_name: str, accelerator, layout, schedule: Schedule | None = None) -> Trainee:
     """The arm of ``prepared``'s config laid out, with its optimizer and its schedule (default: the
     config's, from its first step)."""
     cfg, t = prepared.cfg, prepared.cfg.train
@@ -287,7 +287,7 @@ def optimizer_step(accelerator, trainee: Trainee, micro_batches: list, coupled: 
     return step_loss
 
 
-def _train(prepared: Prepared, arm_name: str, run: RunDir, accelerator, layout, precision: dict,
+def _train(prepared: Pipeline, arm_name: str, run: RunDir, accelerator, layout, precision: dict,
            stop_at_samples: int | None, progress: bool) -> TrainResult:
     cfg, t = prepared.cfg, prepared.cfg.train
     plan = MilestonePlan.of(t)
@@ -341,7 +341,7 @@ class _Session:
     """One invocation of the loop over a run folder: steps on the trunk or in a branch, logging,
     milestone checkpoints and resume points."""
 
-    prepared: Prepared
+    prepared: Pipeline
     arm_name: str
     run: RunDir
     accelerator: object

@@ -3,7 +3,7 @@ import json
 import yaml
 
 from shared.config import load_config, to_dict
-from shared.evaluation.control import audit, audit_markdown
+from shared.evaluation.audit import audit, audit_markdown
 from tests.conftest import SMOKE
 
 
