@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from shared.config import base_arm_name, variant_changes
 from shared.evaluation.audit import arm_controls, audit, audit_markdown
 from shared.evaluation.intervals import LEVEL, Difference, arm_difference
 from shared.evaluation.metrics import METRICS, metric
-from shared.files import read_json, read_jsonl, write_json_atomic, write_text_atomic
+from shared.files import atomic_path, read_json, read_jsonl, write_json_atomic, write_text_atomic
 from shared.tables import markdown_table
 from shared.training.checkpoint import RunDir
 
@@ -39,14 +40,24 @@ def add_parser(sub, help: str) -> None:
                                    "metrics.jsonl, baselines.json, runs/*/config.yaml -> report.md and control audit; "
                                    "selective-decoding: selective_decoding.jsonl -> selective_report.md); no model is loaded.")
     p.add_argument("--out", "-o", required=True, type=Path, help="a sample-efficiency or selective-decoding output directory")
+    p.add_argument("--publish", type=Path, default=None, metavar="DIR",
+                   help="also copy the redrawn main figure into DIR (the README's docs/figures/ is made this way: "
+                        "report --out runs/seeds --publish docs/figures)")
     p.set_defaults(run=redraw)
 
 
 def redraw(args: argparse.Namespace) -> int:
-    if (args.out / "selective_decoding.jsonl").is_file() and not (args.out / "metrics.jsonl").is_file():
+    selective = (args.out / "selective_decoding.jsonl").is_file() and not (args.out / "metrics.jsonl").is_file()
+    if selective:
         write_selective_outputs(args.out)
     else:
         write_outputs(args.out)
+    if args.publish:
+        name = "selective_decoding.png" if selective else "sample_efficiency.png"
+        args.publish.mkdir(parents=True, exist_ok=True)
+        with atomic_path(args.publish / name) as tmp:
+            shutil.copyfile(args.out / name, tmp)
+        log.info("published %s", args.publish / name)
     return 0
 
 

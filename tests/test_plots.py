@@ -79,3 +79,23 @@ def test_selective_figure_has_one_curve_per_strategy_and_pooling(drawn, tmp_path
     assert {"uniform, exact embedding", "adaptive, mean embedding"} <= labels
     assert np.allclose(line(ax, "adaptive, exact embedding").get_ydata(), [0.02, 0.2])
     assert ax.get_xscale() == "log"
+
+
+def test_report_publishes_the_main_figure(tmp_path):
+    """`report --publish DIR` redraws a run folder and copies its figure (how the README's is made)."""
+    import json
+
+    from experiments.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("".join(json.dumps(dict(r, milestone=r["samples_seen"], trainable_params=10))
+                                               + "\n" for r in ROWS))
+    (out / "config.yaml").write_text(json.dumps({"data": {"source": "manifest", "manifest": {"path": "m"}, "frames": 2,
+                                                          "query": "q"},
+                                                 "encoder": {"model": "e", "image_size": 8, "weights": "w"},
+                                                 "lm": {"weights": "l"}, "eval": {"split": "test"},
+                                                 "train": {"effective_batch": 2, "lr": 1, "schedule": "constant",
+                                                           "mixed_precision": "no"}}))
+    assert main(["report", "--out", str(out), "--publish", str(tmp_path / "docs")]) == 0
+    assert (tmp_path / "docs" / "sample_efficiency.png").stat().st_size > 10_000
