@@ -323,7 +323,8 @@ def _reference_lines(base, agg) -> list[str]:
         classes = f"{base['classes']} classes" if "classes" in base else "mean over sets"
         refs.append((f"chance top-1 / top-5 ({classes})", f"{100 * base['chance_top1']:.1f}% / {100 * base['chance_top5']:.1f}%"))
     if "most_frequent_caption_cider" in base:
-        refs.append((f"CIDEr of always answering the most frequent training caption (“{base['most_frequent_caption']}”)",
+        said = f" (“{base['most_frequent_caption']}”)" if "most_frequent_caption" in base else " (mean over sets)"
+        refs.append((f"CIDEr of always answering the most frequent training caption{said}",
                      _fmt(base["most_frequent_caption_cider"])))
     if "retrieval_r1_ceiling" in base:
         refs.append(("text-to-video R@1 of a perfect model (clips sharing a meaning are indistinguishable)",

@@ -17,7 +17,7 @@ from shared.training.loop import _ResumeClock, train_arm
 from shared.training.parallel import micro_layout
 from shared.training.step import coupled_step
 from tests.conftest import SMOKE
-from tests.test_control import fake_run
+from tests.test_audit import fake_run
 
 
 def test_the_effective_batch_is_split_over_processes_then_micro_batches():
