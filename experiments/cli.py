@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from shared.timings import mark_command_start
+
 # command -> one line for the overview. A command's module (experiments/<command>.py, '-' -> '_') is
 # imported only when that command runs, so `--help` and each command load only what they use.
 COMMANDS = {
@@ -83,6 +85,7 @@ def chosen_command(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    mark_command_start()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(chosen_command(argv))

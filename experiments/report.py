@@ -182,8 +182,9 @@ def write_outputs(out: Path) -> bool:
     diffs = arm_differences(out, rows, pairs, milestones)
     write_json_atomic(out / "differences.json", [{"a": a, "b": b, "milestone": ms, "metric": k, **d.to_json()}
                                                  for (a, b, ms, k), d in diffs.items()])
+    timings = read_json(out / "timings.json") if (out / "timings.json").exists() else {}
     write_text_atomic(out / "report.md", render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds,
-                                                       milestones, diffs))
+                                                       milestones, diffs) + "\n".join(["", *time_lines(timings)]))
     log.info("wrote %s, %s and report.md", figs[0].name, "control_audit.md")
     return True
 
@@ -267,7 +268,6 @@ def _setup_lines(cfg, base, summary, seeds, milestones) -> list[str]:
                  f"{base.get('classes', '?')} classes, paraphrase level {d['synthetic']['paraphrase']}, "
                  f"{d['synthetic']['captions_per_clip']} captions per clip"
                  if d["source"] == "synthetic" else f"manifest {d['manifest']['path']}")
-    total = sum(v for k, v in summary.get("phases", {}).items())
     lines = ["# Sample efficiency: embedding prediction (VL-JEPA) vs token prediction (VLM)", "",
          f"- Data: {data_desc}; {d['frames']} frames per clip; query “{d['query']}”.",
          f"- Encoder (frozen, shared): `{cfg['encoder']['model']}` at {cfg['encoder']['image_size']} px"
@@ -279,7 +279,31 @@ def _setup_lines(cfg, base, summary, seeds, milestones) -> list[str]:
          + (f" of {len(base['sets'])} sets ({', '.join(base['sets'])}), metrics averaged over sets" if "sets" in base else "")
          + "; corpus CIDEr-D "
          "(pycocoevalcap, PTB tokenizer, all references); top-k over all label texts; text-to-video R@1 for arms with embeddings.",
-         f"- Time spent (data preparation, training, evaluation; all invocations): {total / 60:.1f} min.", ""]
+         "- Time spent: see [Where the time went](#where-the-time-went) (`timings.json`).", ""]
+    return lines
+
+
+def time_lines(timings: dict) -> list[str]:
+    """Wall seconds per phase of each invocation, and per milestone (timings.json)."""
+    if not timings:
+        return []
+    lines = ["## Where the time went", ""]
+    for i, inv in enumerate(timings.get("invocations", [])):
+        phases = inv.get("phases", {})
+        if len(timings["invocations"]) > 1:
+            lines += [f"Invocation {i + 1} of {len(timings['invocations'])}:", ""]
+        total = inv.get("total_s", sum(phases.values()))
+        lines += markdown_table(["phase", "seconds", "share"],
+                                [(k, f"{v:.1f}", f"{100 * v / total:.0f}%" if total else "") for k, v in phases.items()]
+                                + [("**total**", f"**{total:.1f}**", "")], "lrr") + [""]
+    per = list(timings.get("milestones", {}).values())
+    if per:
+        cols = [("train_s", "training since the previous milestone"), ("load_and_prepare_s", "load + prepare evaluation"),
+                ("caption_s", "captioning"), ("classify_s", "classification"), ("eval_s", "evaluation, all")]
+        lines += ["Per milestone, seconds (preparing evaluation includes the JEPA arm's Y-decoder fit on the captions seen):", "",
+                  *markdown_table(["arm", "seed", "milestone", *(h for _, h in cols)],
+                                  [(r["arm"], r["seed"], f"{r['milestone']:,}", *(f"{r[k]:.1f}" if k in r else "–" for k, _ in cols))
+                                   for r in per], "llr" + "r" * len(cols)), ""]
     return lines
 
 
@@ -383,7 +407,7 @@ def _audit_lines(audits) -> list[str]:
         lines.append("- a single arm: nothing to compare.")
     lines += ["", "Files: `metrics.jsonl` (one row per arm, seed, milestone), `baselines.json`, `predictions/` "
           "(every caption with its references and CIDEr), `runs/<arm>/seed<k>/` (resolved config, data order, "
-          "training log, checkpoints), `summary.json` (timings).", ""]
+          "training log, checkpoints), `summary.json`, `timings.json` (seconds per phase and milestone).", ""]
     return lines
 
 

@@ -43,6 +43,7 @@ from shared.precision import announce, resolve_config
 from shared import processes
 from shared.processes import is_main
 from shared.runinfo import versions
+from shared.timings import Timings
 from shared.milestone import load_arm
 from shared.tracking import EvalLog
 from shared.training.checkpoint import RunDir, folder_lock
@@ -102,30 +103,43 @@ def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.yaml", dump_yaml(cfg))
         write_json_atomic(out / "versions.json", versions())
+    timings = Timings(out / "timings.json" if main else None)
     start = t = time.perf_counter()
     prepared = prepare(cfg)
-    sets = eval_sets(prepared)
-    if main:
-        write_json_atomic(out / "baselines.json", combined_baselines({s.name: baselines(prepared, s) for s in sets}))
+    encode_s = sum(v.encode_s for v in prepared.features.stats.values())
+    encoded = sum(v.encoded for v in prepared.features.stats.values())
+    timings.add("tokenizer, encoder, data index", time.perf_counter() - t - encode_s)
+    timings.add(f"{'synthetic clips rendered and ' if cfg.data.source == 'synthetic' else 'clips decoded and '}"
+                f"encoded ({encoded:,} clips)", encode_s)
+    with timings.phase("evaluation sets and baselines"):
+        sets = eval_sets(prepared)
+        if main:
+            write_json_atomic(out / "baselines.json", combined_baselines({s.name: baselines(prepared, s) for s in sets}))
     summary["phases"]["prepare_s"] = round(time.perf_counter() - t, 1)
     summary["cache"] = {s: dataclasses.asdict(v) for s, v in prepared.features.stats.items()}
 
     # rank 0's reading for every rank: a rank that saw another list would skip an evaluation the others run
     done = processes.on_main(lambda: {(r["arm"], r["seed"], r["milestone"]) for r in read_jsonl(out / "metrics.jsonl")})
     flops = summary.setdefault("flops", {})
-    for arm_name in cfg.arms:  # per arm, the same for every seed: counted once, on the meta device
-        flops.setdefault(arm_name, train_flops_per_sample(prepared, arm_name, processes.layout()[1]))
+    with timings.phase("FLOPs counted (meta device)"):
+        for arm_name in cfg.arms:  # per arm, the same for every seed: counted once, on the meta device
+            flops.setdefault(arm_name, train_flops_per_sample(prepared, arm_name, processes.layout()[1]))
     for seed in cfg.seeds:
         prep = dataclasses.replace(prepared, cfg=dataclasses.replace(cfg, seed=seed))
         for arm_name in cfg.arms:
-            result = train_arm(prep, arm_name, RunDir.of(out, arm_name, seed).root)
+            with timings.phase(f"train {arm_name} seed {seed}"):
+                result = train_arm(prep, arm_name, RunDir.of(out, arm_name, seed).root)
             summary["phases"][f"train_{arm_name}_seed{seed}_s"] = round(result.wall_s, 1)
+            previous = 0.0
+            for c in result.checkpoints:  # each milestone's own training: since the one before
+                timings.milestone(arm_name, seed, c["milestone"], train_s=(c.get("wall_s") or 0.0) - previous)
+                previous = c.get("wall_s") or 0.0
             summary.setdefault("throughput", {})[arm_name] = round(result.samples_per_s, 1)
             todo = [c for c in result.checkpoints if (arm_name, seed, c["milestone"]) not in done]
             if todo:
                 t = time.perf_counter()
                 evaluate_checkpoints(prep, arm_name, seed, todo, sets, result, out, main,
-                                     flops[arm_name]["train_flops_per_sample"])
+                                     flops[arm_name]["train_flops_per_sample"], timings)
                 summary["phases"][f"eval_{arm_name}_seed{seed}_s"] = round(time.perf_counter() - t, 1)
             if main:
                 write_json_atomic(summary_path, summary)
@@ -133,25 +147,33 @@ def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:
     if not main:
         return []
     write_json_atomic(summary_path, summary)
-    write_outputs(out)
+    with timings.phase("report and figures"):  # in timings.json; the report it writes cannot time itself
+        write_outputs(out)
     return read_jsonl(out / "metrics.jsonl")
 
 
 def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets, result, out: Path, main: bool,
-                         flops_per_sample: float | None = None) -> None:
+                         flops_per_sample: float | None = None, timings: Timings | None = None) -> None:
     """Every set for each checkpoint (each process its share of the clips); one row each, by the main process."""
     run = RunDir.of(out, arm_name, seed)
     train_log = read_jsonl(run.log)
     trackers = EvalLog(resolve_config(prep.cfg), run.root, arm_name) if main else None  # metrics by samples seen
     arm = None
+    timings = timings or Timings(None)
     for ckpt in todo:
+        t0 = time.perf_counter()
         arm = load_arm(ckpt["path"], prepared=prep, reuse=arm)  # on this process's device
+        t1 = time.perf_counter()  # loading and what evaluation needs first (the JEPA arm's Y-decoder fit)
         last = ckpt["milestone"] == prep.cfg.train.milestones[-1]
         with_phrasings = prep.cfg.eval.phrasings_at == "all" or last
         per_set = {s.name: evaluate(arm, prep, s if with_phrasings else s.canonical_only()) for s in sets}
+        timings.add(f"load + prepare evaluation {arm_name} seed {seed}", t1 - t0)
+        timings.add(f"evaluate {arm_name} seed {seed}", time.perf_counter() - t1)
         if not main:
             continue
         m = combine(per_set)
+        timings.milestone(arm_name, seed, ckpt["milestone"], load_and_prepare_s=t1 - t0, eval_s=time.perf_counter() - t1,
+                          caption_s=m.get("caption_s"), classify_s=m.get("classify_s"))
         row = {**metrics_row(arm_name, seed, ckpt, m, result.trainable_params, train_log, flops_per_sample),
                **arm.evaluation_info()}
         examples = [dict(e, set=name) for name, ms in per_set.items() for e in ms["examples"]]

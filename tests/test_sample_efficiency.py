@@ -32,11 +32,21 @@ def test_smoke_run_writes_every_file_and_resumes(tmp_path, cache_dir):
     assert "| 256 | jepa |" in report and "14.9" in report and "Control audit" in report
     preds = (out / "predictions").glob("vlm-seed0-*.jsonl")
     assert len(list(preds)) == 4
+    # where the time went: phases that add up to the invocation, a row per (arm, seed, milestone), in the report
+    timings = json.loads((out / "timings.json").read_text())
+    (first,) = timings["invocations"]
+    assert {"train jepa seed 0", "evaluate vlm seed 0", "report and figures"} <= set(first["phases"])
+    assert 0.8 * first["total_s"] <= sum(first["phases"].values()) <= first["total_s"] + 0.01
+    assert len(timings["milestones"]) == 8 and all(
+        {"train_s", "load_and_prepare_s", "eval_s"} <= set(r) for r in timings["milestones"].values())
+    assert "## Where the time went" in report and "| train jepa seed 0 |" in report
 
     # re-running the same command redoes nothing: no new rows, same numbers
     assert main(args) == 0
     again = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert again == rows
+    timings = json.loads((out / "timings.json").read_text())
+    assert len(timings["invocations"]) == 2 and len(timings["milestones"]) == 8  # the resume's phases added
 
     # the same command into a fresh folder: the same results, weights and predictions included
     fresh = tmp_path / "se-again"
