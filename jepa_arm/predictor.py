@@ -46,7 +46,7 @@ class Predictor(nn.Module):
         v = self.visual_proj(visual.to(self.visual_proj.weight.dtype))
         x = torch.cat([v, query_embeds.to(v.dtype)], dim=1)
         mask = torch.cat([torch.ones(v.shape[:2], dtype=query_mask.dtype, device=v.device), query_mask], dim=1)
-        hidden = self.lm(inputs_embeds=x, attention_mask=mask).last_hidden_state
+        hidden = self.lm(inputs_embeds=x, attention_mask=mask, use_cache=False).last_hidden_state
         m = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1)  # mean over non-PAD positions
         return self.head(pooled)

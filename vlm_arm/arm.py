@@ -111,7 +111,7 @@ class VlmArm(Arm):
         p, n = x.shape[1], ids.shape[1]
         keep = torch.arange(p - 1, p - 1 + n, device=x.device)  # position j predicts token j + 1
         logits = self.lm(inputs_embeds=inputs, attention_mask=torch.cat([mask, cmask], dim=1),
-                         logits_to_keep=keep).logits
+                         logits_to_keep=keep, use_cache=False).logits  # no KV cache to build in training
         return logits.float().flatten(0, 1), ids.masked_fill(cmask == 0, -100).flatten()
 
     # ---- evaluation ----------------------------------------------------------------------
@@ -142,13 +142,13 @@ class VlmArm(Arm):
             b, p, dev = mask.shape[0], mask.shape[1], x.device
             out = self.lm(inputs_embeds=x, attention_mask=mask, use_cache=True)
             first = F.log_softmax(out.logits[:, -1].float(), dim=-1)
-            cache, total = out.past_key_values, torch.empty(b, len(candidates), device=dev)
+            cache, total = out.cache, torch.empty(b, len(candidates), device=dev)
             for idx, trie, parents, step_rows, valid in groups:
                 n = len(trie.tokens)
                 # a node sees the clip's real prefix tokens and its own ancestors (itself included)
                 sees = torch.cat([mask.bool()[:, None, :].expand(b, n, p), trie.visible.to(dev).expand(b, n, n)], dim=2)
                 logits = self.lm(input_ids=trie.tokens.to(dev).expand(b, n), attention_mask=self._tree_mask(sees),
-                                 position_ids=(p + trie.depth.to(dev)).expand(b, n), past_key_values=cache,
+                                 position_ids=(p + trie.depth.to(dev)).expand(b, n), cache=cache,
                                  logits_to_keep=parents.to(dev)).logits
                 cache.crop(-n)  # drop the group's nodes: back to the shared prefix for the next group
                 logp = F.log_softmax(logits.float(), dim=-1)  # [b, parents, V]
@@ -179,14 +179,14 @@ class VlmArm(Arm):
             b = visual.shape[0]
             x = torch.cat([self.embed_ids(torch.full((b, 1), self.bos, device=v.device)).to(v.dtype), v], dim=1)
             out = self.lm(inputs_embeds=x, use_cache=True)
-            return out.past_key_values, torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
+            return out.cache, torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
 
         def query_embedding(state):
             cache, mask = state
             ids, qmask = self._ids(queries, eos=False)
             mask = torch.cat([mask, qmask.to(mask.device)], dim=1)
-            out = self.lm(input_ids=ids.to(mask.device), attention_mask=mask, past_key_values=cache, use_cache=True)
-            return out.past_key_values, mask, out.logits[:, -1]
+            out = self.lm(input_ids=ids.to(mask.device), attention_mask=mask, cache=cache, use_cache=True)
+            return out.cache, mask, out.logits[:, -1]
 
         def decoder(state):
             cache, mask, logits = state
@@ -195,8 +195,8 @@ class VlmArm(Arm):
                 nxt = logits.argmax(-1, keepdim=True)
                 tokens.append(nxt)
                 mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
-                out = self.lm(input_ids=nxt, attention_mask=mask, past_key_values=cache, use_cache=True)
-                cache, logits = out.past_key_values, out.logits[:, -1]
+                out = self.lm(input_ids=nxt, attention_mask=mask, cache=cache, use_cache=True)
+                cache, logits = out.cache, out.logits[:, -1]
             return self.tokenizer.batch_decode(torch.cat(tokens, dim=1), skip_special_tokens=True)
 
         return [("encoder_predictor", encoder_predictor), ("query_embedding", query_embedding), ("decoder", decoder)]
