@@ -22,7 +22,6 @@ import torch
 from experiments.cli import add_config_args
 from plots.latency import latency_figure
 from shared.config import ConfigError, load_config
-from shared.features.encoder import FrozenEncoder
 from shared.files import write_json_atomic, write_text_atomic
 from shared.pipeline import prepare, random_visual_batch
 from shared.precision import DTYPE_NAMES, describe, dtype_name, resolve_runtime
@@ -232,9 +231,8 @@ def run_latency(cfg, out: Path, train_steps: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     runtime = resolve_runtime(cfg)  # whatever accelerate gives this process: CPU here, CUDA elsewhere
     device = runtime.device
-    torch.set_num_threads(cfg.train.threads or torch.get_num_threads())
-    prepared = prepare(cfg, runtime, splits=())
-    encoder = FrozenEncoder.from_config(prepared.cfg).to(device)
+    prepared = prepare(cfg, runtime, splits=())  # also sets the thread count (train.threads)
+    encoder = prepared.features.encoder  # on the runtime's device, in the resolved encoder dtype
     lat = prepared.cfg.latency
     video = preload_video(prepared, lat.frames)
     window = preload_video(prepared, cfg.data.frames)
@@ -267,7 +265,8 @@ def ms(s: dict) -> str:
 def latency_markdown(r: dict) -> str:
     lines = [f"# Latency and throughput ({r['device']}, {r['threads']} threads, {r['dtype']})", "",
              f"One {r['frames']}-frame video preloaded in memory, the same prompt decoded {r['repeats']} times after "
-             f"{r['warmup']} untimed warm-up runs ({r['caption_tokens']} generated tokens each); precision "
+             f"{r['warmup']} untimed warm-up run{'s' * (r['warmup'] != 1)} ({r['caption_tokens']} generated tokens "
+             "each); precision "
              f"{describe(r['precision'])}. Times are p50 / p90 in ms per batch (every repeat's time is in "
              f"latency.json); \"encoder + predictor\" includes the frozen X-encoder "
              f"(p50 {r['encoder_ms']['p50_ms']:.1f} ms alone at batch 1).", "",

@@ -23,16 +23,19 @@ def latency_figure(result: dict, out_dir: Path) -> list[Path]:
         vals = [result["arms"][a]["stages"][key]["p50_ms"] for a in arms]
         ax.bar(labels, vals, bottom=bottoms, label=name, color=colour)
         bottoms = [b + v for b, v in zip(bottoms, vals)]
+    tops = []
     for i, a in enumerate(arms):
         total = result["arms"][a]["total"]
         ax.errorbar(i, total["p50_ms"], yerr=[[0], [max(0.0, total["p90_ms"] - total["p50_ms"])]], color="black",
                     capsize=4, lw=1)
-        ax.text(i, max(bottoms[i], total["p90_ms"]), f"p50 {total['p50_ms']:.0f} ms\np90 {total['p90_ms']:.0f} ms",
-                ha="center", va="bottom", fontsize=8)
+        tops.append(max(bottoms[i], total["p90_ms"]))
+        ax.annotate(f"p50 {total['p50_ms']:.3g} ms\np90 {total['p90_ms']:.3g} ms", (i, tops[-1]), xytext=(0, 4),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, 1.55 * max(tops))  # room for the labels, then the legend above them
     ax.set_ylabel("time per request, batch 1 (ms)")
     ax.set_title(f"Inference latency, {result['frames']}-frame video, {result['caption_tokens']} tokens, batch 1",
                  fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", ncol=3, handlelength=1)
     ax.tick_params(axis="x", labelsize=8)
 
     ax = axes[0][1]  # the batch-size sweep: end-to-end median per sample, p90 as a band
@@ -45,6 +48,8 @@ def latency_figure(result: dict, out_dir: Path) -> list[Path]:
         ax.plot(b, p50, marker="o", color=palette[a], label=arm_label(a))
         ax.fill_between(b, p50, p90, color=palette[a], alpha=0.2)
     ax.set_xscale("log", base=2)
+    sizes = sorted({int(s) for a in arms for s in result["arms"][a]["batch_sweep"]})
+    ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.set_xlabel("batch size")
     ax.set_ylabel("end-to-end time per sample (ms)")
     ax.set_title("Batch sweep: p50 per sample (band: to p90)", fontsize=10)

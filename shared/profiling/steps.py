@@ -40,7 +40,7 @@ class StepTimer:
         self.arm = arm.train()
         self.optimizer = build_optimizer(arm, arm.cfg)
         # explicit (fp32 against bf16 on one machine) or the run's, resolved once by the command
-        self.precision = precision or arm.ctx.runtime.precision.resolved
+        self.precision = precision or arm.ctx.precision
         self.device = next(arm.parameters()).device
 
     def step(self, batch: Batch) -> torch.Tensor:
