@@ -38,10 +38,10 @@ from shared.features.encoder import FrozenEncoder
 from shared.features.visual import VisualFeatures
 from shared.files import atomic_path, write_json_atomic, write_text_atomic
 from shared.pipeline import prepare
-from shared.precision import announce
+from shared.precision import resolve_runtime
+from shared.profiling.steps import time_train_steps
 from shared.runinfo import versions
-from shared.training.optim import build_optimizer
-from shared.training.step import one_batch_step
+from shared.tables import markdown_table
 
 log = logging.getLogger(__name__)
 MEDIA = 16  # distinct small videos behind every manifest
@@ -90,7 +90,7 @@ def write_manifest(path: Path, n: int, media: list[str]) -> Path:
 
 
 def fill_random(cfg, source) -> None:
-    """Cache-mode shards of random rows (what is measured is the reader, not the values)."""
+    """Cache-mode shards of random rows (what is measured is the reader, not the values); ``cfg`` resolved."""
     store = VisualFeatures(cfg, FrozenEncoder.from_config(cfg)).store(source)
     g = torch.Generator().manual_seed(0)
     for k in store.missing():
@@ -107,15 +107,15 @@ def peak_rss_mb(cmd: list[str], env: dict) -> float:
     return usage.ru_maxrss / 1024  # KiB on Linux
 
 
-def memory_runs(args, out: Path, manifests: dict[int, Path]) -> dict:
+def memory_runs(args, out: Path, manifests: dict[int, Path], runtime) -> dict:
     result = {}
     for mode in ("cache", "online"):
         for n, path in manifests.items():
             overrides = ["data.source=manifest", f"data.manifest.path={path}", f"encoder.features={mode}",
                          "data.frames=2", "encoder.cache_dtype=float16", "jepa.y_encoder.cache=false",
                          f"train.milestones=[{args.steps * 1000}]", *args.overrides]
-            cfg = load_config(args.config, overrides)
-            prepare(cfg, splits=())  # index the manifest and train its tokenizer here, not in the measured process
+            cfg = runtime.precision.apply(load_config(args.config, overrides))
+            prepare(cfg, runtime, splits=())  # index the manifest and train its tokenizer here, not in the measured process
             if mode == "cache":
                 fill_random(cfg, build_dataset(cfg).split("train"))
             run_dir = out / "memory" / f"{mode}-{n}"
@@ -149,6 +149,8 @@ def loader_throughput(prepared, batches: int) -> dict:
 
 # ---- 3. step time, cache vs online ----------------------------------------------------------------
 def step_times(prepared, steps: int) -> dict:
+    """ms per training step, the first of ``steps + 1`` untimed; a batch's features are made ready
+    (online: encoded) inside the timed step, as the loop does."""
     cfg = prepared.cfg
     out = {}
     for name in cfg.arms:
@@ -158,14 +160,9 @@ def step_times(prepared, steps: int) -> dict:
             features = VisualFeatures(mcfg, prepared.features.encoder)
             arm = prepared.seeded_arm(name)
             arm.prepare_training()
-            arm.train()
-            opt = build_optimizer(arm, cfg)
             stream = batches(train_loader(prepared, features, steps + 1, cfg.data.workers))
-            for k, batch in enumerate(stream):
-                if k == 1:
-                    t0 = time.perf_counter()  # the first step warms up
-                one_batch_step(arm, opt, features.ready(batch, "cpu"), cfg)
-            out[name][mode] = 1000 * (time.perf_counter() - t0) / steps
+            ready = (features.ready(batch, "cpu") for batch in stream)  # lazy: taken inside each timed step
+            out[name][mode] = 1000 * sum(time_train_steps(arm, ready, steps)) / steps
         out[name]["online_over_cache"] = out[name]["online"] / out[name]["cache"]
     return out
 
@@ -184,32 +181,32 @@ def decode_rates(path: Path, frames: int = 16, repeats: int = 3) -> dict:
 
 
 def markdown(r: dict) -> str:
-    L = ["# Data pipeline benchmark", "", f"{r['cpu_threads']} threads; one run, ratios measured side by side.", "",
-         "## Peak RSS of a training process vs manifest size", "", "| mode | " +
-         " | ".join(f"{n:,} clips" for n in r["memory_mb"]["cache"]) + " | largest / smallest |",
-         "|---|" + "---:|" * (len(r["memory_mb"]["cache"]) + 1)]
-    for mode, row in r["memory_mb"].items():
-        vals = list(row.values())
-        L.append(f"| {mode} | " + " | ".join(f"{v:.0f} MB" for v in vals) + f" | {vals[-1] / vals[0]:.3f} |")
-    L += ["", "## Loader throughput (clips/s)", "", "| mode | 0 workers | 1 worker | 2 workers |", "|---|---:|---:|---:|"]
-    for mode, row in r["loader_clips_per_s"].items():
-        L.append(f"| {mode} | " + " | ".join(f"{row[w]:.0f}" for w in sorted(row)) + " |")
-    L += ["", "## Training step, cached features vs encoder in the step", "", "| arm | cache ms | online ms | online / cache |",
-          "|---|---:|---:|---:|"]
-    for name, s in r["step_ms"].items():
-        L.append(f"| {name} | {s['cache']:.0f} | {s['online']:.0f} | {s['online_over_cache']:.2f}x |")
+    memory = r["memory_mb"]
+    lines = ["# Data pipeline benchmark", "", f"{r['cpu_threads']} threads; one run, ratios measured side by side.", "",
+             "## Peak RSS of a training process vs manifest size", "",
+             *markdown_table(["mode", *(f"{n:,} clips" for n in memory["cache"]), "largest / smallest"],
+                             [[mode, *(f"{v:.0f} MB" for v in row.values()),
+                               f"{list(row.values())[-1] / list(row.values())[0]:.3f}"] for mode, row in memory.items()]),
+             "", "## Loader throughput (clips/s)", "",
+             *markdown_table(["mode", "0 workers", "1 worker", "2 workers"],
+                             [[mode, *(f"{row[w]:.0f}" for w in sorted(row))]
+                              for mode, row in r["loader_clips_per_s"].items()]),
+             "", "## Training step, cached features vs encoder in the step", "",
+             *markdown_table(["arm", "cache ms", "online ms", "online / cache"],
+                             [[name, f"{s['cache']:.0f}", f"{s['online']:.0f}", f"{s['online_over_cache']:.2f}x"]
+                              for name, s in r["step_ms"].items()])]
     d = r["decode"]
-    L += ["", f"## Video decoding ({r['video_minutes']:.0f}-minute video, 16 frames per read)", "",
-          f"Seeking: {d['seek']:.1f} frames/s; decoding from the start: {d['from_start']:.1f} frames/s: "
-          f"**{d['seek_over_from_start']:.1f}x**.", ""]
-    return "\n".join(L)
+    lines += ["", f"## Video decoding ({r['video_minutes']:.0f}-minute video, 16 frames per read)", "",
+              f"Seeking: {d['seek']:.1f} frames/s; decoding from the start: {d['from_start']:.1f} frames/s: "
+              f"**{d['seek_over_from_start']:.1f}x**.", ""]
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     cfg0 = load_config(args.config, args.overrides)
-    announce(cfg0)
+    runtime = resolve_runtime(cfg0)  # the manifest runs below change the data, not the precision
     (out / "media").mkdir(exist_ok=True)
     media = []
     for k in range(MEDIA):
@@ -221,15 +218,15 @@ def run(args: argparse.Namespace) -> int:
     manifests = {n: write_manifest(out / f"manifest-{n}.jsonl", n, media) for n in sizes}
     result = {"versions": versions(), "cpu_threads": torch.get_num_threads(), "clips": sizes, "steps": args.steps,
               "video_minutes": args.video_minutes}
-    result["memory_mb"] = memory_runs(args, out, manifests)
+    result["memory_mb"] = memory_runs(args, out, manifests, runtime)
 
     smallest = manifests[sizes[0]]
     cfg = load_config(args.config, ["data.source=manifest", f"data.manifest.path={smallest}", *args.overrides])
-    prepared = prepare(cfg, splits=())
-    fill_random(cfg, prepared.dataset.split("train"))  # cache side of the loader runs
+    prepared = prepare(cfg, runtime, splits=())
+    fill_random(prepared.cfg, prepared.dataset.split("train"))  # cache side of the loader runs
     result["loader_clips_per_s"] = {}
     for mode in ("cache", "online"):
-        mcfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, features=mode))
+        mcfg = dataclasses.replace(prepared.cfg, encoder=dataclasses.replace(prepared.cfg.encoder, features=mode))
         prep = dataclasses.replace(prepared, cfg=mcfg, features=VisualFeatures(mcfg, prepared.features.encoder))
         result["loader_clips_per_s"][mode] = loader_throughput(prep, args.loader_batches)
     result["step_ms"] = step_times(prepared, args.steps)

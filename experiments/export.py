@@ -15,10 +15,11 @@ import logging
 import shutil
 from pathlib import Path
 
-from shared.config import Config, ConfigError
+from shared.config import Config, ConfigError, to_dict
 from shared.evaluation.metrics import METRICS
 from shared.files import read_jsonl, swap_in, write_json_atomic, write_text_atomic
 from shared.milestone import Milestone, load_arm
+from shared.precision import recorded, resolve_runtime
 from shared.runinfo import versions
 from shared.tables import markdown_table
 
@@ -95,7 +96,7 @@ Prompt: `{cfg.data.query}`
 ## Training
 
 {m.samples_seen:,} samples seen ({m.state.get('step')} optimizer steps, effective batch {cfg.train.effective_batch},
-lr {cfg.train.lr}, schedule {cfg.train.schedule}, precision {cfg.train.mixed_precision}). The run's resolved
+lr {cfg.train.lr}, schedule {cfg.train.schedule}, precision {recorded(to_dict(cfg))}). The run's resolved
 config is in `config.yaml` beside this card.
 """
 
@@ -103,7 +104,7 @@ config is in `config.yaml` beside this card.
 def export(checkpoint: Path, out: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     m = Milestone.find(checkpoint)
     cfg = m.config(overrides)
-    arm = load_arm(m, device="cpu", overrides=overrides, evaluation=False)
+    arm = load_arm(m, device="cpu", overrides=overrides, evaluation=False, runtime=resolve_runtime(cfg, "cpu"))
     if not arm.has("export"):
         raise ConfigError(f"{m.folder}: arm {m.arm_name!r} has no Hugging Face export (Arm.export_pretrained)")
     tmp = out.with_name(out.name + ".tmp")

@@ -21,6 +21,7 @@ from shared.evaluation.audit import arm_controls, audit, audit_markdown
 from shared.evaluation.intervals import LEVEL, Difference, arm_difference
 from shared.evaluation.metrics import METRICS, metric
 from shared.files import atomic_path, read_json, read_jsonl, write_json_atomic, write_text_atomic
+from shared.precision import describe as describe_precision, recorded
 from shared.tables import markdown_table
 from shared.training.checkpoint import RunDir
 
@@ -191,9 +192,7 @@ def write_outputs(out: Path) -> bool:
 
 def _precision(cfg, summary) -> str:
     p = summary.get("precision")
-    if not p:  # a run from before precision was recorded
-        return cfg["train"]["mixed_precision"]
-    return f"{p['resolved']} (train.mixed_precision={p['requested']}: {p['reason']})"
+    return describe_precision(p) if p else recorded(cfg)  # recorded: a run from before precision was recorded
 
 
 def control_lines(cfg: dict, rows: list[dict], arms: list[str]) -> list[str]:

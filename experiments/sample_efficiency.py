@@ -39,15 +39,14 @@ from shared.evaluation.evaluate import (
 from shared.evaluation.metrics import METRICS
 from shared.files import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
 from shared.pipeline import prepare
-from shared.precision import announce, resolve_config
+from shared.precision import Runtime, resolve_runtime
 from shared import processes
-from shared.processes import is_main
 from shared.runinfo import versions
 from shared.timings import Timings
 from shared.milestone import load_arm
 from shared.tracking import EvalLog
 from shared.training.checkpoint import RunDir, folder_lock
-from shared.training.flops import train_flops_per_sample
+from shared.profiling.flops import train_flops_per_sample
 from shared.training.loop import train_arm
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ def metrics_row(arm_name: str, seed: int, ckpt: dict, m: dict, trainable: int, t
            "milestone": ckpt["milestone"], "cider": m.get("cider"), "top1": m.get("top1"), "top5": m.get("top5"),
            "train_loss": logged[-1]["loss"] if logged else ckpt.get("train_loss"),
            "trainable_params": trainable, "wall_s": ckpt.get("wall_s"),
-           # the compute axis: what training this checkpoint cost (shared/training/flops.py) and took
+           # the compute axis: what training this checkpoint cost (shared/profiling/flops.py) and took
            "train_flops": flops_per_sample * ckpt["samples_seen"] if flops_per_sample else None,
            "train_s": ckpt.get("train_s")}
     for extra in [*(x.key for x in METRICS), "phrasings", "eval_s", "caption_s", "classify_s", "sets"]:
@@ -88,24 +87,24 @@ def metrics_row(arm_name: str, seed: int, ckpt: dict, m: dict, trainable: int, t
 def run_comparison(cfg: Config, out: Path) -> list[dict]:
     """Train and evaluate every (seed, arm); returns the metrics rows. Under several processes
     (accelerate launch / torchrun) every process trains and evaluates its share; the main one writes."""
-    processes.configure(cfg)
+    runtime = resolve_runtime(cfg)  # device, processes, precision: decided here, once, for every arm and seed
     processes.check_shared_folder(out)  # every node writes and reads one --out: refuse at once if not
     with contextlib.ExitStack() as held:  # rank 0 holds the lock; a refusal there ends every rank
         processes.on_main(lambda: held.enter_context(folder_lock(out, "sample-efficiency run")) and None)
-        return _run_comparison(cfg, out, is_main())
+        return _run_comparison(cfg, runtime, out, runtime.rank == 0)
 
 
-def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:
+def _run_comparison(cfg: Config, runtime: Runtime, out: Path, main: bool) -> list[dict]:
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"phases": {}}
-    summary["precision"] = announce(cfg)  # each run's config.yaml holds the resolved value
+    summary["precision"] = runtime.precision.record()  # each run's config.yaml holds the resolved value
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.yaml", dump_yaml(cfg))
         write_json_atomic(out / "versions.json", versions())
     timings = Timings(out / "timings.json" if main else None)
     start = t = time.perf_counter()
-    prepared = prepare(cfg)
+    prepared = prepare(cfg, runtime)
     encode_s = sum(v.encode_s for v in prepared.features.stats.values())
     encoded = sum(v.encoded for v in prepared.features.stats.values())
     timings.add("tokenizer, encoder, data index", time.perf_counter() - t - encode_s)
@@ -123,7 +122,7 @@ def _run_comparison(cfg: Config, out: Path, main: bool) -> list[dict]:
     flops = summary.setdefault("flops", {})
     with timings.phase("FLOPs counted (meta device)"):
         for arm_name in cfg.arms:  # per arm, the same for every seed: counted once, on the meta device
-            flops.setdefault(arm_name, train_flops_per_sample(prepared, arm_name, processes.layout()[1]))
+            flops.setdefault(arm_name, train_flops_per_sample(prepared, arm_name, runtime.world))
     for seed in cfg.seeds:
         prep = dataclasses.replace(prepared, cfg=dataclasses.replace(cfg, seed=seed))
         for arm_name in cfg.arms:
@@ -157,7 +156,7 @@ def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets,
     """Every set for each checkpoint (each process its share of the clips); one row each, by the main process."""
     run = RunDir.of(out, arm_name, seed)
     train_log = read_jsonl(run.log)
-    trackers = EvalLog(resolve_config(prep.cfg), run.root, arm_name) if main else None  # metrics by samples seen
+    trackers = EvalLog(prep.cfg, run.root, arm_name) if main else None  # metrics by samples seen (resolved config)
     arm = None
     timings = timings or Timings(None)
     for ckpt in todo:

@@ -33,7 +33,7 @@ from shared.files import (
     write_text_atomic,
 )
 from shared.pipeline import prepare
-from shared.precision import announce, autocast_for
+from shared.precision import Runtime, resolve_runtime
 from shared.runinfo import versions
 from shared.milestone import Milestone, load_arm
 from shared.registry import arm_class
@@ -58,15 +58,15 @@ def add_parser(sub, help: str) -> None:
     p.set_defaults(run=run)
 
 
-def load_trained_arm(cfg: Config, out: Path, checkpoint: Path | None):
+def load_trained_arm(cfg: Config, runtime: Runtime, out: Path, checkpoint: Path | None):
     name = cfg.selective.arm
     if name not in cfg.arm:
         raise ConfigError(f"selective.arm: unknown arm {name!r}; registered: {sorted(cfg.arm)}")
     if checkpoint is None:
-        prepared = prepare(cfg, splits=("train",))
+        prepared = prepare(cfg, runtime, splits=("train",))
         checkpoint = Path(train_arm(prepared, name, RunDir.of(out, name, cfg.seed).root).checkpoints[-1]["path"])
     else:
-        prepared = prepare(cfg, splits=())
+        prepared = prepare(cfg, runtime, splits=())
     try:
         milestone = Milestone.find(checkpoint)
     except FileNotFoundError as e:
@@ -81,27 +81,27 @@ def load_trained_arm(cfg: Config, out: Path, checkpoint: Path | None):
 
 
 @torch.no_grad()
-def embed_windows(arm, feats: torch.Tensor, cfg: Config) -> np.ndarray:
+def embed_windows(arm, feats: torch.Tensor, cfg: Config, runtime: Runtime) -> np.ndarray:
     out = []
     device = next(arm.parameters()).device
     for start in range(0, len(feats), cfg.selective.batch_windows):
         visual = feats[start:start + cfg.selective.batch_windows].float().to(device)
-        with autocast_for(cfg):
+        with runtime.autocast():
             out.append(arm.embed(visual, [cfg.data.query] * len(visual)).float())
     return torch.cat(out).cpu().numpy()
 
 
 @torch.no_grad()
-def decode(arm, embeddings: np.ndarray, cfg: Config) -> list[str]:
+def decode(arm, embeddings: np.ndarray, cfg: Config, runtime: Runtime) -> list[str]:
     texts = []
     for start in range(0, len(embeddings), cfg.eval.batch_size):
-        with autocast_for(cfg):
+        with runtime.autocast():
             texts += arm.decode_embeddings(torch.from_numpy(embeddings[start:start + cfg.eval.batch_size]).float(),
                                            cfg.eval.caption_max_tokens)
     return texts
 
 
-def sweep_point(arm, streams: list[dict], strategy: str, pooling: str, hz: float, cfg: Config,
+def sweep_point(arm, streams: list[dict], strategy: str, pooling: str, hz: float, cfg: Config, runtime: Runtime,
                 memo: dict | None = None) -> dict:
     """Decode every stream at an average rate of ``hz`` and score the matched annotations.
 
@@ -121,7 +121,7 @@ def sweep_point(arm, streams: list[dict], strategy: str, pooling: str, hz: float
     t0 = time.perf_counter()
     embeddings = np.concatenate([e for _, e in points])
     todo = [j for j, k in enumerate(keys) if k not in memo]
-    for j, text in zip(todo, decode(arm, embeddings[todo], cfg)):
+    for j, text in zip(todo, decode(arm, embeddings[todo], cfg, runtime)):
         memo[keys[j]] = text
     texts = [memo[k] for k in keys]
     t_decode = time.perf_counter() - t0
@@ -140,11 +140,11 @@ def sweep_point(arm, streams: list[dict], strategy: str, pooling: str, hz: float
             "examples": [{"reference": r[0], "decoded": p} for p, r in zip(predictions[:5], references[:5])]}
 
 
-def run_selective(cfg: Config, out: Path, checkpoint: Path | None) -> list[dict]:
+def run_selective(cfg: Config, runtime: Runtime, out: Path, checkpoint: Path | None) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "config.yaml", dump_yaml(cfg))
     write_json_atomic(out / "versions.json", versions())
-    arm, ckpt, state = load_trained_arm(cfg, out, checkpoint)
+    arm, ckpt, state = load_trained_arm(cfg, runtime, out, checkpoint)
     sources = load_streams(cfg)
     if not sources:
         raise ConfigError("no streams: set data.synthetic.streams > 0 or data.manifest.streams_path")
@@ -161,12 +161,13 @@ def run_selective(cfg: Config, out: Path, checkpoint: Path | None) -> list[dict]
     meta = {"setup": setup, "samples_seen": state.get("samples_seen")}
 
     t0 = time.perf_counter()
-    encoder = FrozenEncoder.from_config(cfg).to(arm.ctx.device)  # the stream's frames are encoded where the arm runs
+    # the stream's frames are encoded where the arm runs, in the encoder dtype the runtime resolved
+    encoder = FrozenEncoder.from_config(runtime.precision.apply(cfg)).to(arm.ctx.device)
     streams = []
     for st in sources:
         centres, feats = stream_window_features(st, encoder, cfg)
         streams.append({"id": st.id, "duration": st.duration, "events": st.events, "centres": centres,
-                        "embeddings": embed_windows(arm, feats, cfg)})
+                        "embeddings": embed_windows(arm, feats, cfg, runtime)})
     meta.update(streams=len(streams), windows=sum(len(s["centres"]) for s in streams),
                 annotations=sum(len(s["events"]) for s in streams), video_s=sum(s["duration"] for s in streams),
                 embed_s=round(time.perf_counter() - t0, 1))
@@ -185,7 +186,7 @@ def run_selective(cfg: Config, out: Path, checkpoint: Path | None) -> list[dict]
             for strategy in STRATEGIES:
                 if (strategy, pooling, hz) in done:
                     continue
-                row = sweep_point(arm, streams, strategy, pooling, hz, cfg, memo)
+                row = sweep_point(arm, streams, strategy, pooling, hz, cfg, runtime, memo)
                 append_jsonl(rows_path, row)
                 log.info("%-8s %-5s %.2f Hz: %d decodes, CIDEr %.3f", strategy, pooling, row["rate_hz"], row["decodes"],
                          row["cider"])
@@ -195,17 +196,17 @@ def run_selective(cfg: Config, out: Path, checkpoint: Path | None) -> list[dict]
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    announce(cfg)
+    runtime = resolve_runtime(cfg)
     checkpoints = args.checkpoint or [None]
     if len(checkpoints) == 1:
-        run_selective(cfg, args.out, checkpoints[0])
+        run_selective(cfg, runtime, args.out, checkpoints[0])
         log.info("report: %s", args.out / "selective_report.md")
         return 0
     folders = {}
     for i, ckpt in enumerate(checkpoints):  # one ordinary (resumable) selective folder per checkpoint
         name = f"{i}-" + "-".join(ckpt.resolve().parts[-3:]).replace(" ", "_")
         folders[name] = args.out / name
-        run_selective(cfg, folders[name], ckpt)
+        run_selective(cfg, runtime, folders[name], ckpt)
     write_text_atomic(args.out / "selective_summary.md", checkpoint_spread(folders))
     log.info("summary: %s", args.out / "selective_summary.md")
     return 0

@@ -7,7 +7,7 @@ import logging
 from experiments.cli import add_config_args
 from shared.config import ConfigError, load_config
 from shared.pipeline import prepare
-from shared.precision import announce
+from shared.precision import resolve_runtime
 from shared.training.loop import train_arm
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,9 @@ def add_parser(sub, help: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    announce(cfg)
     if args.arm not in cfg.arm:
         raise ConfigError(f"--arm: unknown arm {args.arm!r}; registered: {sorted(cfg.arm)}")
-    prepared = prepare(cfg, splits=("train",))
+    prepared = prepare(cfg, resolve_runtime(cfg), splits=("train",))
     result = train_arm(prepared, args.arm, args.out, stop_at_samples=args.stop_after)
     for c in result.checkpoints:
         log.info("checkpoint %s: %d samples seen, step %d", c["path"], c["samples_seen"], c["step"])

@@ -157,13 +157,13 @@ class JepaArm(Arm):
         if seen:
             decoder, self.decoder_meta = fit_on_seen(
                 dim, self.tokenizer, dc, key[0], self.ctx.stream_key, self.samples_seen, self.ctx.seen_captions,
-                self.embed_texts, self.cfg.cache_path, self.cfg.lm.attn_implementation,
-                self.cfg.train.mixed_precision, self.ctx.device)
+                self.embed_texts, self.cfg.cache_path, self.cfg.lm.attn_implementation, self.ctx.precision,
+                self.ctx.device)
         else:  # the whole training corpus (budget "corpus", or no checkpoint progress known: timing)
 
             decoder, self.decoder_meta = load_or_train(
                 dim, self.tokenizer, dc, key[0], self.ctx.train_captions(), self.embed_texts, self.cfg.cache_path,
-                self.cfg.lm.attn_implementation, self.cfg.train.mixed_precision, self.ctx.device)
+                self.cfg.lm.attn_implementation, self.ctx.precision, self.ctx.device)
         self._set_decoder(decoder)
 
     @classmethod

@@ -22,7 +22,7 @@ from safetensors.torch import load_model, save_model
 from jepa_arm.config import YDecoderConfig
 from jepa_arm.y_decoder import TrainedDecoder
 from shared.files import write_json_atomic
-from shared.precision import autocast, resolve
+from shared.precision import autocast
 from shared.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,8 @@ def fit_on_seen(emb_dim: int, tokenizer, cfg: YDecoderConfig, space: str, stream
                 seen_captions: Callable[[int, int], list[str]], embed_texts: Callable[[list[str]], torch.Tensor],
                 cache_root: Path, attn_implementation: str, precision: str, device) -> tuple[TrainedDecoder, dict]:
     """The decoder trained on the captions at positions [0, ``samples``) of the training stream
-    ``stream`` (its identity), in the target space ``space`` (its identity)."""
-    precision = resolve(precision, device)
+    ``stream`` (its identity), in the target space ``space`` (its identity), under the run's resolved
+    ``precision`` (no, bf16, fp16: a decoder fitted in bf16 is not the fp32 one)."""
     folder = Path(cache_root) / "y_decoders" / f"seen-{_key(space, stream, cfg, tokenizer, precision)}"
     start = _latest(folder, samples)
     decoder = TrainedDecoder(emb_dim, tokenizer, cfg, attn_implementation).to(device)

@@ -31,7 +31,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from jepa_arm.config import YDecoderConfig
 from jepa_arm.y_encoder import ARCHITECTURES
 from shared.files import atomic_path, write_json_atomic
-from shared.precision import autocast, resolve
+from shared.precision import autocast
 from shared.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,10 @@ class TrainedDecoder(nn.Module):
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
-def fit(decoder: TrainedDecoder, embeddings: torch.Tensor, captions: list[str], progress: bool = True,
-        precision: str = "auto") -> list[float]:
+def fit(decoder: TrainedDecoder, embeddings: torch.Tensor, captions: list[str], precision: str,
+        progress: bool = True) -> list[float]:
     """Text-only training: reconstruct each caption from its (noised) embedding, under the run's
-    precision (``train.mixed_precision``)."""
+    resolved precision (no, bf16, fp16)."""
     cfg = decoder.cfg
     opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
@@ -125,10 +125,10 @@ def decoder_key(y_fingerprint: str, corpus: list[str], cfg: YDecoderConfig, toke
 
 
 def load_or_train(emb_dim: int, tokenizer, cfg: YDecoderConfig, y_fingerprint: str, corpus: list[str],
-                  embed_texts, cache_root: Path, attn_implementation: str = "sdpa",
-                  precision: str = "auto", device: torch.device | str = "cpu") -> tuple[TrainedDecoder, dict]:
-    """The cached decoder for this (Y-encoder, corpus, precision), training it first if needed, on ``device``."""
-    precision = resolve(precision, device)  # a decoder fitted in bf16 is not the fp32 one
+                  embed_texts, cache_root: Path, attn_implementation: str, precision: str,
+                  device: torch.device | str = "cpu") -> tuple[TrainedDecoder, dict]:
+    """The cached decoder for this (Y-encoder, corpus, resolved precision: a decoder fitted in bf16 is
+    not the fp32 one), training it first if needed, on ``device``."""
     folder = Path(cache_root) / "y_decoders" / decoder_key(y_fingerprint, corpus, cfg, tokenizer, precision)
     decoder = TrainedDecoder(emb_dim, tokenizer, cfg, attn_implementation).to(device)
     if (folder / "model.safetensors").is_file():

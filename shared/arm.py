@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -22,6 +22,9 @@ from shared.registry import (
     arm_class,
     register_arm,  # noqa: F401 - arms take it with the interface they implement
 )
+
+if TYPE_CHECKING:
+    from shared.precision import Runtime
 
 
 @dataclass
@@ -72,6 +75,8 @@ class ArmContext:
     captions_at: Callable[[int, int], list[str]] | None = None
     stream_key: str = ""
     arm_name: str = ""  # the name being built: a registered arm's, or a variant's (set by build_arm)
+    # the command's device, process layout and resolved precision (shared/precision.py), decided once
+    runtime: "Runtime | None" = None
 
     def train_captions(self, limit: int | None = None) -> list[str]:
         """Every caption of the first ``limit`` training clips (all by default)."""
@@ -82,6 +87,14 @@ class ArmContext:
         if self.make_base_lm is None:
             raise ValueError("this context was built without a base LM (make_base_lm)")
         return self.make_base_lm(self.device)
+
+    @property
+    def precision(self) -> str:
+        """The run's resolved training precision (no, bf16, fp16): what an arm trains or fits outside the
+        loop runs under it (the JEPA arm's Y-decoder)."""
+        if self.runtime is None:
+            raise ValueError("this context was built without a runtime (shared/precision.py: resolve_runtime)")
+        return self.runtime.precision.for_config(self.cfg).resolved  # a context replaced with another cfg
 
     def seen_captions(self, start: int, stop: int) -> list[str]:
         if self.captions_at is None:

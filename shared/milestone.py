@@ -20,6 +20,7 @@ from shared.config import Config, ConfigError, config_from_dict, parse_override
 from shared.config.loader import set_dotted
 from shared.files import read_json
 from shared.pipeline import Pipeline, prepare
+from shared.precision import Runtime
 from shared.training.checkpoint import RunDir, load_weights
 from shared.training.loop import check_same_config
 
@@ -68,20 +69,24 @@ class Milestone:
 
 
 def load_arm(checkpoint: str | Path | Milestone, prepared: Pipeline | None = None, device=None,
-             overrides: list[str] | tuple[str, ...] = (), evaluation: bool = True, reuse: Arm | None = None) -> Arm:
+             overrides: list[str] | tuple[str, ...] = (), evaluation: bool = True, reuse: Arm | None = None,
+             runtime: Runtime | None = None) -> Arm:
     """The arm of ``checkpoint`` (a milestone folder, a run folder, or a ``Milestone``), its trained
     weights loaded, its progress (samples seen) set, in eval mode and, with ``evaluation``, its
     evaluation prepared (e.g. the JEPA arm's Y-decoder fitted on what it saw).
 
     ``prepared``: a pipeline already built (the comparison's, or a command's config): the arm is built
     from it after checking that its training config is the milestone's (precision may differ);
-    without it, the milestone's own config is prepared (no features encoded). ``reuse``: an arm of the
+    without it, the milestone's own config is prepared (no features encoded) under ``runtime`` (the
+    command's, shared/precision.py: resolve_runtime). ``reuse``: an arm of the
     same name built from ``prepared`` (the previous milestone's), loaded instead of building another
     (a 1B-parameter arm per milestone costs seconds at paper scale).
     """
     m = checkpoint if isinstance(checkpoint, Milestone) else Milestone.find(checkpoint)
     if prepared is None:
-        prepared = prepare(m.config(overrides), splits=())
+        if runtime is None:
+            raise ValueError("load_arm: give the pipeline the arm is built from, or the runtime to prepare one under")
+        prepared = prepare(m.config(overrides), runtime, splits=())
     else:  # the weights only fit the config they were trained under
         check_same_config(m.config_path.parent, prepared.cfg, m.arm_name, evaluating=True)
     if m.arm_name not in prepared.cfg.arm:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from shared import processes
 from shared.arm import ArmContext, Batch, build_arm
 from shared.config import Config
 from shared.data.loader import ClipBatches, batches, make_loader
@@ -20,6 +19,7 @@ from shared.data.sources import Dataset, build_dataset, digest
 from shared.features.encoder import FrozenEncoder
 from shared.features.visual import VisualFeatures
 from shared.lm import build_base_lm, load_tokenizer
+from shared.precision import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class Pipeline:
     """What a config prepares once for every arm: the dataset (clips by position), the shared
-    tokenizer, the frozen encoder's token shape and its features; arms and contexts are built from it."""
+    tokenizer, the frozen encoder's token shape and its features, and the command's runtime (device,
+    process layout, precision); arms and contexts are built from it. ``cfg`` is held as it runs here
+    (precision and encoder dtype resolved by the runtime), also after ``dataclasses.replace``."""
 
     cfg: Config
     dataset: Dataset
@@ -35,6 +37,11 @@ class Pipeline:
     visual_dim: int
     visual_tokens: int
     features: VisualFeatures
+    runtime: Runtime
+
+    def __post_init__(self):  # a config replaced later keeps the runtime's hardware, with its own precision
+        self.runtime = self.runtime.for_config(self.cfg)
+        self.cfg = self.runtime.precision.apply(self.cfg)
 
     def context(self, device: torch.device | str = "cpu") -> ArmContext:
         train = self.dataset.split("train")
@@ -42,13 +49,14 @@ class Pipeline:
                           visual_tokens=self.visual_tokens, device=torch.device(device),
                           make_base_lm=base_lm_maker(self.cfg, self.tokenizer),
                           captions_of_train=lambda limit=None: list(train.captions(limit)),
-                          captions_at=self.seen_captions, stream_key=digest(self.cfg.seed, train.text_key))
+                          captions_at=self.seen_captions, stream_key=digest(self.cfg.seed, train.text_key),
+                          runtime=self.runtime)
 
     def seeded_arm(self, name: str, device=None):
         """Arm ``name`` built on ``device`` (default: this process's accelerator device), its
         initialisation seeded by the run's seed: the same weights wherever it is built."""
         torch.manual_seed(self.cfg.seed)
-        return build_arm(name, self.context(device if device is not None else processes.device()))
+        return build_arm(name, self.context(device if device is not None else self.runtime.device))
 
     def seen_captions(self, start: int, stop: int) -> list[str]:
         """The target captions at training positions [start, stop) of this seed's order."""
@@ -111,13 +119,17 @@ def corpus_key(cfg: Config, dataset: Dataset) -> str:
     return digest("train-split-texts", dataset.split("train").text_key, cfg.data.query)
 
 
-def prepare(cfg: Config, splits: tuple[str, ...] = ("train", "val", "test")) -> Pipeline:
+def prepare(cfg: Config, runtime: Runtime, splits: tuple[str, ...] = ("train", "val", "test")) -> Pipeline:
+    """The pipeline of ``cfg`` under the command's ``runtime`` (shared/precision.py: resolve_runtime)."""
+    runtime = runtime.for_config(cfg)
+    cfg = runtime.precision.apply(cfg)
     dataset = build_dataset(cfg)
     tokenizer = load_tokenizer(cfg, lambda: tokenizer_corpus(cfg, dataset), corpus_key(cfg, dataset))
     torch.set_num_threads(cfg.train.threads or torch.get_num_threads())
-    encoder = FrozenEncoder.from_config(cfg).to(processes.device())
+    encoder = FrozenEncoder.from_config(cfg).to(runtime.device)
     features = VisualFeatures(cfg, encoder)
-    prepared = Pipeline(cfg, dataset, tokenizer, encoder.dim, encoder.tokens_per_clip(cfg.data.frames), features)
+    prepared = Pipeline(cfg, dataset, tokenizer, encoder.dim, encoder.tokens_per_clip(cfg.data.frames), features,
+                        runtime)
     for split in splits:
         features.prepare(dataset.split(split), desc=f"encode {split}")
     log.info("data %s: %s clips; %d visual tokens x %d dims per clip; features: %s", dataset.name,

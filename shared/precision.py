@@ -8,9 +8,11 @@
 - ``no`` (fp32) on every other CPU: without those instructions bf16 is emulated and runs ~100x
   slower than fp32 (measured on an AVX2-only EPYC: 0.9 vs 104 GFLOP/s).
 
-Explicit ``no``/``bf16``/``fp16`` are kept as given. Every autocast of the suite (training loop,
-evaluation, latency, selective decoding, benchmarks, the Y-decoder's fit) comes from
-:func:`autocast`, and ``encoder.dtype: auto`` follows the same decision.
+Explicit ``no``/``bf16``/``fp16`` are kept as given; ``encoder.dtype: auto`` follows the same
+decision. This module is the only one that reads ``train.mixed_precision``: a command resolves it
+once (:func:`resolve_runtime`, one hardware probe) into a frozen :class:`Runtime` that the pipeline,
+the loop, the evaluators, the arms and the benchmarks receive. Every autocast of the suite comes
+from :func:`autocast`, which takes the resolved precision and never probes.
 
 Capping oneDNN below bf16 (``ONEDNN_MAX_CPU_ISA=AVX2``, oneDNN's own switch) makes torch's bf16
 matrix products emulated again; the probe honours it, which also lets one machine reproduce an
@@ -22,11 +24,11 @@ import dataclasses
 import logging
 import os
 import platform
-import time
 from dataclasses import dataclass
 
 import torch
 
+from shared import processes
 from shared.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -101,92 +103,134 @@ def decide(requested: str, hw: Hardware) -> tuple[str, str]:
     return "no", f"CPU without native bf16 ({flags}): bf16 would be emulated, ~100x slower than fp32"
 
 
-def resolve(requested: str, device: str | torch.device | None = None) -> str:
-    return decide(requested, probe(device))[0]
+@dataclass(frozen=True)
+class Precision:
+    """The training precision as decided for one device: what every autocast, the encoder's dtype,
+    the Y-decoder's fits and the run's records use. Built once per command by :func:`resolve`."""
+
+    requested: str  # train.mixed_precision as configured: auto, no, bf16 or fp16
+    resolved: str  # what runs: no (fp32), bf16 or fp16
+    reason: str
+    encoder_dtype: torch.dtype  # encoder.dtype resolved (auto = the training precision's dtype)
+    device_type: str  # the device it was decided for: "cpu" or "cuda"
+    hardware: Hardware
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPE_OF[self.resolved]
+
+    def autocast(self):
+        return autocast(self.resolved, self.device_type)
+
+    def matches(self, cfg) -> bool:
+        """Does ``cfg`` ask for this decision (as configured, or already resolved to it)?"""
+        return (cfg.train.mixed_precision in (self.requested, self.resolved)
+                and cfg.encoder.dtype in (AUTO, dtype_name(self.encoder_dtype)))
+
+    def for_config(self, cfg) -> "Precision":
+        """This decision, or, for a config asking for another precision (a test, an ablation built
+        from one pipeline), the decision for it on the same hardware: the flags probed once, no new probe."""
+        return self if self.matches(cfg) else _decide(cfg, self.hardware, self.device_type)
+
+    def apply(self, cfg):
+        """``cfg`` with ``train.mixed_precision`` and ``encoder.dtype`` as they run here: what a run
+        records in its config.yaml, what the control audit compares and what a resume checks."""
+        p = self.for_config(cfg)
+        enc = dtype_name(p.encoder_dtype)
+        if cfg.train.mixed_precision == p.resolved and cfg.encoder.dtype == enc:
+            return cfg
+        return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, mixed_precision=p.resolved),
+                                   encoder=dataclasses.replace(cfg.encoder, dtype=enc))
+
+    def record(self) -> dict:
+        """What was asked, what runs and why, with the flags behind it (precision.json, summary.json)."""
+        return {"requested": self.requested, "resolved": self.resolved, "reason": self.reason,
+                "encoder_dtype": dtype_name(self.encoder_dtype),
+                "hardware": dataclasses.asdict(self.hardware) | {"cpu_native_bf16": self.hardware.cpu_native_bf16}}
 
 
-def compute_dtype(precision: str) -> torch.dtype:
-    return DTYPE_OF[resolve(precision)]
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
-def encoder_dtype(name: str, precision: str) -> torch.dtype:
-    """``encoder.dtype``: an explicit dtype name, or ``auto`` = the training precision's dtype."""
-    return compute_dtype(precision) if name == AUTO else DTYPE_NAMES[name]
+def resolve(cfg, device: str | torch.device | None = None) -> Precision:
+    """The precision of ``cfg`` on ``device`` (default: CUDA if available, else the CPU): one hardware probe."""
+    dev = torch.device(device) if device is not None else default_device()
+    return _decide(cfg, probe(dev), dev.type)
 
 
-def autocast(precision: str, device_type: str | None = None):
-    """The autocast context for ``precision`` (``auto`` resolved here). fp32 disables autocast
-    explicitly, so it also holds inside an outer bf16 region."""
-    device_type = device_type or default_device().type
-    resolved = resolve(precision, device_type)
+def _decide(cfg, hw: Hardware, device_type: str) -> Precision:
+    """The one reading of ``train.mixed_precision`` and ``encoder.dtype``."""
+    resolved, why = decide(cfg.train.mixed_precision, hw)
+    enc = DTYPE_OF[resolved] if cfg.encoder.dtype == AUTO else DTYPE_NAMES[cfg.encoder.dtype]
+    return Precision(cfg.train.mixed_precision, resolved, why, enc, device_type, hw)
+
+
+def autocast(resolved: str, device_type: str):
+    """The autocast context for a resolved precision (``no``, ``bf16``, ``fp16``); never probes. fp32
+    disables autocast explicitly, so it also holds inside an outer bf16 region."""
+    if resolved not in DTYPE_OF:
+        raise ValueError(f"autocast({resolved!r}): takes a resolved precision ({', '.join(DTYPE_OF)}); "
+                         "resolve train.mixed_precision first (shared/precision.py: resolve_runtime)")
     if resolved == "no":
         return torch.autocast(device_type, enabled=False)
     return torch.autocast(device_type, dtype=DTYPE_OF[resolved])
 
 
-def autocast_for(cfg):
-    """The autocast a config's training precision asks for (training, evaluation and benchmarks alike)."""
-    return autocast(cfg.train.mixed_precision)
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a command runs, decided once at its start and handed to whatever computes: the
+    device and process layout of this process and the precision decided for that device. The
+    pipeline, the training loop, the evaluators, the arms (their Y-decoder fits), the benchmarks
+    and latency read it; none of them probes or re-decides."""
+
+    device: torch.device
+    rank: int
+    world: int  # number of processes
+    precision: Precision
+
+    def autocast(self):
+        return self.precision.autocast()
+
+    def for_config(self, cfg) -> "Runtime":
+        """This runtime with the precision ``cfg`` asks for (``Precision.for_config``: no new probe)."""
+        p = self.precision.for_config(cfg)
+        return self if p is self.precision else dataclasses.replace(self, precision=p)
 
 
-def resolve_config(cfg, device: str | torch.device | None = None):
-    """``cfg`` with ``train.mixed_precision`` and ``encoder.dtype`` resolved for ``device``: what a
-    training run records in its config.yaml, what the control audit compares and what a resume checks."""
-    resolved = resolve(cfg.train.mixed_precision, device)
-    enc = cfg.encoder.dtype
-    if enc == AUTO:
-        enc = {v: k for k, v in DTYPE_NAMES.items()}[DTYPE_OF[resolved]]
-    if resolved == cfg.train.mixed_precision and enc == cfg.encoder.dtype:
-        return cfg
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, mixed_precision=resolved),
-                               encoder=dataclasses.replace(cfg.encoder, dtype=enc))
+def resolve_runtime(cfg, device: str | torch.device | None = None) -> Runtime:
+    """The command's runtime: this process's place among the processes (shared/processes.py, with the
+    config's process-group timeout) and the precision for its device, logged once."""
+    processes.configure(cfg)
+    dev = torch.device(device) if device is not None else processes.device()
+    rank, world = processes.layout()
+    p = resolve(cfg, dev)
+    log.info("precision: %s (train.mixed_precision=%s: %s); encoder %s", p.resolved, p.requested, p.reason,
+             dtype_name(p.encoder_dtype))
+    return Runtime(dev, rank, world, p)
 
 
-def decision(cfg, device: str | torch.device | None = None) -> dict:
-    """What was asked, what runs and why, with the flags behind it (saved beside every run)."""
-    hw = probe(device)
-    resolved, why = decide(cfg.train.mixed_precision, hw)
-    return {"requested": cfg.train.mixed_precision, "resolved": resolved, "reason": why,
-            "encoder_dtype": str(encoder_dtype(cfg.encoder.dtype, resolved)).replace("torch.", ""),
-            "hardware": dataclasses.asdict(hw) | {"cpu_native_bf16": hw.cpu_native_bf16}}
+def describe(record: dict) -> str:
+    """One line for a report: what ran, what was asked and why (from a ``Precision.record()``)."""
+    return f"{record['resolved']} (train.mixed_precision={record['requested']}: {record['reason']})"
 
 
-def announce(cfg) -> dict:
-    """Log the precision decision once, at the start of a command; returns it for the run's records."""
-    d = decision(cfg)
-    log.info("precision: %s (train.mixed_precision=%s: %s); encoder %s", d["resolved"], d["requested"], d["reason"],
-             d["encoder_dtype"])
-    return d
+def recorded(cfg: dict) -> str:
+    """The precision a run's resolved config (its config.yaml, as a dict) trained under."""
+    return cfg["train"]["mixed_precision"]
 
 
-def matmul_gflops(dtype: torch.dtype, device: str | torch.device | None = None, max_n: int = 2048,
-                  seconds: float = 1.0) -> float:
-    """Measured dense matmul throughput (FLOP/s) for ``dtype``. The size grows from 256 while one
-    product takes under 20 ms, so a dtype that is emulated (0.9 GFLOP/s) costs seconds, not minutes."""
-    dev = torch.device(device) if device is not None else default_device()
-
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
-    n = 256
-    while True:
-        a = torch.randn(n, n, device=dev).to(dtype)
-        b = torch.randn(n, n, device=dev).to(dtype)
-        a @ b  # warm-up (kernel selection, allocation)
-        sync()
-        t0 = time.perf_counter()
-        a @ b
-        sync()
-        once = time.perf_counter() - t0
-        if once > 0.02 or n >= max_n:
-            break
-        n *= 2
-    count, start = 0, time.perf_counter()
-    while True:
-        a @ b
-        count += 1
-        sync()
-        if time.perf_counter() - start >= seconds:
-            break
-    return 2 * n**3 * count / (time.perf_counter() - start)
+def check_recorded(path, old: dict, new: dict, diff: list[str], evaluating: bool, why: str) -> list[str]:
+    """The precision's part of the check that a run folder's config (``old``, a training view) is this
+    one's (``new``): evaluating may read checkpoints under another precision (warned); resuming under
+    another one is refused, saying what to set. Returns the differences left to the caller."""
+    key = "train.mixed_precision"
+    if key not in diff:
+        return diff
+    if evaluating:
+        log.warning("%s: trained under %s=%s, evaluated here under %s", path, key, old.get(key), new.get(key))
+        return [k for k in diff if k not in (key, "encoder.dtype")]
+    # the usual cause: auto resolves differently on this machine
+    raise ConfigError(f"{path}: this run trained under {key}={old.get(key)} but would resume under "
+                      f"{new.get(key)} (resolved on this machine: {why or 'set explicitly'}); resume with "
+                      f"{key}={old.get(key)} or use a new --out directory")

@@ -50,10 +50,6 @@ def device() -> torch.device:
     return state().device
 
 
-def is_main() -> bool:
-    return layout()[0] == 0
-
-
 def on_main(decide: Callable[[], T]) -> T:
     """``decide()`` run by rank 0 alone, its result (or the error it raised) on every rank."""
     rank, world = layout()

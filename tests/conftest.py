@@ -31,8 +31,17 @@ def smoke_cfg(cache_dir):
 def smoke_prepared(cache_dir):
     from shared.config import load_config
     from shared.pipeline import prepare
+    from shared.precision import resolve_runtime
 
-    return prepare(load_config(SMOKE, [f"cache_dir={cache_dir}"]))
+    cfg = load_config(SMOKE, [f"cache_dir={cache_dir}"])
+    return prepare(cfg, resolve_runtime(cfg))
+
+
+def resolved(cfg):
+    """``cfg`` with its precision and encoder dtype resolved for this machine, as a command runs it."""
+    from shared.precision import resolve
+
+    return resolve(cfg).apply(cfg)
 
 
 def read_clips(path):

@@ -33,6 +33,7 @@ from shared.config import ConfigError, load_config
 from shared.data.loader import TrainPlan
 from shared.data.order import TrainOrder
 from shared.pipeline import prepare
+from shared.precision import resolve_runtime
 from shared.training.loop import build_trainee, new_accelerator, step_gradients, train_arm
 from shared.training.parallel import layout_of, micro_layout
 from tests.conftest import SMOKE
@@ -47,7 +48,7 @@ def smoke(cache_dir: str, *overrides: str):
 
 def first_step(prepared, arm_name: str, parallel: str, run_dir: Path) -> dict:
     """Loss and whole gradients (every process calls: gathering a shard is a collective) of step 1."""
-    accelerator = new_accelerator(prepared.cfg, run_dir)
+    accelerator = new_accelerator(prepared.cfg, run_dir, prepared.runtime.precision.resolved)
     layout = layout_of(parallel)
     with layout.process_group(accelerator):
         return _first_step(prepared, arm_name, accelerator, layout)
@@ -73,7 +74,8 @@ def _first_step(prepared, arm_name: str, accelerator, layout) -> dict:
 
 def runs(out: Path, cache_dir: str) -> None:
     rank, world = processes.layout()
-    prepared = prepare(smoke(cache_dir, "train.parallel=fsdp2"), splits=("train",))
+    cfg = smoke(cache_dir, "train.parallel=fsdp2")
+    prepared = prepare(cfg, resolve_runtime(cfg), splits=("train",))
     for arm in ("jepa", "vlm"):
         step = first_step(prepared, arm, "fsdp2", out / f"scratch_{world}")
         if rank == 0:

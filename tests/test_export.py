@@ -13,7 +13,9 @@ from accelerate.tracking import register_tracker_class
 
 from experiments.cli import main
 from shared.config import ConfigError
-from shared.milestone import Milestone, load_arm
+from shared.milestone import Milestone
+from shared.milestone import load_arm as load_milestone
+from shared.precision import resolve_runtime
 from tests.conftest import ROOT, SMOKE
 from tests.test_tracking import Recording
 
@@ -37,6 +39,15 @@ def comparison(tmp_path_factory):
     return out
 
 
+def load_arm(checkpoint, **kwargs):
+    """shared.milestone.load_arm as a command calls it: under a runtime resolved for the milestone's config
+    (when no pipeline is given)."""
+    if kwargs.get("prepared") is None:
+        m = checkpoint if isinstance(checkpoint, Milestone) else Milestone.find(checkpoint)
+        kwargs["runtime"] = resolve_runtime(m.config(), kwargs.get("device"))
+    return load_milestone(checkpoint, **kwargs)
+
+
 def docs_code() -> dict:
     code = re.search(r"^```python\n(.*?)^```$", (ROOT / "docs" / "export.md").read_text(), re.S | re.M).group(1)
     namespace: dict = {}
@@ -55,7 +66,7 @@ def test_load_arm_gives_the_arm_the_comparison_evaluated(comparison):
     assert not arm.training and arm.samples_seen == 64
     assert all(torch.equal(p, m.weights()[n]) for n, p in arm.named_parameters() if p.requires_grad)
     # evaluated again from the loaded arm: the row the comparison wrote
-    prep = prepare(m.config())
+    prep = prepare(m.config(), resolve_runtime(m.config()))
     row = [json.loads(l) for l in (comparison / "metrics.jsonl").read_text().splitlines()
            if json.loads(l)["arm"] == "jepa" and json.loads(l)["samples_seen"] == 64][0]
     again = evaluate(load_arm(m.folder, prepared=prep), prep, eval_sets(prep)[0].canonical_only())
@@ -67,7 +78,7 @@ def test_load_arm_gives_the_arm_the_comparison_evaluated(comparison):
     assert all(torch.equal(p, first.weights()[n]) for n, p in arm.named_parameters() if p.requires_grad)
     # a pipeline of another training config does not fit the weights: refused, naming the key
     with pytest.raises(ConfigError, match="lm.hidden_size"):
-        load_arm(m, prepared=prepare(m.config(["lm.hidden_size=32"]), splits=()))
+        load_arm(m, prepared=prepare(m.config(["lm.hidden_size=32"]), resolve_runtime(m.config()), splits=()))
 
 
 @pytest.mark.slow

@@ -9,9 +9,11 @@ from shared.data.sources import build_dataset
 from shared.features.encoder import FrozenEncoder
 from shared.features.store import SHARD_CLIPS, FeatureStore
 from shared.features.visual import VisualFeatures
+from tests.conftest import resolved
 
 
 def features(cfg):
+    cfg = resolved(cfg)  # the encoder runs in the dtype the run's precision gives it
     return VisualFeatures(cfg, FrozenEncoder.from_config(cfg))
 
 

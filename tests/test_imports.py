@@ -76,3 +76,12 @@ def test_no_import_cycle_in_the_project():
 
 def test_the_registry_imports_nothing_of_the_project():
     assert import_graph()["shared.registry"] == set()
+
+
+def test_training_and_evaluation_import_nothing_from_profiling():
+    """Measuring (shared/profiling: step timer, latency harness, memory and FLOP estimates) sits above
+    what it measures: the loop, the evaluators and the arms run without it."""
+    graph = import_graph()
+    users = {m for m, targets in graph.items() if any(t.startswith("shared.profiling") for t in targets)}
+    assert users and not {m for m in users if m.startswith(("shared.training", "shared.evaluation", "jepa_arm",
+                                                            "vlm_arm", "shared.pipeline", "shared.arm"))}

@@ -102,7 +102,7 @@ def test_y_decoder_reconstructs_training_captions(smoke_prepared):
     emb = F.normalize(torch.randn(len(captions), 16), dim=-1)  # any distinct embeddings will do
     cfg = YDecoderConfig(hidden_size=64, num_layers=2, num_heads=2, steps=250, batch_size=16, lr=3e-3, noise=0.02)
     dec = TrainedDecoder(16, smoke_prepared.tokenizer, cfg)
-    losses = fit(dec, emb, captions, progress=False)
+    losses = fit(dec, emb, captions, smoke_prepared.runtime.precision.resolved, progress=False)
     assert losses[-1] < 0.1 * losses[0]
     out = dec.generate(emb, max_new_tokens=24)
     assert sum(o == c for o, c in zip(out, captions)) >= len(captions) - 1, list(zip(out, captions))
@@ -185,9 +185,11 @@ def test_embeddinggemma_loader_builds_from_a_tiny_sentence_transformer(smoke_pre
 def test_paper_parameter_counts_on_meta_device():
     from experiments.describe import describe
     from shared.config import load_config
+    from shared.precision import resolve_runtime
     from tests.conftest import PAPER
 
-    info = describe(load_config(PAPER))
+    cfg = load_config(PAPER)
+    info = describe(cfg, resolve_runtime(cfg))
     jepa, vlm = info["arms"]["jepa"]["trainable_params"], info["arms"]["vlm"]["trainable_params"]
     assert 0.47e9 < jepa < 0.51e9  # Llama-3.2-1B layers 8-16 plus linear maps: ~0.49B
     assert 1.22e9 < vlm < 1.26e9  # the whole Llama-3.2-1B plus the projector

@@ -12,9 +12,9 @@ import yaml
 from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 
 from experiments.cli import build_parser, main
-from experiments.memory_report import GPU_MEMORY_GB, memory_text, stand_in_context
+from experiments.describe.memory import GPU_MEMORY_GB, memory_text, stand_in_context
 from shared.config import load_config
-from shared.training.memory import estimate_arm
+from shared.profiling.memory import estimate_arm
 from shared.training.parallel import micro_layout
 from tests.conftest import PAPER, ROOT, SMOKE
 

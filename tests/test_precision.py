@@ -53,13 +53,31 @@ def fake_cpu(monkeypatch):
 
 def test_probe_reads_torch_capabilities(fake_cpu, smoke_cfg):
     fake_cpu(avx512_bf16=False)
-    assert precision.resolve("auto") == "no"
-    cfg = precision.resolve_config(smoke_cfg())  # encoder.dtype auto follows
+    assert precision.resolve(smoke_cfg()).resolved == "no"
+    cfg = precision.resolve(smoke_cfg()).apply(smoke_cfg())  # encoder.dtype auto follows
     assert cfg.train.mixed_precision == "no" and cfg.encoder.dtype == "float32"
     fake_cpu(avx512_bf16=True)
-    cfg = precision.resolve_config(smoke_cfg())
+    cfg = precision.resolve(smoke_cfg()).apply(smoke_cfg())
     assert cfg.train.mixed_precision == "bf16" and cfg.encoder.dtype == "bfloat16"
-    assert precision.resolve_config(smoke_cfg("encoder.dtype=float32")).encoder.dtype == "float32"
+    explicit = smoke_cfg("encoder.dtype=float32")
+    assert precision.resolve(explicit).apply(explicit).encoder.dtype == "float32"
+
+
+def test_a_decision_serves_other_configs_without_probing_again(fake_cpu, smoke_cfg, monkeypatch):
+    fake_cpu(avx512_bf16=True)
+    p = precision.resolve(smoke_cfg())
+    monkeypatch.setattr(precision, "probe", lambda *a: pytest.fail("probed again"))
+    assert p.for_config(smoke_cfg()) is p and p.for_config(p.apply(smoke_cfg())) is p  # as asked, or resolved
+    fp32 = smoke_cfg("train.mixed_precision=no")
+    assert (p.for_config(fp32).resolved, p.for_config(fp32).reason) == ("no", "set explicitly")
+    assert p.apply(fp32).encoder.dtype == "float32"  # encoder.dtype auto follows the config's own precision
+
+
+def test_autocast_takes_a_resolved_precision_only():
+    with pytest.raises(ValueError, match="resolved precision"):
+        precision.autocast("auto", "cpu")
+    with precision.autocast("bf16", "cpu"):
+        assert (torch.randn(4, 4) @ torch.randn(4, 4)).dtype == torch.bfloat16
 
 
 def test_fp32_autocast_holds_inside_a_bf16_region():
@@ -75,9 +93,9 @@ def test_resume_under_another_resolved_precision_is_refused(fake_cpu, smoke_prep
     from shared.training.loop import train_arm
     from tests.conftest import SMOKE
 
-    def prep(*overrides):
+    def prep(*overrides):  # each call stands for a command: its runtime resolved on the (faked) hardware
         cfg = load_config(SMOKE, [f"cache_dir={smoke_prepared.cfg.cache_dir}", "plugins=[tests.toy_arm]", *overrides])
-        return dataclasses.replace(smoke_prepared, cfg=cfg)
+        return dataclasses.replace(smoke_prepared, cfg=cfg, runtime=precision.resolve_runtime(cfg))
 
     fake_cpu(avx512_bf16=False)
     run = tmp_path / "run"
@@ -97,7 +115,8 @@ def test_describe_hardware_measures_and_explains(capsys):
     assert main(["describe", "--hardware", "--json"]) == 0
     h = json.loads(capsys.readouterr().out)
     assert h["matmul_gflops"]["float32"] > 0 and h["matmul_gflops"]["bfloat16"] > 0
-    assert h["decision"]["requested"] == "auto" and h["decision"]["resolved"] == precision.resolve("auto")
+    assert h["decision"]["requested"] == "auto"
+    assert h["decision"]["resolved"] == precision.decide("auto", precision.probe())[0]
     assert main(["describe", "--hardware"]) == 0
     text = capsys.readouterr().out
     assert "AVX512-BF16" in text and "GFLOP/s" in text and "precision" in text
@@ -119,3 +138,39 @@ def test_no_module_but_precision_names_an_autocast_dtype():
     offenders = [str(p.relative_to(ROOT)) for d in ("shared", "jepa_arm", "vlm_arm", "experiments", "plots")
                  for p in (ROOT / d).rglob("*.py") if p.name != "precision.py" and pattern.search(p.read_text())]
     assert offenders == []
+
+
+def test_only_the_precision_module_reads_the_training_precision():
+    """``train.mixed_precision`` and what ``auto`` means are read in shared/precision.py alone: every
+    other module receives the runtime a command resolved. Found in the syntax tree: attribute reads
+    (``cfg.train.mixed_precision``), key reads (``["mixed_precision"]``) and comparisons with "auto";
+    Accelerate's attribute of that name on an accelerator is Accelerate's, not the config's."""
+    import ast
+
+    readers = set()
+    for d in ("shared", "jepa_arm", "vlm_arm", "experiments", "plots"):
+        for p in (ROOT / d).rglob("*.py"):
+            for node in ast.walk(ast.parse(p.read_text())):
+                attribute = isinstance(node, ast.Attribute) and node.attr == "mixed_precision" and not (
+                    isinstance(node.value, ast.Name) and node.value.id == "accelerator")
+                key = isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) \
+                    and node.slice.value == "mixed_precision"
+                auto = isinstance(node, ast.Compare) and any(isinstance(c, ast.Constant) and c.value == "auto"
+                                                            for c in [node.left, *node.comparators])
+                if attribute or key or auto:
+                    readers.add(str(p.relative_to(ROOT)))
+    assert readers == {"shared/precision.py"}
+
+
+def test_the_hardware_is_probed_once_per_command(monkeypatch, tmp_path, cache_dir):
+    """A command resolves its runtime once; the loop, the evaluators, the Y-decoder's fits and the
+    autocasts receive it (train: resolution, encoding, training to two milestones)."""
+    from experiments.cli import main
+    from tests.conftest import SMOKE
+
+    calls = []
+    real = precision.probe
+    monkeypatch.setattr(precision, "probe", lambda *a, **k: calls.append(a) or real(*a, **k))
+    assert main(["train", "-c", str(SMOKE), "--arm", "jepa", "-o", str(tmp_path / "run"), f"cache_dir={cache_dir}",
+                 "train.milestones=[32,64]"]) == 0
+    assert len(calls) == 1

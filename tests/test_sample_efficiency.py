@@ -9,11 +9,24 @@ from tests.conftest import SMOKE
 ROW_FIELDS = {"arm", "seed", "step", "samples_seen", "cider", "top1", "top5", "train_loss", "trainable_params", "wall_s"}
 
 
+def probe_counter(monkeypatch) -> list:
+    """Every call of the hardware probe from now on (shared/precision.py decides once per command)."""
+    from shared import precision
+
+    calls, real = [], precision.probe
+    monkeypatch.setattr(precision, "probe", lambda *a, **k: calls.append(a) or real(*a, **k))
+    return calls
+
+
 @pytest.mark.slow
-def test_smoke_run_writes_every_file_and_resumes(tmp_path, cache_dir):
+def test_smoke_run_writes_every_file_and_resumes(tmp_path, cache_dir, monkeypatch):
     out = tmp_path / "se"
     args = ["sample-efficiency", "--config", str(SMOKE), "--out", str(out), f"cache_dir={cache_dir}"]
+    probes = probe_counter(monkeypatch)
     assert main(args) == 0
+    # one probe for the whole command: encoding, two arms' training, the evaluations and Y-decoder fits
+    # at four milestones all receive the runtime it resolved
+    assert len(probes) == 1
     for name in ("metrics.jsonl", "baselines.json", "control_audit.json", "control_audit.md", "report.md",
                  "sample_efficiency.png", "sample_efficiency.pdf", "parameters.png", "summary.json", "config.yaml",
                  "versions.json"):
@@ -44,7 +57,7 @@ def test_smoke_run_writes_every_file_and_resumes(tmp_path, cache_dir):
     # re-running the same command redoes nothing: no new rows, same numbers
     assert main(args) == 0
     again = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
-    assert again == rows
+    assert again == rows and len(probes) == 2
     timings = json.loads((out / "timings.json").read_text())
     assert len(timings["invocations"]) == 2 and len(timings["milestones"]) == 8  # the resume's phases added
 

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from shared.config import ConfigError
+from tests.conftest import resolved
 
 
 def test_encoder_weights_from_a_local_timm_file(smoke_cfg, tmp_path):
@@ -11,15 +12,15 @@ def test_encoder_weights_from_a_local_timm_file(smoke_cfg, tmp_path):
 
     from shared.features.encoder import FrozenEncoder
 
-    random = FrozenEncoder.from_config(smoke_cfg())
+    random = FrozenEncoder.from_config(resolved(smoke_cfg()))
     state = {k: torch.randn_like(v) * 0.02 for k, v in random.model.state_dict().items()}
     save_file(state, str(tmp_path / "pe.safetensors"))
-    loaded = FrozenEncoder.from_config(smoke_cfg(f"encoder.weights={tmp_path / 'pe.safetensors'}"))
+    loaded = FrozenEncoder.from_config(resolved(smoke_cfg(f"encoder.weights={tmp_path / 'pe.safetensors'}")))
     for k, v in loaded.model.state_dict().items():
         assert torch.equal(v.float(), state[k].float()), k
     assert loaded.fingerprint() != random.fingerprint()  # other weights, other cached features
     with pytest.raises(FileNotFoundError, match="encoder.weights: no such file"):
-        FrozenEncoder.from_config(smoke_cfg(f"encoder.weights={tmp_path / 'missing.safetensors'}"))
+        FrozenEncoder.from_config(resolved(smoke_cfg(f"encoder.weights={tmp_path / 'missing.safetensors'}")))
 
 
 def test_base_lm_and_tokenizer_from_a_local_llama_folder(smoke_cfg, smoke_prepared, tmp_path):

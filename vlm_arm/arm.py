@@ -191,9 +191,11 @@ class VlmArm(Arm):
         def decoder(state):
             cache, mask, logits = state
             tokens = []
-            for _ in range(max_new_tokens):
-                nxt = logits.argmax(-1, keepdim=True)
+            for i in range(max_new_tokens):
+                nxt = logits.argmax(-1, keepdim=True)  # the first token comes from the prompt's prefill
                 tokens.append(nxt)
+                if i == max_new_tokens - 1:  # the last token needs no forward pass of its own
+                    break
                 mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
                 out = self.lm(input_ids=nxt, attention_mask=mask, cache=cache, use_cache=True)
                 cache, logits = out.cache, out.logits[:, -1]

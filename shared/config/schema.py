@@ -188,10 +188,14 @@ class EvalConfig:
 
 @dataclass
 class LatencyConfig:
+    """``latency``: timed repeats after untimed warm-up runs, each repeat's time kept."""
+
     frames: int = 64
-    repeats: int = 100
-    warmup: int = 5
+    repeats: int = 100  # timed runs of the single preloaded video (batch 1, the paper's Figure 3)
+    warmup: int = 5  # untimed runs before every measurement (allocation, kernel selection, caches)
     caption_tokens: int = 16  # tokens generated per decode (forced, for comparable timing)
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])  # the sweep: that many copies of the video
+    sweep_repeats: int = 10  # timed runs at each batch size of the sweep but 1 (which is the run above)
 
 
 @dataclass

@@ -1,1 +1,1 @@
-"""Evaluation of checkpoints: metrics (declared once), the arm-agnostic evaluator, latency, segmentation, the control audit."""
+"""Evaluation of checkpoints: metrics (declared once), the arm-agnostic evaluator, segmentation, the control audit."""

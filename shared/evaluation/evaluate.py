@@ -23,7 +23,6 @@ from shared.data.loader import ClipBatches, EvalPlan, batches, make_loader
 from shared.data.sources import ClipSource, manifest_dataset
 from shared.evaluation.metrics import METRICS, cider, recall_at_k, top_k_accuracy
 from shared.pipeline import Pipeline
-from shared.precision import autocast_for
 
 
 @dataclass
@@ -116,7 +115,7 @@ def _evaluate_shard(arm: Arm, prepared: Pipeline, evalset: EvalSet, first: int, 
     candidates = evalset.candidates
     out = {"ids": [], "preds": [], "refs": [], "labels": [], "scores": [], "videos": [], "caption_s": 0.0,
            "classify_s": 0.0}
-    with autocast_for(cfg):
+    with prepared.runtime.autocast():
         for batch in eval_batches(prepared, evalset, device, first, stop):
             out["ids"] += batch.ids
             out["refs"] += [list(r) for r in batch.references]
@@ -165,7 +164,7 @@ def evaluate(arm: Arm, prepared: Pipeline, evalset: EvalSet) -> dict | None:
     with processes.state().main_process_first():  # what it fits and caches (a Y-decoder) is written once
         arm.prepare_evaluation()
     t0 = time.perf_counter()
-    rank, world = processes.layout()
+    rank, world = prepared.runtime.rank, prepared.runtime.world
     local = _evaluate_shard(arm, prepared, evalset, evalset.n * rank // world, evalset.n * (rank + 1) // world)
     parts = gather_object([local]) if world > 1 else [local]
     if rank != 0:

@@ -1,7 +1,8 @@
 """The frozen X-encoder shared by every arm: a Perception Encoder (PE-Core) from timm.
 
 It runs on whatever device it is moved to (the training device in ``online`` feature mode), in
-``encoder.dtype`` (``auto``: the run's resolved precision), under ``no_grad``.
+``encoder.dtype`` of a resolved config (shared/precision.py turns ``auto`` into the run's dtype),
+under ``no_grad``.
 
 Frames are encoded one by one; the prefix (CLS) token is dropped and the patch grid is optionally
 average-pooled to ``pool_grid`` x ``pool_grid`` tokens per frame, so a clip becomes
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared.config import EncoderConfig
-from shared.precision import DTYPE_NAMES, encoder_dtype
+from shared.precision import DTYPE_NAMES, dtype_name
 
 
 def create_pe_model(cfg: EncoderConfig, device: str | torch.device = "cpu") -> nn.Module:
@@ -43,14 +44,19 @@ def create_pe_model(cfg: EncoderConfig, device: str | torch.device = "cpu") -> n
 
 
 class FrozenEncoder(nn.Module):
-    """``precision`` is the run's ``train.mixed_precision``: ``encoder.dtype: auto`` follows it."""
+    """``cfg.dtype``: a dtype name, as a resolved config holds it (on the meta device, where nothing is
+    computed, the unresolved one is accepted)."""
 
-    def __init__(self, cfg: EncoderConfig, device: str | torch.device = "cpu", precision: str = "auto"):
+    def __init__(self, cfg: EncoderConfig, device: str | torch.device = "cpu"):
         super().__init__()
         self.cfg = cfg
-        self.dtype = encoder_dtype(cfg.dtype, precision)
+        self.dtype = DTYPE_NAMES.get(cfg.dtype)
+        meta = torch.device(device).type == "meta"
+        if self.dtype is None and not meta:
+            raise ValueError(f"encoder.dtype={cfg.dtype}: the encoder runs in a resolved dtype; resolve the config "
+                             "first (shared/precision.py: Precision.apply)")
         self.model = create_pe_model(cfg, device).eval().requires_grad_(False)
-        if str(device) != "meta":
+        if not meta:
             self.model.to(self.dtype)
         data_cfg = self.model.pretrained_cfg
         self.register_buffer("mean", torch.tensor(data_cfg.get("mean", (0.5,) * 3)).view(1, 3, 1, 1), persistent=False)
@@ -65,8 +71,8 @@ class FrozenEncoder(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, device: str | torch.device = "cpu") -> "FrozenEncoder":
-        """The encoder of a full Config, in the dtype its precision resolves to."""
-        return cls(cfg.encoder, device, cfg.train.mixed_precision)
+        """The encoder of a full (resolved) Config."""
+        return cls(cfg.encoder, device)
 
     def tokens_per_clip(self, frames: int) -> int:
         return frames * self.tokens_per_frame
@@ -99,7 +105,7 @@ class FrozenEncoder(nn.Module):
         """Identity of the features this encoder produces: config plus a hash of the weights."""
         h = hashlib.sha256()
         c = self.cfg
-        dtype = {v: k for k, v in DTYPE_NAMES.items()}[self.dtype]  # the resolved name: "auto" keys nothing
+        dtype = dtype_name(self.dtype)  # the resolved name: "auto" would key nothing
         h.update(f"{c.model}|{c.image_size}|{c.pool_grid}|{dtype}|timm={timm.__version__}".encode())
         for name, t in sorted(self.model.state_dict().items()):
             h.update(name.encode())

@@ -1,1 +1,1 @@
-"""The one training loop for every arm: steps, optimizer and schedule, run folder and checkpoints, memory estimates."""
+"""The one training loop for every arm: steps, optimizer and schedule, the layouts (DDP, FSDP2), run folder and checkpoints."""

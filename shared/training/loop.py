@@ -17,7 +17,6 @@ no checkpoint is written after it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -37,7 +36,7 @@ from shared.data.loader import ClipBatches, TrainPlan, batches, make_loader
 from shared.data.order import TrainOrder
 from shared.files import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
 from shared.pipeline import Pipeline
-from shared.precision import decision, resolve_config
+from shared.precision import check_recorded
 from shared.progress import progress_bar
 from shared.runinfo import versions
 from shared.training.checkpoint import (
@@ -73,13 +72,14 @@ class Diverged(RuntimeError):
     exit_code = 3
 
 
-def new_accelerator(cfg: Config, run_dir: Path):
+def new_accelerator(cfg: Config, run_dir: Path, precision: str):
+    """The Accelerator of one run, computing in ``precision`` (resolved: no, bf16, fp16)."""
     if processes.state().num_processes == 1:
         AcceleratorState._reset_state(reset_partial_state=True)  # several runs in one process
     if torch.cuda.is_available():  # TF32 matmuls for what runs in fp32 (master weights, losses)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision,
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision,
                        log_with=tracking.open_trackers(cfg, run_dir, "train"), project_dir=str(run_dir),
                        kwargs_handlers=[DistributedDataParallelKwargs(gradient_as_bucket_view=True)])
 
@@ -100,26 +100,18 @@ def write_run_header(run: RunDir, cfg: Config, arm_name: str, order: TrainOrder,
 
 
 def check_same_config(run_dir: Path, cfg: Config, arm_name: str, why: str = "", evaluating: bool = False) -> None:
-    """Refuse to resume a run directory with another training config: the result would be neither run.
-    ``evaluating``: only reading its checkpoints, which any precision can evaluate."""
+    """Refuse to resume a run directory with another training config (``cfg`` as it runs here, precision
+    resolved): the result would be neither run. ``evaluating``: only reading its checkpoints, which any
+    precision can evaluate."""
     path = RunDir(run_dir).config
     if not path.is_file():
         return
-    cfg = resolve_config(cfg)
     old = training_view(yaml.safe_load(path.read_text()), arm_name)
     new = training_view(to_dict(cfg), arm_name)
     retired = sorted(set(old) - set(new))  # keys this version no longer has: nothing here reads them
     if retired:
         log.warning("%s: keys this version no longer has, not compared: %s", path, ", ".join(retired))
-    diff = sorted(k for k in new if old.get(k, "<absent>") != new[k])
-    key = "train.mixed_precision"
-    if evaluating and key in diff:
-        log.warning("%s: trained under %s=%s, evaluated here under %s", path, key, old.get(key), new.get(key))
-        diff = [k for k in diff if k not in (key, "encoder.dtype")]
-    elif key in diff:  # the usual cause: auto resolves differently on this machine
-        raise ConfigError(f"{path}: this run trained under {key}={old.get(key)} but would resume under "
-                          f"{new.get(key)} (resolved on this machine: {why or 'set explicitly'}); resume with "
-                          f"{key}={old.get(key)} or use a new --out directory")
+    diff = check_recorded(path, old, new, sorted(k for k in new if old.get(k, "<absent>") != new[k]), evaluating, why)
     if diff:
         raise ConfigError(f"{path}: this run directory was trained with another config (differs at {', '.join(diff[:8])}); "
                          "use a new --out directory or the original settings")
@@ -148,15 +140,15 @@ class _Window:
 def train_arm(prepared: Pipeline, arm_name: str, run_dir: str | Path, stop_at_samples: int | None = None,
               progress: bool = True) -> TrainResult:
     """Train (or resume) one arm into ``run_dir``. ``stop_at_samples``: stop once the run has trained
-    on that many samples (optimizer updates x effective batch, cooldown branches included), resumably."""
-    precision = decision(prepared.cfg)
-    cfg = resolve_config(prepared.cfg)  # recorded, audited and checked on resume as resolved
-    prepared = dataclasses.replace(prepared, cfg=cfg)
+    on that many samples (optimizer updates x effective batch, cooldown branches included), resumably.
+    The precision is the pipeline's runtime's (resolved once by the command); ``prepared.cfg`` holds it
+    resolved, as the run records, audits and checks it on resume."""
+    cfg, precision = prepared.cfg, prepared.runtime.precision.record()
     log.info("train %s seed %d: precision %s (%s: %s)", arm_name, cfg.seed, precision["resolved"],
              precision["requested"], precision["reason"])
     run = RunDir(run_dir)
     processes.configure(cfg)
-    accelerator = new_accelerator(cfg, run.root)
+    accelerator = new_accelerator(cfg, run.root, precision["resolved"])
     if accelerator.distributed_type == DistributedType.FSDP:
         raise ConfigError("launched with Accelerate's FSDP plugin: the suite shards the model itself "
                           "(train.parallel=fsdp2); launch with a plain multi-GPU config (experiments/accelerate/)")

@@ -107,17 +107,16 @@ def coupled_step(accelerator, model, arm, micro_batches) -> torch.Tensor:
     return loss.detach()
 
 
-def one_batch_step(arm, optimizer, batch, cfg, precision: str | None = None) -> torch.Tensor:
-    """One optimizer step on one micro-batch without an Accelerator, for benchmarks and profiles: what
-    the loop does with one process and one micro-step (the plain loss, the run's autocast, gradient
-    clipping, the optimizer step), so a benchmark times the step that training runs. ``precision``
-    overrides ``train.mixed_precision`` (fp32 against bf16 on the same machine)."""
-    device_type = next(arm.parameters()).device.type
-    with autocast(precision or cfg.train.mixed_precision, device_type):
+def one_batch_step(arm, optimizer, batch, precision: str, grad_clip: float = 0.0) -> torch.Tensor:
+    """One optimizer step on one micro-batch without an Accelerator, for benchmarks and profiles
+    (shared/profiling/steps.py): what the loop does with one process and one micro-step (the plain
+    loss under the autocast of ``precision``, a resolved precision, gradient clipping, the optimizer
+    step), so a benchmark times the step that training runs."""
+    with autocast(precision, next(arm.parameters()).device.type):
         loss = arm(batch)
     loss.backward()
-    if cfg.train.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(arm.parameters(), cfg.train.grad_clip)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(arm.parameters(), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.detach()

@@ -7,21 +7,21 @@ process one after the other, so the ratios hold on a noisy machine.
 from __future__ import annotations
 
 import platform
-import time
 
 import torch
 
 from shared.pipeline import prepare, random_visual_batch
-from shared.precision import DTYPE_NAMES, decision, matmul_gflops
-from shared.training.optim import build_optimizer
-from shared.training.step import one_batch_step
+from shared.precision import DTYPE_NAMES, Runtime, describe
+from shared.profiling.matmul import matmul_gflops
+from shared.profiling.steps import time_train_steps
 
 PRECISIONS = ("no", "bf16")
 
 
-def arm_step_ms(cfg, steps: int = 2) -> dict[str, dict[str, float]]:
-    """{arm: {precision: ms per training step}} on the preset's micro-batch (random visual tokens)."""
-    prepared = prepare(cfg, splits=())
+def arm_step_ms(cfg, runtime: Runtime, steps: int = 2) -> dict[str, dict[str, float]]:
+    """{arm: {precision: ms per training step}} on the preset's micro-batch (random visual tokens),
+    each after one untimed step (allocation, kernel selection)."""
+    prepared = prepare(cfg, runtime, splits=())
     batch = random_visual_batch(prepared, cfg.train.micro_batch, "cpu")
     out: dict[str, dict[str, float]] = {}
     for name in cfg.arms:
@@ -29,28 +29,18 @@ def arm_step_ms(cfg, steps: int = 2) -> dict[str, dict[str, float]]:
         for precision in PRECISIONS:
             arm = prepared.seeded_arm(name)
             arm.prepare_training()
-            arm.train()
-            opt = build_optimizer(arm, cfg)
-
-            def step():
-                one_batch_step(arm, opt, batch, cfg, precision)
-
-            step()  # warm-up: allocation, kernel selection
-            start = time.perf_counter()
-            for _ in range(steps):
-                step()
-            out[name][precision] = 1000 * (time.perf_counter() - start) / steps
+            out[name][precision] = 1000 * sum(time_train_steps(arm, batch, steps, precision)) / steps
     return out
 
 
-def hardware(cfg, step_arms: bool = False) -> dict:
-    d = decision(cfg)
-    gflops = {name: matmul_gflops(DTYPE_NAMES[name]) / 1e9 for name in ("float32", "bfloat16")}
+def hardware(cfg, runtime: Runtime, step_arms: bool = False) -> dict:
+    d = runtime.precision.record()
+    gflops = {name: matmul_gflops(DTYPE_NAMES[name], runtime.device) / 1e9 for name in ("float32", "bfloat16")}
     h = {"decision": d, "matmul_gflops": gflops, "bf16_over_fp32": gflops["bfloat16"] / gflops["float32"],
          "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
          "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
     if step_arms and d["hardware"]["device"] == "cpu":
-        h["train_step_ms"] = arm_step_ms(cfg)
+        h["train_step_ms"] = arm_step_ms(cfg, runtime)
     return h
 
 
@@ -72,7 +62,7 @@ def hardware_text(h: dict) -> str:
     for name, ms in h.get("train_step_ms", {}).items():
         lines.append(f"train step {name:<8} {ms['no']:8.1f} ms fp32, {ms['bf16']:8.1f} ms bf16   "
                      f"(bf16 is {ms['no'] / ms['bf16']:.2f}x the speed of fp32)")
-    lines += [f"precision           {d['resolved']}   (train.mixed_precision={d['requested']}: {d['reason']})",
+    lines += [f"precision           {describe(d)}",
               f"encoder dtype       {d['encoder_dtype']}"]
     if hw["device"] == "cpu" and (d["resolved"] == "bf16") != (h["bf16_over_fp32"] > 1):
         lines.append("note: the measured speeds disagree with the flags; set train.mixed_precision="

@@ -1,6 +1,6 @@
 """Training FLOPs per sample: the compute axis of the sample-efficiency curves.
 
-Counted as ``describe --memory`` counts them (shared/training/memory.py): the arm built at full size
+Counted as ``describe --memory`` counts them (shared/profiling/memory.py): the arm built at full size
 on the meta device, one micro-batch of the run's shapes run forward and backward under torch's FLOP
 counter, attention through the fused-kernel stand-in (whose FLOPs are added exactly). The caption
 length is the training captions' mean in the shared tokenizer. What the step does not compute is
@@ -15,7 +15,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from shared.arm import build_arm
-from shared.training.memory import ATTENTION_FLOPS, fused_attention_everywhere, stand_in_batch, trace_step
+from shared.profiling.memory import ATTENTION_FLOPS, fused_attention_everywhere, stand_in_batch, trace_step
 
 
 def mean_caption_tokens(prepared, limit: int = 2000) -> int:

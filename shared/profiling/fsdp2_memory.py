@@ -7,7 +7,7 @@ is checked and measured is what a GPU run of N processes would build: the units 
 of them, the dtypes, the sharded state dict's keys and shard shapes, and, tracked by torch's
 ``FSDPMemTracker`` over a training step with the AdamW states in place, the peak memory per
 GPU: sharded and gathered parameters, gradients, communication buffers, activations, optimizer states.
-Attention runs through the fused-kernel memory stand-in of shared/training/memory.py, as on a GPU.
+Attention runs through the fused-kernel memory stand-in of shared/profiling/memory.py, as on a GPU.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from torch.testing._internal.distributed.fake_pg import FakeStore
 
 from shared.arm import build_arm
 from shared.precision import autocast
-from shared.training.memory import GB, fused_attention_everywhere, stand_in_batch
+from shared.profiling.memory import GB, fused_attention_everywhere, stand_in_batch
 from shared.training.optim import build_optimizer
 from shared.training.parallel import shard
 

@@ -1,7 +1,7 @@
 """``describe``: the resolved config and each arm's parameter counts, built on the meta device;
 ``--hardware``: what this machine computes fast, and the precision ``auto`` picks here
-(experiments/hardware.py); ``--memory``: memory per GPU and hours (experiments/memory_report.py);
-``--gpu``: the check to run first on a GPU (experiments/gpu_check.py)."""
+(experiments/describe/hardware.py); ``--memory``: memory per GPU and hours (experiments/describe/memory.py);
+``--gpu``: the check to run first on a GPU (experiments/describe/gpu_check.py)."""
 from __future__ import annotations
 
 import argparse
@@ -11,16 +11,16 @@ import torch
 import yaml
 
 from experiments.cli import add_config_args
-from experiments.gpu_check import GpuCheckFailed, gpu_check, gpu_check_text
-from experiments.hardware import hardware, hardware_text
-from experiments.memory_report import memory, memory_text
+from experiments.describe.gpu_check import GpuCheckFailed, gpu_check, gpu_check_text
+from experiments.describe.hardware import hardware, hardware_text
+from experiments.describe.memory import memory, memory_text
 from shared.arm import ArmContext, build_arm
 from shared.config import ConfigError, load_config, to_dict
 from shared.data.sources import build_dataset
 from shared.features.encoder import FrozenEncoder
 from shared.lm import load_tokenizer
 from shared.pipeline import base_lm_maker, tokenizer_corpus
-from shared.precision import decision
+from shared.precision import Runtime, describe as precision_line, resolve_runtime
 
 
 def add_parser(sub, help: str) -> None:
@@ -46,7 +46,7 @@ def add_parser(sub, help: str) -> None:
     p.add_argument("--calibrate", action="store_true",
                    help="--memory: also measure the method's error against a real CPU step at a reduced size")
     p.add_argument("--gpu", action="store_true",
-                   help="the check to run first on a GPU (experiments/gpu_check.py): both arms with random weights and "
+                   help="the check to run first on a GPU (experiments/describe/gpu_check.py): both arms with random weights and "
                         "the online encoder, a few training steps under DDP and FSDP2 (one process), torch.compile off "
                         "and on; prints peak memory against the --memory estimate, step time, samples/s and MFU; exits "
                         "4 on a crash or a peak over the estimate by more than 25%%. Without CUDA it runs on the CPU "
@@ -66,7 +66,7 @@ def _counts(text: str) -> list[int]:
     return counts
 
 
-def describe(cfg) -> dict:
+def describe(cfg, runtime: Runtime) -> dict:
     tokenizer = None
     if cfg.lm.vocab_size is None:  # the captions tokenizer's size depends on the data
 
@@ -75,7 +75,7 @@ def describe(cfg) -> dict:
     encoder = FrozenEncoder.from_config(cfg, device=meta)
     ctx = ArmContext(cfg=cfg, tokenizer=tokenizer, visual_dim=encoder.dim,
                      visual_tokens=encoder.tokens_per_clip(cfg.data.frames), device=meta,
-                     make_base_lm=base_lm_maker(cfg, tokenizer))
+                     make_base_lm=base_lm_maker(cfg, tokenizer), runtime=runtime)
     arms = {}
     for name in dict.fromkeys([*cfg.arms, *cfg.variants]):  # the compared arms, then variants not in `arms`
         arms[name] = build_arm(name, ctx).parameter_counts()
@@ -84,7 +84,7 @@ def describe(cfg) -> dict:
         "encoder": {"model": cfg.encoder.model, "total_params": sum(p.numel() for p in encoder.model.parameters()),
                     "trainable_params": 0, "tokens_per_clip": ctx.visual_tokens, "dim": encoder.dim},
         "config": to_dict(cfg),
-        "precision": decision(cfg),
+        "precision": runtime.precision.record(),
     }
 
 
@@ -104,11 +104,12 @@ def run(args: argparse.Namespace) -> int:
         m = memory(cfg, args.gpus, args.caption_tokens, args.calibrate)
         print(json.dumps(m, indent=2) if args.json else memory_text(m))
         return 0
+    runtime = resolve_runtime(cfg)
     if args.hardware:
-        h = hardware(cfg, step_arms=args.config is not None)
+        h = hardware(cfg, runtime, step_arms=args.config is not None)
         print(json.dumps(h, indent=2) if args.json else hardware_text(h))
         return 0
-    info = describe(cfg)
+    info = describe(cfg, runtime)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -122,7 +123,5 @@ def run(args: argparse.Namespace) -> int:
     if len(cfg.arms) >= 2 and cfg.base_arm(cfg.arms[0]) != cfg.base_arm(cfg.arms[1]):
         (a, ca), (b, cb) = list(info["arms"].items())[:2]
         print(f"trainable ratio {a}/{b}: {ca['trainable_params'] / max(1, cb['trainable_params']):.3f}")
-    p = info["precision"]
-    print(f"precision on this machine: {p['resolved']} (train.mixed_precision={p['requested']}: {p['reason']}); "
-          "describe --hardware measures it")
+    print(f"precision on this machine: {precision_line(info['precision'])}; describe --hardware measures it")
     return 0

@@ -1,5 +1,5 @@
 """``describe --memory``: peak training memory per GPU of each arm under DDP and FSDP2 at the given GPU counts
-(shared/training/memory.py, shared/training/fsdp2_memory.py), and the hours to each milestone."""
+(shared/profiling/memory.py, shared/profiling/fsdp2_memory.py), and the hours to each milestone."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,8 +12,9 @@ from shared.data.sources import build_dataset
 from shared.features.encoder import FrozenEncoder
 from shared.lm import load_tokenizer
 from shared.pipeline import base_lm_maker, tokenizer_corpus
-from shared.training.fsdp2_memory import fsdp2_estimate
-from shared.training.memory import calibrate, encoder_flops, estimate_arm
+from shared.precision import Runtime
+from shared.profiling.fsdp2_memory import fsdp2_estimate
+from shared.profiling.memory import calibrate, encoder_flops, estimate_arm
 from shared.training.parallel import micro_layout
 
 CALIBRATION = ["lm.hidden_size=256", "lm.intermediate_size=1024", "lm.num_layers=4", "lm.num_heads=4",
@@ -21,16 +22,17 @@ CALIBRATION = ["lm.hidden_size=256", "lm.intermediate_size=1024", "lm.num_layers
                "jepa.layers=[2,4]", "jepa.y_encoder.weights=null", "jepa.y_encoder.kind=minilm", "jepa.shared_dim=null"]
 
 
-def stand_in_context(cfg, device: str):
+def stand_in_context(cfg, device: str, runtime: Runtime | None = None):
     """The arm context of ``cfg`` at full size on ``device``, with a captions tokenizer standing in
-    for the LM's own (only token counts matter here, and no hub is needed)."""
+    for the LM's own (only token counts matter here, and no hub is needed); ``runtime``: where steps
+    are run (the GPU check), none for estimates."""
     synthetic = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source="synthetic", synthetic=SyntheticConfig()),
                                     lm=dataclasses.replace(cfg.lm, tokenizer="captions"))
     tokenizer = load_tokenizer(synthetic, tokenizer_corpus(synthetic, build_dataset(synthetic)))
     encoder = FrozenEncoder.from_config(cfg, device=torch.device("meta"))
     ctx = ArmContext(cfg=cfg, tokenizer=tokenizer, visual_dim=encoder.dim,
                      visual_tokens=encoder.tokens_per_clip(cfg.data.frames), device=torch.device(device),
-                     make_base_lm=base_lm_maker(cfg, tokenizer))
+                     make_base_lm=base_lm_maker(cfg, tokenizer), runtime=runtime)
     return ctx, sum(p.numel() for p in encoder.model.parameters())
 
 
@@ -118,8 +120,8 @@ def memory_text(m: dict) -> str:
          f"at most {m['micro_batch']}, {m['visual_tokens']} visual tokens + query + {m['caption_tokens']}-token caption, "
          f"activation checkpointing {'on' if m['activation_checkpointing'] else 'off'}, bf16 autocast over fp32 weights, "
          "fp32 gradient reductions, AdamW.",
-         "DDP: traced activations + exact state counts (shared/training/memory.py). FSDP2: the loop's own sharding over a "
-         "fake process group, tracked by torch's FSDPMemTracker (shared/training/fsdp2_memory.py).", "",
+         "DDP: traced activations + exact state counts (shared/profiling/memory.py). FSDP2: the loop's own sharding over a "
+         "fake process group, tracked by torch's FSDPMemTracker (shared/profiling/fsdp2_memory.py).", "",
          f"{'arm':<6} {'GPUs':>5} {'micro-batch':>11} {'DDP':>9} {'FSDP2':>9}  fits {gib} GB (train.parallel={m['parallel']})"]
     for name, per in m["layouts"].items():
         for n, r in per.items():

@@ -20,15 +20,16 @@ import traceback
 
 import torch
 
-from experiments.memory_report import stand_in_context
+from experiments.describe.memory import stand_in_context
 from shared.arm import Batch, build_arm
 from shared.config import load_config
 from shared.features.encoder import FrozenEncoder
 from shared.features.visual import VisualFeatures
-from shared.precision import matmul_gflops, resolve_config
-from shared.training.fsdp2_memory import fsdp2_estimate
+from shared.precision import resolve_runtime
+from shared.profiling.matmul import matmul_gflops
+from shared.profiling.fsdp2_memory import fsdp2_estimate
 from shared.training.loop import build_trainee, new_accelerator, optimizer_step
-from shared.training.memory import encoder_flops, estimate_arm
+from shared.profiling.memory import encoder_flops, estimate_arm
 from shared.training.parallel import layout_of, micro_layout
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def random_batch(cfg, ctx, micro: int, caption_tokens: int, device) -> Batch:
 
 def run_one(cfg, ctx, features, name: str, layout_name: str, steps: int, caption_tokens: int) -> dict:
     """Steps of arm ``name`` under one layout and compile setting; seconds per step after the first."""
-    accelerator = new_accelerator(cfg, cfg.cache_path / "gpu_check")
+    accelerator = new_accelerator(cfg, cfg.cache_path / "gpu_check", ctx.precision)
     device, layout, t = accelerator.device, layout_of(layout_name), cfg.train
     micro, accum = micro_layout(t.effective_batch, t.micro_batch, accelerator.num_processes)
     if device.type == "cuda":
@@ -112,13 +113,15 @@ def estimates(cfg, ctx_meta, name: str, micro: int, caption_tokens: int, encoder
 
 def gpu_check(config: str, overrides: list[str], steps: int = 3, compile_modes=(False, True),
               layouts=("ddp", "fsdp2"), caption_tokens: int = 32) -> dict:
-    cfg = resolve_config(load_config(config, [*overrides, *RANDOM_WEIGHTS]))
+    cfg = load_config(config, [*overrides, *RANDOM_WEIGHTS])
+    runtime = resolve_runtime(cfg)
+    cfg = runtime.precision.apply(cfg)
     micro, _ = micro_layout(cfg.train.effective_batch, cfg.train.micro_batch, 1)
     # two micro-batches a step: GradCache's coupled path runs, and a step takes seconds, not tens of them
     # (memory is that of one micro-batch plus the states whatever the accumulation; time is per sample)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, effective_batch=2 * micro))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    ctx, encoder_params = stand_in_context(cfg, str(device))
+    device = runtime.device
+    ctx, encoder_params = stand_in_context(cfg, str(device), runtime)
     meta, _ = stand_in_context(cfg, "meta")
     encoder = FrozenEncoder.from_config(cfg, device=device)
     features = VisualFeatures(cfg, encoder)
