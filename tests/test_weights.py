@@ -23,6 +23,21 @@ def test_encoder_weights_from_a_local_timm_file(smoke_cfg, tmp_path):
         FrozenEncoder.from_config(resolved(smoke_cfg(f"encoder.weights={tmp_path / 'missing.safetensors'}")))
 
 
+def test_a_random_encoder_keeps_its_first_blocks_and_a_pretrained_one_all(smoke_cfg, tmp_path):
+    """encoder.depth: a seeded random encoder with fewer blocks (tokens of the same shape, another
+    cache key); refused with weights, whose blocks are the model's own."""
+    from shared.features.encoder import FrozenEncoder
+
+    full = FrozenEncoder.from_config(resolved(smoke_cfg()))
+    short = FrozenEncoder.from_config(resolved(smoke_cfg("encoder.depth=4")))
+    assert len(full.model.blocks) == 12 and len(short.model.blocks) == 4
+    assert short.fingerprint() != full.fingerprint()
+    frames = torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8)
+    assert short.encode_frames(frames).shape == full.encode_frames(frames).shape
+    with pytest.raises(ConfigError, match="encoder.depth=4: only for a randomly initialised encoder"):
+        FrozenEncoder.from_config(resolved(smoke_cfg("encoder.depth=4", f"encoder.weights={tmp_path / 'pe.safetensors'}")))
+
+
 def test_base_lm_and_tokenizer_from_a_local_llama_folder(smoke_cfg, smoke_prepared, tmp_path):
     """lm.weights / lm.tokenizer = a folder: both arms start from that model and use its tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM

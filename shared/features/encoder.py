@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.config import EncoderConfig
+from shared.config import ConfigError, EncoderConfig
 from shared.precision import DTYPE_NAMES, dtype_name
 
 
@@ -29,6 +29,11 @@ def create_pe_model(cfg: EncoderConfig, device: str | torch.device = "cpu") -> n
     """Build the timm model; weights from a local file, ``timm`` (its hub tag) or ``hf-hub:<id>``."""
     kwargs = dict(img_size=cfg.image_size, num_classes=0)
     w = cfg.weights
+    if cfg.depth is not None:
+        if w is not None:
+            raise ConfigError(f"encoder.depth={cfg.depth}: only for a randomly initialised encoder "
+                              f"(encoder.weights={w!r} holds the model's own blocks)")
+        kwargs["depth"] = cfg.depth
     if w is None or torch.device(device).type == "meta":  # meta: shapes only, never weights
         with torch.random.fork_rng(devices=[]), torch.device(device):
             torch.manual_seed(cfg.init_seed)  # a fixed random encoder: the same for every arm and run
@@ -106,7 +111,8 @@ class FrozenEncoder(nn.Module):
         h = hashlib.sha256()
         c = self.cfg
         dtype = dtype_name(self.dtype)  # the resolved name: "auto" would key nothing
-        h.update(f"{c.model}|{c.image_size}|{c.pool_grid}|{dtype}|timm={timm.__version__}".encode())
+        depth = f"|depth={c.depth}" if c.depth is not None else ""  # keys stay as they were without it
+        h.update(f"{c.model}|{c.image_size}|{c.pool_grid}|{dtype}{depth}|timm={timm.__version__}".encode())
         for name, t in sorted(self.model.state_dict().items()):
             h.update(name.encode())
             # a strided sample keeps hashing cheap for large encoders while catching any reinit
