@@ -108,7 +108,8 @@ def test_every_accelerate_config_with_every_preset_is_a_valid_layout_that_fits(a
 
 
 def launch_lines() -> list[list[str]]:
-    text = DOC.read_text().replace("\\\n", " ")
+    """Every launch line the docs and the README show (the README's run as written too)."""
+    text = "\n".join(p.read_text() for p in (DOC, ROOT / "README.md")).replace("\\\n", " ")
     return [shlex.split(line) for line in text.splitlines() if line.startswith("accelerate launch ")]
 
 
