@@ -4,7 +4,8 @@ Both arms of the config, with random weights (no hub) and the online encoder on 
 a few training steps of two micro-batches on this one device through the loop's own code (``build_trainee``,
 ``optimizer_step``) under each layout (DDP, which at one process is the plain model, and FSDP2 over a
 mesh of one) with ``torch.compile`` off and on. Per run: peak device memory against the estimate
-``describe --memory`` makes for one GPU, step time, samples/s and MFU against the device's bf16 peak.
+``describe --memory`` makes for one GPU, step time, samples/s and MFU against the device's peak for the dtype the step computes in (bf16 under
+autocast: the datasheet figure for known GPUs; otherwise a measured matmul of that dtype).
 Exits non-zero (4) when a run crashes or its peak memory exceeds the estimate by more than 25%.
 
 ``--gpu`` on a machine without CUDA runs the same on the CPU (memory is then neither measured nor
@@ -25,7 +26,7 @@ from shared.arm import Batch, build_arm
 from shared.config import load_config
 from shared.features.encoder import FrozenEncoder
 from shared.features.visual import VisualFeatures
-from shared.precision import resolve_runtime
+from shared.precision import dtype_name, resolve_runtime
 from shared.profiling.matmul import matmul_gflops
 from shared.profiling.fsdp2_memory import fsdp2_estimate
 from shared.training.loop import build_trainee, new_accelerator, optimizer_step
@@ -59,13 +60,16 @@ class _StandIn:
         return build_arm(name, dataclasses.replace(self.ctx, device=torch.device(device)))
 
 
-def device_peak(device: torch.device) -> tuple[float, str]:
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
+def device_peak(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
+    """Peak FLOP/s of ``dtype``, the one the step's matrix products run in: against the bf16 peak an
+    fp32 run on a CPU without native bf16 (where bf16 is emulated, ~2 GFLOP/s) would show an MFU of 2,000%."""
+    name = dtype_name(dtype)
+    if device.type == "cuda" and dtype == torch.bfloat16:
+        gpu = torch.cuda.get_device_name(device)
         for key, flops in BF16_PEAK.items():
-            if key in name:
-                return flops, f"{name}, datasheet"
-    return matmul_gflops(torch.bfloat16, device), "measured bf16 matmul"
+            if key in gpu:
+                return flops, f"{gpu}, datasheet"
+    return matmul_gflops(dtype, device), f"measured {name} matmul"
 
 
 def random_batch(cfg, ctx, micro: int, caption_tokens: int, device) -> Batch:
@@ -126,7 +130,8 @@ def gpu_check(config: str, overrides: list[str], steps: int = 3, compile_modes=(
     encoder = FrozenEncoder.from_config(cfg, device=device)
     features = VisualFeatures(cfg, encoder)
     enc_flops = encoder_flops(FrozenEncoder.from_config(cfg, device=torch.device("meta")), cfg.data.frames)
-    peak, peak_source = device_peak(device)
+    peak_dtype = runtime.precision.dtype
+    peak, peak_source = device_peak(device, peak_dtype)
     rows = []
     for name in cfg.arms:
         est = estimates(cfg, meta, name, micro, caption_tokens, encoder_params, memory=device.type == "cuda")
@@ -147,13 +152,13 @@ def gpu_check(config: str, overrides: list[str], steps: int = 3, compile_modes=(
                                                     or row["peak_gb"] <= MEMORY_SLACK * row["estimate_gb"])
                 rows.append(row)
     return {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "bf16_peak_flops": peak, "peak_source": peak_source, "micro_batch": micro,
+            "peak_flops": peak, "peak_dtype": dtype_name(peak_dtype), "peak_source": peak_source, "micro_batch": micro,
             "effective_batch": cfg.train.effective_batch, "steps": steps, "rows": rows,
             "ok": all(r["ok"] for r in rows)}
 
 
 def gpu_check_text(r: dict) -> str:
-    L = [f"GPU check on {r['device_name']} (bf16 peak {r['bf16_peak_flops'] / 1e12:.3g} TFLOP/s, {r['peak_source']}): "
+    L = [f"GPU check on {r['device_name']} ({r['peak_dtype']} peak {r['peak_flops'] / 1e12:.3g} TFLOP/s, {r['peak_source']}): "
          f"random weights, online encoder on random frames, {r['effective_batch']} samples a step in micro-batches of "
          f"{r['micro_batch']}, {r['steps']} steps (the first not timed)",
          f"{'arm':<6} {'layout':<6} {'compile':<7} {'step s':>8} {'samples/s':>10} {'MFU':>6} {'peak GB':>8} "
