@@ -4,8 +4,9 @@ Both arms of the config, with random weights (no hub) and the online encoder on 
 a few training steps of two micro-batches on this one device through the loop's own code (``build_trainee``,
 ``optimizer_step``) under each layout (DDP, which at one process is the plain model, and FSDP2 over a
 mesh of one) with ``torch.compile`` off and on. Per run: peak device memory against the estimate
-``describe --memory`` makes for one GPU, step time, samples/s and MFU against the device's peak for the dtype the step computes in (bf16 under
-autocast: the datasheet figure for known GPUs; otherwise a measured matmul of that dtype).
+``describe --memory`` makes for one GPU, step time, samples/s and MFU against the device's peak for
+the dtype the step computes in (bf16 under autocast: the datasheet figure for known GPUs; otherwise
+a measured matmul of that dtype).
 Exits non-zero (4) when a run crashes or its peak memory exceeds the estimate by more than 25%.
 
 ``--gpu`` on a machine without CUDA runs the same on the CPU (memory is then neither measured nor
@@ -62,7 +63,7 @@ class _StandIn:
 
 def device_peak(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
     """Peak FLOP/s of ``dtype``, the one the step's matrix products run in: against the bf16 peak an
-    fp32 run on a CPU without native bf16 (where bf16 is emulated, ~2 GFLOP/s) would show an MFU of 2,000%."""
+    fp32 run on a CPU without native bf16 (where bf16 is emulated, ~2 GFLOP/s) showed an MFU of ~2,600%."""
     name = dtype_name(dtype)
     if device.type == "cuda" and dtype == torch.bfloat16:
         gpu = torch.cuda.get_device_name(device)
