@@ -11,6 +11,18 @@ PAPER = ROOT / "experiments" / "configs" / "paper.yaml"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# Under pytest-xdist each worker takes its share of the cores, set before torch starts its thread
+# pool (the tests' subprocesses inherit it): workers that each use every core oversubscribe them.
+# 2 cores, capped to AVX2: 2 workers of one thread 245 s, one process of two threads 389 s.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if _workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, _cores() // _workers))
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     """One feature/tokenizer/decoder cache for the whole session: encoded once, reused by tests."""
