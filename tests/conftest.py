@@ -17,7 +17,7 @@ def _cores() -> int:
 
 # Under pytest-xdist each worker takes its share of the cores, set before torch starts its thread
 # pool (the tests' subprocesses inherit it): workers that each use every core oversubscribe them.
-# 2 cores, capped to AVX2: 2 workers of one thread 245 s, one process of two threads 389 s.
+# On 2 cores the suite took 0.48-0.77x its one-process time (docs/speed.md, a VM whose speed drifted).
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
 if _workers > 1 and "OMP_NUM_THREADS" not in os.environ:
     os.environ["OMP_NUM_THREADS"] = str(max(1, _cores() // _workers))
