@@ -1,6 +1,7 @@
 """The JEPA arm: predict the target text's embedding instead of its tokens (VL-JEPA, section 3)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 
@@ -13,11 +14,27 @@ from jepa_arm.losses import embedding_loss, same_text_mask
 from jepa_arm.predictor import Predictor
 from jepa_arm.seen_decoder import fit_on_seen
 from jepa_arm.y_decoder import SonarDecoder, TrainedDecoder, load_or_train
+from jepa_arm.config import YEncoderConfig
 from jepa_arm.y_encoder import TextEmbeddingCache, YEncoder
 from shared.arm import Arm, ArmContext, Batch, register_arm
 from shared.config import ConfigError
+from shared.text_pretraining import CAPTIONS, y_encoder_architecture
 
 log = logging.getLogger(__name__)
+
+
+def build_y_encoder(ctx: ArmContext, c: YEncoderConfig) -> YEncoder:
+    """The Y-encoder of section ``c`` on the context's device; ``weights: captions`` is the encoder the
+    text pretraining stage trained on the training captions (on the meta device: its architecture)."""
+    if c.weights != CAPTIONS:
+        return YEncoder(c, ctx.device, tokenizer=ctx.tokenizer)
+    if ctx.device.type == "meta":
+        vocab = len(ctx.tokenizer) if ctx.tokenizer is not None else ctx.cfg.lm.vocab_size
+        return YEncoder(c, ctx.device, tokenizer=ctx.tokenizer, architecture=y_encoder_architecture(ctx.cfg, vocab))
+    if ctx.text is None or ctx.text.y_encoder is None:
+        raise ConfigError("y_encoder.weights=captions: the caption-pretrained encoder is made by the pipeline "
+                          "(shared/pipeline.py: prepare); this context has none")
+    return YEncoder(dataclasses.replace(c, weights=str(ctx.text.y_encoder)), ctx.device, tokenizer=ctx.tokenizer)
 
 
 @register_arm("jepa", JepaConfig)
@@ -33,7 +50,7 @@ class JepaArm(Arm):
         if c.y_encoder.trainable and c.loss != "infonce":
             log.warning("jepa: a trainable Y-encoder with the %s loss can collapse (only InfoNCE has a uniformity term)", c.loss)
         self.tokenizer = ctx.tokenizer
-        self.y_encoder = YEncoder(c.y_encoder, ctx.device, tokenizer=ctx.tokenizer)
+        self.y_encoder = build_y_encoder(ctx, c.y_encoder)
         self.predictor = self.build_predictor(ctx, c.shared_dim or self.y_encoder.dim)
         # bias-free: a linear map, so a direction predicted in the shared space maps back to a direction
         # of the Y-encoder's space (how the SONAR decoder reads it; see _decode)
@@ -170,10 +187,15 @@ class JepaArm(Arm):
     def controls(cls, section: dict) -> list[str]:
         y, d = section.get("y_encoder", {}), section.get("y_decoder", {})
         weights = y.get("weights")
-        space = ("a frozen, randomly initialised encoder of the " + y.get("kind", "?") + " architecture over the shared "
-                 "tokenizer: no pretrained text knowledge" if weights == "random"
-                 else f"the pretrained {y.get('kind', '?')} encoder `{weights or 'packaged all-MiniLM-L6-v2'}`: "
-                      "pretrained text knowledge the other arm does not get")
+        if weights == "random":
+            space = (f"a frozen, randomly initialised encoder of the {y.get('kind', '?')} architecture over the shared "
+                     "tokenizer: no text knowledge")
+        elif weights == CAPTIONS:
+            space = ("the encoder pretrained on the training captions alone (InfoNCE on captions of one clip; "
+                     "text_pretraining), frozen: text knowledge from the same corpus as the base LM's")
+        else:
+            space = (f"the pretrained {y.get('kind', '?')} encoder `{weights or 'packaged all-MiniLM-L6-v2'}`: "
+                     "outside text knowledge (compare it with the base LM's)")
         out = [f"target space (`y_encoder.weights`={weights}): {space}"
                + (", trained with the arm" if y.get("trainable") else "") + "."]
         if d.get("kind", "trained") == "trained":

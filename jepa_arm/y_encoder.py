@@ -52,7 +52,7 @@ class YEncoder(nn.Module):
     """``weights``: hub id or folder; None = the packaged MiniLM (kind minilm); "random" = the kind's
     published architecture with seeded random weights and the shared tokenizer (benchmarks only)."""
 
-    def __init__(self, cfg: YEncoderConfig, device: torch.device | str = "cpu", tokenizer=None):
+    def __init__(self, cfg: YEncoderConfig, device: torch.device | str = "cpu", tokenizer=None, architecture=None):
         super().__init__()
         self.cfg = cfg
         self.kind = cfg.kind
@@ -60,7 +60,11 @@ class YEncoder(nn.Module):
         on_meta = torch.device(device).type == "meta"
         if self.weights is None and not on_meta:
             raise ValueError(f"jepa.y_encoder.weights: required for kind {cfg.kind!r} (hub id or local folder)")
-        if on_meta or self.weights == "random":
+        if architecture is not None:  # a given architecture (e.g. on the meta device, for counting)
+            with torch.device(device):
+                self.model = transformers.AutoModel.from_config(architecture)
+            self.dim, self.tokenizer = architecture.hidden_size, tokenizer
+        elif on_meta or self.weights == "random":
             self._build_from_table(torch.device(device))
             self.tokenizer = tokenizer
         elif cfg.kind == "embeddinggemma":

@@ -25,6 +25,7 @@ from shared.registry import (
 
 if TYPE_CHECKING:
     from shared.precision import Runtime
+    from shared.text_pretraining import TextKnowledge
 
 
 @dataclass
@@ -77,6 +78,9 @@ class ArmContext:
     arm_name: str = ""  # the name being built: a registered arm's, or a variant's (set by build_arm)
     # the command's device, process layout and resolved precision (shared/precision.py), decided once
     runtime: "Runtime | None" = None
+    # the models the text pretraining stage learned from the training captions (shared/text_pretraining.py),
+    # where the config asks for them (weights: captions)
+    text: "TextKnowledge | None" = None
 
     def train_captions(self, limit: int | None = None) -> list[str]:
         """Every caption of the first ``limit`` training clips (all by default)."""

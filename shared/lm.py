@@ -34,6 +34,7 @@ from transformers import (
 )
 
 from shared.config import Config, ConfigError
+from shared.text_pretraining import CAPTIONS, TextKnowledge
 
 log = logging.getLogger(__name__)
 SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
@@ -136,15 +137,24 @@ def resolve_weights(spec: str) -> tuple[str, dict]:
     return spec, {}
 
 
-def build_base_lm(cfg: Config, tokenizer=None, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """A fresh base LM: pretrained weights if ``lm.weights`` is set, else seeded random init."""
+def build_base_lm(cfg: Config, tokenizer=None, device: torch.device | str = "cpu",
+                  text: TextKnowledge | None = None) -> torch.nn.Module:
+    """A fresh base LM: pretrained weights if ``lm.weights`` is set (``captions``: the one the text
+    pretraining stage trained, from ``text``), else seeded random init."""
     device = torch.device(device)
     if device.type == "meta":
         with torch.device("meta"):
             return LlamaForCausalLM(llama_config(cfg, tokenizer))
     if cfg.lm.weights:
-        where, extra = resolve_weights(cfg.lm.weights)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **extra)
+        spec = cfg.lm.weights
+        if spec == CAPTIONS:
+            if text is None or text.lm is None:
+                raise ConfigError("lm.weights=captions: the caption-pretrained LM is made by the pipeline "
+                                  "(shared/pipeline.py: prepare); none was given here")
+            spec = str(text.lm)
+        where, extra = resolve_weights(spec)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32,
+                                                     attn_implementation=cfg.lm.attn_implementation, **extra)
         if tokenizer is not None and model.config.vocab_size < len(tokenizer):
             raise ValueError(f"lm.weights: vocabulary {model.config.vocab_size} is smaller than the tokenizer's {len(tokenizer)}")
         return model.to(device)

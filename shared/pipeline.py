@@ -20,6 +20,7 @@ from shared.features.encoder import FrozenEncoder
 from shared.features.visual import VisualFeatures
 from shared.lm import build_base_lm, load_tokenizer
 from shared.precision import Runtime
+from shared.text_pretraining import TextKnowledge, prepare_text_knowledge
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class Pipeline:
     visual_tokens: int
     features: VisualFeatures
     runtime: Runtime
+    text: TextKnowledge | None = None  # the caption-pretrained LM / Y-encoder, where the config asks for them
 
     def __post_init__(self):  # a config replaced later keeps the runtime's hardware, with its own precision
         self.runtime = self.runtime.for_config(self.cfg)
@@ -47,7 +49,7 @@ class Pipeline:
         train = self.dataset.split("train")
         return ArmContext(cfg=self.cfg, tokenizer=self.tokenizer, visual_dim=self.visual_dim,
                           visual_tokens=self.visual_tokens, device=torch.device(device),
-                          make_base_lm=base_lm_maker(self.cfg, self.tokenizer),
+                          make_base_lm=base_lm_maker(self.cfg, self.tokenizer, self.text), text=self.text,
                           captions_of_train=lambda limit=None: list(train.captions(limit)),
                           captions_at=self.seen_captions, stream_key=digest(self.cfg.seed, train.text_key),
                           runtime=self.runtime)
@@ -89,9 +91,9 @@ class GivenClips:
         return self.clip_idx, self.cap_idx
 
 
-def base_lm_maker(cfg: Config, tokenizer):
+def base_lm_maker(cfg: Config, tokenizer, text: TextKnowledge | None = None):
     """What an ArmContext builds its base LM with: the config's LM for the shared tokenizer, on a device."""
-    return lambda device: build_base_lm(cfg, tokenizer, device=device)
+    return lambda device: build_base_lm(cfg, tokenizer, device=device, text=text)
 
 
 def random_visual_batch(prepared: Pipeline, size: int, device) -> Batch:
@@ -126,10 +128,11 @@ def prepare(cfg: Config, runtime: Runtime, splits: tuple[str, ...] = ("train", "
     dataset = build_dataset(cfg)
     tokenizer = load_tokenizer(cfg, lambda: tokenizer_corpus(cfg, dataset), corpus_key(cfg, dataset))
     torch.set_num_threads(cfg.train.threads or torch.get_num_threads())
+    text = prepare_text_knowledge(cfg, dataset, tokenizer, runtime)  # before any arm: both start from it
     encoder = FrozenEncoder.from_config(cfg).to(runtime.device)
     features = VisualFeatures(cfg, encoder)
     prepared = Pipeline(cfg, dataset, tokenizer, encoder.dim, encoder.tokens_per_clip(cfg.data.frames), features,
-                        runtime)
+                        runtime, text)
     for split in splits:
         features.prepare(dataset.split(split), desc=f"encode {split}")
     log.info("data %s: %s clips; %d visual tokens x %d dims per clip; features: %s", dataset.name,

@@ -90,6 +90,7 @@ class LMConfig:
     paper's models on the meta device with no download.
     """
 
+    # hub id or folder; "captions" = pretrained on the training captions first (text_pretraining)
     weights: str | None = None
     tokenizer: str = "captions"  # "captions" = BPE trained on the training captions; else hub id/path
     tokenizer_vocab: int = 1024  # target size of the captions tokenizer
@@ -106,6 +107,43 @@ class LMConfig:
     tie_embeddings: bool = True
     # "eager" trains ~30% faster than "sdpa" for these short sequences on CPU (measured); GPUs: sdpa
     attn_implementation: Literal["eager", "sdpa"] = "sdpa"
+
+
+@dataclass
+class TextLMPretraining:
+    """The base LM's text pretraining (``lm.weights: captions``): next-token prediction on caption groups."""
+
+    steps: int = 300
+    batch_size: int = 32  # caption groups (clips) per step
+    lr: float = 2.0e-3
+    max_tokens: int = 128  # a group's captions in sequence, cut to this many tokens
+
+
+@dataclass
+class TextEncoderPretraining:
+    """The Y-encoder's text pretraining (``<arm>.y_encoder.weights: captions``): symmetric InfoNCE on
+    pairs of captions of one clip; a BERT-style encoder over the shared tokenizer, mean-pooled."""
+
+    steps: int = 100
+    batch_size: int = 256  # pairs per step, each from another clip
+    lr: float = 1.0e-3
+    temperature: float = 0.05
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    max_length: int = 64
+
+
+@dataclass
+class TextPretrainingConfig:
+    """Text knowledge learned from the training split's captions alone, before the comparison
+    (shared/text_pretraining.py): what ``lm.weights: captions`` and ``y_encoder.weights: captions``
+    load. No video, no labels, no val/test text; one model for every training seed, as a
+    pretrained checkpoint is; cached."""
+
+    seed: int = 0
+    lm: TextLMPretraining = field(default_factory=TextLMPretraining)
+    y_encoder: TextEncoderPretraining = field(default_factory=TextEncoderPretraining)
 
 
 @dataclass
@@ -242,6 +280,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     lm: LMConfig = field(default_factory=LMConfig)
+    text_pretraining: TextPretrainingConfig = field(default_factory=TextPretrainingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
