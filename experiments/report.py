@@ -256,7 +256,7 @@ def variant_lines(cfg: dict, agg: dict, arms: list[str], last: int, diffs: dict)
     header = ["arm", "changes", *(h for m in ABLATION_METRICS for h in (metric(m).label, "Δ"))]
     return ["## Variants against their base arm", "",
             f"Last milestone ({last:,} samples); mean over seeds (min–max); Δ = variant − base arm, in the metric's "
-            "unit, with its 95% paired-bootstrap interval.", "",
+            "unit, with its 95% interval (seed t-interval + label-cluster bootstrap).", "",
             *markdown_table(header, table, "ll" + "r" * 2 * len(ABLATION_METRICS)), ""]
 
 
@@ -329,10 +329,13 @@ def _results_lines(rows, agg, arms, seeds, milestones, diffs) -> list[str]:
               *markdown_table(["set", "arm", "CIDEr", "top-5 %"], per_set, "llrr")]
     table = difference_table(diffs, arms, milestones)
     if table:
-        how = (f"{len(seeds)} seeds: clips resampled within each seed, seeds resampled" if len(seeds) > 1 else
-               "one seed: only the test clips are resampled, so the interval omits seed-to-seed spread")
+        how = (f"{len(seeds)} seeds: a t-interval over the per-seed paired differences (t on {len(seeds) - 1} "
+               "degrees of freedom), widened by a bootstrap that resamples the test labels (all clips of a label "
+               "together, the same draw for every seed)" if len(seeds) > 1 else
+               "one seed: a bootstrap that resamples the test labels (all clips of a label together), so the "
+               "interval omits seed-to-seed spread")
         lines += ["", f"### Arm difference with {100 * LEVEL:.0f}% intervals", "",
-              f"Paired bootstrap over the evaluation clips ({how}; shared/evaluation/intervals.py). A lead is "
+              f"Paired difference per clip, mean over seeds ({how}; shared/evaluation/intervals.py). A lead is "
               "called only when the interval excludes zero.", "", *table]
     lines += ["", "Who leads, per milestone:", ""]
     lines += comparison_lines(diffs, arms, milestones) + [""]

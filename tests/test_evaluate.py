@@ -40,6 +40,8 @@ def test_metrics_of_a_scripted_arm_are_the_metrics_of_its_answers(scripted):
     assert out["top5"] == pytest.approx(np.mean(labels < 5))
     # per clip, the rank of the true label: what intervals over clips resample
     assert [e["rank"] for e in out["examples"]] == labels.tolist()
+    # and its label, which clusters the clips for those intervals
+    assert [e.get("label", -1) for e in out["examples"]] == labels.tolist()
     assert np.mean([e["cider"] for e in out["examples"]]) == pytest.approx(out["cider"])
     assert "recall1" not in out and "top5_phrasings" not in out  # no embeddings, one phrasing per label
     assert [e["id"] for e in out["examples"]] == [c.id for c in clips]

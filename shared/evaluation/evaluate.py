@@ -197,9 +197,10 @@ def evaluate(arm: Arm, prepared: Pipeline, evalset: EvalSet) -> dict | None:
         out["decoder_ceiling_cider"], _ = cider([m["recon"][i] for i in multi], [m["refs"][i][1:] for i in multi])
     out["eval_s"] = time.perf_counter() - t0
     preds = m["preds"] or [None] * len(m["ids"])
+    # each labelled clip's label: clips of a label are one cluster for the intervals over clips
     out["examples"] = [{"id": i, "references": r, **({"prediction": p, "cider": float(c)} if c is not None else {}),
-                        **{k: int(v[j]) for k, v in ranks.items()}}
-                       for j, (i, p, r, c) in enumerate(zip(m["ids"], preds, m["refs"], per_clip))]
+                        **({"label": int(label)} if label >= 0 else {}), **{k: int(v[j]) for k, v in ranks.items()}}
+                       for j, (i, p, r, c, label) in enumerate(zip(m["ids"], preds, m["refs"], per_clip, m["labels"]))]
     out["processes"] = world
     return out
 
