@@ -46,7 +46,8 @@ from shared.timings import Timings
 from shared.milestone import load_arm
 from shared.tracking import EvalLog
 from shared.training.checkpoint import RunDir, folder_lock
-from shared.profiling.flops import train_flops_per_sample
+from shared.profiling.flops import compute_breakdown, train_flops_per_sample
+from shared.text_pretraining import text_pretraining_flops
 from shared.training.loop import train_arm
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def add_parser(sub, help: str) -> None:
 
 
 def metrics_row(arm_name: str, seed: int, ckpt: dict, m: dict, trainable: int, train_log: list[dict],
-                flops_per_sample: float | None = None) -> dict:
+                flops_per_sample: float | None = None, compute: dict | None = None) -> dict:
     # the training loss on the path to this checkpoint: its cooldown branch's last rows, or the trunk's
     branch = [r for r in train_log if r.get("branch") == ckpt["milestone"]]
     logged = branch or [r for r in train_log if r["samples_seen"] <= ckpt["samples_seen"] and "branch" not in r]
@@ -77,7 +78,7 @@ def metrics_row(arm_name: str, seed: int, ckpt: dict, m: dict, trainable: int, t
            "trainable_params": trainable, "wall_s": ckpt.get("wall_s"),
            # the compute axis: what training this checkpoint cost (shared/profiling/flops.py) and took
            "train_flops": flops_per_sample * ckpt["samples_seen"] if flops_per_sample else None,
-           "train_s": ckpt.get("train_s")}
+           "train_s": ckpt.get("train_s"), **(compute or {})}
     for extra in [*(x.key for x in METRICS), "phrasings", "eval_s", "caption_s", "classify_s", "sets"]:
         if extra in m and extra not in row:
             row[extra] = m[extra]
@@ -123,6 +124,8 @@ def _run_comparison(cfg: Config, runtime: Runtime, out: Path, main: bool) -> lis
     with timings.phase("FLOPs counted (meta device)"):
         for arm_name in cfg.arms:  # per arm, the same for every seed: counted once, on the meta device
             flops.setdefault(arm_name, train_flops_per_sample(prepared, arm_name, runtime.world))
+            flops[arm_name]["text_pretraining_flops"] = text_pretraining_flops(prepared, arm_name)
+        flops["distinct_train_captions"] = len(set(prepared.dataset.split("train").captions()))
     for seed in cfg.seeds:
         prep = dataclasses.replace(prepared, cfg=dataclasses.replace(cfg, seed=seed))
         for arm_name in cfg.arms:
@@ -138,7 +141,7 @@ def _run_comparison(cfg: Config, runtime: Runtime, out: Path, main: bool) -> lis
             if todo:
                 t = time.perf_counter()
                 evaluate_checkpoints(prep, arm_name, seed, todo, sets, result, out, main,
-                                     flops[arm_name]["train_flops_per_sample"], timings)
+                                     dict(flops[arm_name], distinct_captions=flops["distinct_train_captions"]), timings)
                 summary["phases"][f"eval_{arm_name}_seed{seed}_s"] = round(time.perf_counter() - t, 1)
             if main:
                 write_json_atomic(summary_path, summary)
@@ -152,7 +155,7 @@ def _run_comparison(cfg: Config, runtime: Runtime, out: Path, main: bool) -> lis
 
 
 def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets, result, out: Path, main: bool,
-                         flops_per_sample: float | None = None, timings: Timings | None = None) -> None:
+                         flops: dict | None = None, timings: Timings | None = None) -> None:
     """Every set for each checkpoint (each process its share of the clips); one row each, by the main process."""
     run = RunDir.of(out, arm_name, seed)
     train_log = read_jsonl(run.log)
@@ -173,8 +176,11 @@ def evaluate_checkpoints(prep, arm_name: str, seed: int, todo: list[dict], sets,
         m = combine(per_set)
         timings.milestone(arm_name, seed, ckpt["milestone"], load_and_prepare_s=t1 - t0, eval_s=time.perf_counter() - t1,
                           caption_s=m.get("caption_s"), classify_s=m.get("classify_s"))
-        row = {**metrics_row(arm_name, seed, ckpt, m, result.trainable_params, train_log, flops_per_sample),
-               **arm.evaluation_info()}
+        info = arm.evaluation_info()
+        compute = compute_breakdown(flops, ckpt["samples_seen"], info.get("decoder_samples"), flops["distinct_captions"],
+                                    flops.get("text_pretraining_flops", 0.0)) if flops else None
+        row = {**metrics_row(arm_name, seed, ckpt, m, result.trainable_params, train_log,
+                             flops["train_flops_per_sample"] if flops else None, compute), **info}
         examples = [dict(e, set=name) for name, ms in per_set.items() for e in ms["examples"]]
         write_text_atomic(out / "predictions" / f"{arm_name}-seed{seed}-{ckpt['milestone']:010d}.jsonl",
                           "".join(json.dumps(e) + "\n" for e in examples))

@@ -208,6 +208,28 @@ class JepaArm(Arm):
             out.append(f"Y-decoder: the pretrained SONAR decoder `{d.get('weights')}`.")
         return out
 
+    def side_flops(self, captions: list[str]) -> dict[str, float]:
+        """The Y-encoder's forward per target caption (embedded once per distinct caption when cached) and
+        the trained Y-decoder's forward and backward per caption it learns from."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        out = {}
+        yc = self.arm_cfg.y_encoder
+        if yc.cache and not yc.trainable:  # otherwise it runs inside the step, where the step's count has it
+            with FlopCounterMode(display=False) as count, torch.no_grad():
+                self.y_encoder(captions)
+            out["target_flops_per_caption"] = count.get_total_flops() / len(captions)
+        dc = self.arm_cfg.y_decoder
+        if dc.kind == "trained":
+            with torch.device(self.ctx.device):
+                decoder = TrainedDecoder(self.arm_cfg.shared_dim or self.y_encoder.dim, self.tokenizer, dc,
+                                         self.cfg.lm.attn_implementation)
+            emb = torch.zeros(len(captions), self.arm_cfg.shared_dim or self.y_encoder.dim, device=self.ctx.device)
+            with FlopCounterMode(display=False) as count:
+                decoder.loss(emb, captions).backward()
+            out["decoder_flops_per_caption"] = count.get_total_flops() / len(captions)
+        return out
+
     def evaluation_info(self) -> dict:
         """The decoder that turned this checkpoint's predictions into text, beside the arm's own numbers."""
         m = self.decoder_meta

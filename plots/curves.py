@@ -34,9 +34,10 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 PANEL_TITLES = {"cider": "Captioning CIDEr", "top5": "Top-5 classification accuracy (%)"}
 
 
-def flops_axis(ax) -> None:
+def flops_axis(ax, total: bool = False) -> None:
     ax.set_xscale("log")
-    ax.set_xlabel("training FLOPs (forward + backward)")
+    ax.set_xlabel("total FLOPs (step, frozen encoder, side models, text pretraining)" if total
+                  else "training FLOPs (forward + backward)")
 
 
 def sample_efficiency(rows: list[dict], baselines: dict, out_dir: Path) -> list[Path]:
@@ -47,7 +48,9 @@ def sample_efficiency(rows: list[dict], baselines: dict, out_dir: Path) -> list[
     n_seeds = df["seed"].nunique()
     metrics = [m for m in METRICS if m.headline]
     axes_x = [("samples_seen", "training samples seen")]
-    if "train_flops" in df and df["train_flops"].notna().all():
+    if "total_flops" in df and df["total_flops"].notna().all():  # the whole compute (shared/profiling/flops.py)
+        axes_x.append(("total_flops", "total FLOPs"))
+    elif "train_flops" in df and df["train_flops"].notna().all():
         axes_x.append(("train_flops", "training FLOPs"))
     fig, axes = plt.subplots(len(axes_x), len(metrics), figsize=(5.5 * len(metrics), 4.2 * len(axes_x)), squeeze=False)
     for (x, x_label), panel_row in zip(axes_x, axes):
@@ -57,7 +60,7 @@ def sample_efficiency(rows: list[dict], baselines: dict, out_dir: Path) -> list[
                 sample_axis(ax, df["samples_seen"])
                 ax.set_xlabel(x_label)
             else:
-                flops_axis(ax)
+                flops_axis(ax, total=x == "total_flops")
             ax.set_title(f"{PANEL_TITLES.get(m.key, m.label)} vs {x_label}" if len(axes_x) > 1
                          else PANEL_TITLES.get(m.key, m.label))
     seeds = f"{n_seeds} seed{'s' if n_seeds > 1 else ''}" + (" (band: min-max)" if n_seeds > 1 else "")

@@ -253,6 +253,12 @@ class Arm(nn.Module):
         """Extra numbers of the evaluated checkpoint for the metrics row (e.g. a decoder's size)."""
         return {}
 
+    def side_flops(self, captions: list[str]) -> dict[str, float]:
+        """FLOPs of models the arm runs outside its training step, per caption, counted on the arm as built
+        (the meta device): ``target_flops_per_caption`` (embedding a target text) and
+        ``decoder_flops_per_caption`` (training a decoder on one caption). The compute axis adds them."""
+        return {}
+
     # ---- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
     def caption(self, visual: torch.Tensor, queries: list[str], max_new_tokens: int) -> list[str]:

@@ -217,7 +217,7 @@ def pretrain_lm(cfg: Config, groups, val, tokenizer, runtime, folder: Path) -> d
         opt.step()
         opt.zero_grad(set_to_none=True)
         tokens_seen += sum(len(s) for s in seqs)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     seconds = time.perf_counter() - t0
     model.save_pretrained(str(folder), safe_serialization=True)
     tokenizer.save_pretrained(str(folder))
@@ -296,7 +296,7 @@ def pretrain_y_encoder(cfg: Config, groups, val, tokenizer, runtime, folder: Pat
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     seconds = time.perf_counter() - t0
     model.save_pretrained(str(folder), safe_serialization=True)
     tokenizer.save_pretrained(str(folder))
@@ -310,3 +310,18 @@ def pretrain_y_encoder(cfg: Config, groups, val, tokenizer, runtime, folder: Pat
              c.steps, seconds, 100 * reached["paraphrase_nn_same_meaning"],
              100 * untrained["paraphrase_nn_same_meaning"])
     return record
+
+
+def text_pretraining_flops(prepared, arm_name: str) -> float:
+    """The text pretraining FLOPs an arm's start rests on: the base LM's (every arm builds on it) and the
+    caption-pretrained Y-encoder's where the arm's section asks for it. Shared models count in full for
+    each arm that uses them: each arm's curve carries what it took to get there."""
+    text = prepared.text
+    if text is None:
+        return 0.0
+    section = prepared.cfg.arm_config(arm_name)
+    used = ["lm"] if asks_lm(prepared.cfg) else []
+    if getattr(getattr(section, "y_encoder", None), "weights", None) == CAPTIONS:
+        used.append("y_encoder")
+    return float(sum(text.records.get(role, {}).get("train_flops", 0.0) for role in used))
+

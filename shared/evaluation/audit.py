@@ -59,11 +59,34 @@ def audit(run_dirs: list[Path]) -> dict:
     differing = {d["key"] for d in differences}
     shared = {k: first.get(k) for k in keys if k not in differing}
     controls = {arm: arm_controls(arm, cfg) for arm, cfg, _ in runs}
+    knowledge = {arm: text_knowledge(arm, cfg) for arm, cfg, _ in runs}
     variants = {arm: _variant_diff(arm, cfg) for arm, cfg, _ in runs if base_arm_name(cfg.get("variants"), arm) != arm}
     return {"ok": not differences, "differences": differences, "arm_keys": own, "shared": shared,
             "data_order": orders, "step_plan": next(iter(plans.values())) if len(set(plans.values())) == 1 else None,
             "controls": controls, "variants": variants, "runs": [str(d) for d in run_dirs],
-            "recipes": recipes, "layouts": layouts}
+            "recipes": recipes, "layouts": layouts, "text_knowledge": knowledge}
+
+
+def _weights_source(weights) -> str:
+    if weights == "captions":
+        return "pretrained on the training captions alone (text_pretraining)"
+    if weights in (None, ""):
+        return "seeded random init: no text knowledge"
+    if weights == "random":
+        return "frozen random init: no text knowledge"
+    return f"pretrained weights `{weights}`"
+
+
+def text_knowledge(arm: str, cfg: dict) -> dict:
+    """Where an arm's text knowledge comes from: its base LM (shared) and, for an arm that predicts into a
+    target space, that space's encoder."""
+    out = {"base LM": _weights_source((cfg.get("lm") or {}).get("weights"))}
+    y = (cfg.get(arm) or {}).get("y_encoder")
+    if isinstance(y, dict):
+        weights = y.get("weights")
+        out["target space"] = (_weights_source(weights) if weights is not None
+                               else f"pretrained weights (packaged {y.get('kind', 'minilm')})")
+    return out
 
 
 def numeric_recipes(run_dirs: list[Path], arms: list[str]) -> tuple[dict, dict]:
@@ -119,6 +142,10 @@ def audit_markdown(result: dict) -> str:
                   f"{len(plan['branches'])} cooldown branches, {plan['updates']} optimizer updates in all"
                   + (" (" + ", ".join(f"{b['milestone']:,}: steps {b['start_step']}-{b['end_step']}"
                                       for b in plan["branches"]) + ")" if plan["branches"] else "") + "."]
+    if result.get("text_knowledge"):
+        lines += ["", "## Text knowledge each arm starts from", ""]
+        lines += [f"- {arm}: " + "; ".join(f"{k}: {v}" for k, v in parts.items())
+                  for arm, parts in result["text_knowledge"].items()]
     if any(result.get("controls", {}).values()):
         lines += ["", "## What each arm gets besides its prediction target", ""]
         lines += [f"- {arm}: {c}" for arm, cs in result["controls"].items() for c in cs]

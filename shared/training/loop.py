@@ -50,7 +50,7 @@ from shared.training.checkpoint import (
 from shared.training.optim import build_optimizer
 from shared.training.parallel import layout_of, micro_layout, recipe
 from shared.training.schedule import Branch, MilestonePlan, Schedule, build_scheduler
-from shared.training.step import coupled_step, independent_step
+from shared.training.step import coupled_step, independent_step, runs_gradcache
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +180,8 @@ class Trainee:
         self.layout.load(accelerator, folder, self.model, self.optimizer, self.scheduler, self.trainable_names)
 
     def couples(self, accelerator, accum: int) -> bool:
-        """Is the loss taken over the effective batch (GradCache)? Only when that spans several passes:
-        one micro-batch on one process already is the effective batch, and the plain loss the same function."""
-        return accelerator.unwrap_model(self.model).couples_batch() and (accum > 1 or accelerator.num_processes > 1)
+        """Is the loss taken over the effective batch (GradCache)? (shared/training/step.py: runs_gradcache)"""
+        return runs_gradcache(accelerator.unwrap_model(self.model).couples_batch(), accum, accelerator.num_processes)
 
 
 def build_trainee(prepared: Pipeline, arm_name: str, accelerator, layout, schedule: Schedule | None = None) -> Trainee:

@@ -27,6 +27,14 @@ import torch
 from shared.precision import autocast
 
 
+def runs_gradcache(couples_batch: bool, accum: int, processes: int) -> bool:
+    """Is the loss taken over the effective batch with GradCache? Only for an arm whose loss couples the
+    batch, and only when that batch spans several passes (micro-steps or processes): one micro-batch on
+    one process already is the effective batch, and the plain loss the same function. The loop and the
+    FLOP count (shared/profiling/flops.py) both decide by this."""
+    return couples_batch and (accum > 1 or processes > 1)
+
+
 def _sync_last(accelerator, model, i: int, n: int):
     return contextlib.nullcontext() if i == n - 1 else accelerator.no_sync(model)
 
