@@ -59,3 +59,15 @@ def test_per_clip_values_from_predictions(tmp_path):
     d = arm_difference(tmp_path, "x", "y", [0], 64, "cider")
     assert isinstance(d, Difference) and d.diff == pytest.approx(-1.0) and d.verdict() == "trails"
     assert arm_difference(tmp_path, "x", "y", [0, 1], 64, "cider") is None  # seed 1 was not run
+
+
+def test_per_clip_meaning_values_are_read_under_their_own_key():
+    """Meaning accuracy (synthetic data): 1/0 per clip under "meaning" and "meaning_<attribute>";
+    clips without it (no label, or free-text data) are left out."""
+    examples = [{"id": "a", "meaning": 1, "meaning_colour": 1, "set": "s"},
+                {"id": "b", "meaning": 0, "meaning_colour": 1, "set": "s"},
+                {"id": "c", "cider": 1.0, "set": "s"}]
+    assert per_clip_values(examples, "meaning") == {"s": {"a": 1.0, "b": 0.0}}
+    assert per_clip_values(examples, "meaning_colour") == {"s": {"a": 1.0, "b": 1.0}}
+    assert per_clip_values(examples, "meaning_shape") == {}
+    assert per_clip_values([{"id": "x", "meaning_read": ["red", None, None]}], "meaning_read") == {}
