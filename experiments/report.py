@@ -315,7 +315,11 @@ def _results_lines(rows, agg, arms, seeds, milestones, diffs) -> list[str]:
           "", f"CIDEr-D on pycocoevalcap's scale (0–10, not x100). top-k: each label scored by its canonical text; "
           f"\"top-5 % phrasings\": by the mean score of {phr:g} phrasings of it, the same sentence forms for every "
           "label (where computed). Y-decoder samples: the captions the JEPA arm's decoder trained on by that "
-          "checkpoint.", ""]
+          "checkpoint."
+          + (" meaning %: the caption read back by the benchmark's grammar into colour, shape and motion "
+             "(shared/data/synthetic_reader.py), exact = all three right; an attribute named twice with different "
+             "values counts as wrong. Per attribute: `meaning_colour`, `meaning_shape`, `meaning_action` in "
+             "metrics.jsonl." if any(r.get("meaning") is not None for r in rows) else ""), ""]
     lines += results_table(agg, arms, milestones)
     if any("sets" in r for r in rows):
         last, per_set = max(milestones), []
@@ -348,15 +352,25 @@ def _reference_lines(base, agg) -> list[str]:
     if "chance_top5" in base:
         classes = f"{base['classes']} classes" if "classes" in base else "mean over sets"
         refs.append((f"chance top-1 / top-5 ({classes})", f"{100 * base['chance_top1']:.1f}% / {100 * base['chance_top5']:.1f}%"))
+    def with_meaning(cider_value, key):  # "CIDEr (meaning x%)" where the benchmark reads captions back
+        return _fmt(cider_value) + (f" (meaning {_fmt(base[key], True)}%)" if key in base else "")
+
     if "most_frequent_caption_cider" in base:
         said = f" (“{base['most_frequent_caption']}”)" if "most_frequent_caption" in base else " (mean over sets)"
         refs.append((f"CIDEr of always answering the most frequent training caption{said}",
-                     _fmt(base["most_frequent_caption_cider"])))
+                     with_meaning(base["most_frequent_caption_cider"], "most_frequent_caption_meaning")))
+    fixed = base.get("template_fixed", {})
+    for key in sorted((k for k in base if k.startswith("template_") and k.endswith("_cider")), key=len):
+        known = key[len("template_"):-len("_cider")].split("_")
+        rest = [f"{a} (“{v}”)" for a, v in fixed.items() if a not in known] or ["attributes"]
+        refs.append((f"CIDEr of a template saying each clip's true {' and '.join(known)} with the most frequent training "
+                     f"{' and '.join(rest)}, in the canonical phrasing", with_meaning(base[key], key[:-len("cider")] + "meaning")))
     if "retrieval_r1_ceiling" in base:
         refs.append(("text-to-video R@1 of a perfect model (clips sharing a meaning are indistinguishable)",
                      f"{100 * base['retrieval_r1_ceiling']:.1f}%"))
     if "human_ceiling_cider" in base:
-        refs.append(("CIDEr of one reference against the others (annotator ceiling)", _fmt(base["human_ceiling_cider"])))
+        refs.append(("CIDEr of one reference against the others (annotator ceiling)",
+                     with_meaning(base["human_ceiling_cider"], "human_ceiling_meaning")))
     ceilings = [g["decoder_ceiling_cider"][0] for (a, _), g in agg.items() if "decoder_ceiling_cider" in g]
     if ceilings:
         refs.append(("CIDEr of the Y-decoder on true embeddings, decode(encode(reference 0)) against the other references "

@@ -31,7 +31,8 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
-PANEL_TITLES = {"cider": "Captioning CIDEr", "top5": "Top-5 classification accuracy (%)"}
+PANEL_TITLES = {"cider": "Captioning CIDEr", "top5": "Top-5 classification accuracy (%)",
+                "meaning": "Caption meaning accuracy (%)"}
 
 
 def flops_axis(ax, total: bool = False) -> None:
@@ -46,7 +47,8 @@ def sample_efficiency(rows: list[dict], baselines: dict, out_dir: Path) -> list[
     df = _frame(rows)
     palette = {arm_label(a): c for a, c in arm_palette(df["arm"].unique()).items()}
     n_seeds = df["seed"].nunique()
-    metrics = [m for m in METRICS if m.headline]
+    # the headline metrics the rows hold (meaning accuracy only where the data reads captions back)
+    metrics = [m for m in METRICS if m.headline and m.key in df and df[m.key].notna().any()]
     axes_x = [("samples_seen", "training samples seen")]
     if "total_flops" in df and df["total_flops"].notna().all():  # the whole compute (shared/profiling/flops.py)
         axes_x.append(("total_flops", "total FLOPs"))
@@ -84,6 +86,13 @@ def _panel(ax, df, m, x: str, palette, n_seeds: int, baselines: dict) -> None:
             ax.axhline(baselines["most_frequent_caption_cider"], ls=":", c="grey", label="most frequent caption")
         if "human_ceiling_cider" in baselines:
             ax.axhline(baselines["human_ceiling_cider"], ls="--", c="black", lw=0.8, label="reference vs others")
+    if metric in ("cider", "meaning"):
+        scale = 100 if m.percent else 1
+        if metric == "meaning" and "most_frequent_caption_meaning" in baselines:
+            ax.axhline(scale * baselines["most_frequent_caption_meaning"], ls=":", c="grey", label="most frequent caption")
+        if f"template_colour_shape_{metric}" in baselines:
+            ax.axhline(scale * baselines[f"template_colour_shape_{metric}"], ls="-.", c="grey", lw=0.8,
+                       label="true colour + shape, fixed action")
     ax.set_ylabel(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)

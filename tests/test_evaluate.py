@@ -48,6 +48,84 @@ def test_metrics_of_a_scripted_arm_are_the_metrics_of_its_answers(scripted):
     assert 0 < out["top5"] < 1 and out["cider"] > 0  # the check is not a trivial 0 == 0
 
 
+def test_meaning_accuracy_reads_the_captions_back_clip_by_clip(scripted, monkeypatch):
+    """Synthetic data: the caption read by the grammar against each clip's meaning, per clip and overall."""
+    from shared.data.synthetic import Meaning
+    from shared.evaluation.intervals import per_clip_values
+
+    prepared, arm, evalset = scripted
+    clips = [evalset.source.clip(i) for i in range(evalset.n)]
+    truth = [Meaning.from_label(c.label) for c in clips]
+    # clip i is captioned with its own meaning when i is even, with another colour's when i is odd
+    other = {"red": "blue", "green": "red", "blue": "green"}
+    texts = [f"a {m.colour if i % 2 == 0 else other[m.colour]} {m.shape} {'moves left' if m.action == 'left' else 'rises'}"
+             for i, m in enumerate(truth)]
+    monkeypatch.setattr(arm, "caption", lambda visual, queries, max_new_tokens, it=iter(texts): [next(it) for _ in queries])
+    out = evaluate(arm, prepared, evalset)
+    action_right = np.array([m.action in ("left", "up") for m in truth], float)
+    even = np.arange(evalset.n) % 2 == 0
+    assert out["meaning_colour"] == pytest.approx(np.mean(even))
+    assert out["meaning_shape"] == 1.0
+    assert out["meaning_action"] == pytest.approx(action_right.mean())
+    assert out["meaning"] == pytest.approx(np.mean(even * action_right))
+    assert [e["meaning"] for e in out["examples"]] == (even * action_right).astype(int).tolist()
+    assert per_clip_values(out["examples"], "meaning")[""] == {c.id: float(v) for c, v in zip(clips, even * action_right)}
+    assert per_clip_values(out["examples"], "meaning_shape")[""] == {c.id: 1.0 for c in clips}
+    assert 0 < out["meaning"] < 1  # not a trivial 0 == 0
+
+
+def test_the_fixed_caption_scores_the_meaning_accuracy_of_its_one_meaning(scripted):
+    """"a red square moves left" for every clip is right exactly on the red-square-left clips."""
+    from shared.data.synthetic import Meaning
+
+    prepared, arm, evalset = scripted
+    labels = np.array([evalset.source.clip(i).label for i in range(evalset.n)])
+    truth = [Meaning.from_label(int(x)) for x in labels]
+    out = evaluate(arm, prepared, evalset)
+    assert out["meaning"] == pytest.approx(np.mean(labels == Meaning("red", "square", "left").label))
+    assert out["meaning_colour"] == pytest.approx(np.mean([m.colour == "red" for m in truth]))
+    assert out["meaning_action"] == pytest.approx(np.mean([m.action == "left" for m in truth]))
+    assert out["examples"][0]["meaning_read"] == ["red", "square", "left"]
+
+
+def test_synthetic_baselines_add_meaning_reference_points(scripted):
+    from shared.evaluation.evaluate import baselines
+
+    prepared, _, evalset = scripted
+    base = baselines(prepared, evalset)
+    assert base["human_ceiling_meaning"] == 1.0  # every reference reads back as its clip's meaning
+    assert base["template_colour_meaning"] <= base["template_colour_shape_meaning"] < 1
+    assert base["most_frequent_caption_cider"] < base["template_colour_shape_cider"] < base["human_ceiling_cider"]
+    assert set(base["template_fixed"]) == {"colour", "shape", "action"}
+
+
+def test_a_manifest_source_gets_no_meaning_metric(scripted, tmp_path):
+    """Free-text captions: no reader, so neither evaluation nor baselines report meaning accuracy."""
+    import json
+
+    from PIL import Image
+
+    from shared.data.sources import ManifestSource, manifest_dataset
+    from shared.evaluation.evaluate import baselines
+
+    prepared, arm, _ = scripted
+    lines = []
+    for i, c in enumerate([(200, 30, 30), (30, 30, 200)]):
+        Image.fromarray(np.full((40, 40, 3), c, np.uint8)).save(tmp_path / f"c{i}.png")
+        lines.append(json.dumps({"id": f"c{i}", "media": f"c{i}.png", "captions": ["a red square moves left", "a frame"],
+                                 "label": f"l{i}", "split": "test"}))
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    ds = manifest_dataset(str(tmp_path / "m.jsonl"), prepared.cfg)
+    source = ds.split("test")
+    assert isinstance(source, ManifestSource) and source.caption_reader is None
+    prepared.features.prepare(source, desc="encode manifest")
+    evalset = EvalSet.of("m", source, ds.label_phrasings(1), 0)
+    out = evaluate(arm, prepared, evalset)
+    assert "cider" in out and not any(k.startswith("meaning") for k in out)
+    assert not any(k.startswith("meaning") for e in out["examples"] for k in e)
+    assert not any("meaning" in k or k.startswith("template") for k in baselines(prepared, evalset))
+
+
 def test_phrasings_score_each_label_by_the_mean_of_its_phrasings():
     evalset = EvalSet("s", source=None, phrasings=[["a", "a2"], ["b"], ["c", "c2", "c3"]], n=0)
     scores = np.array([[0.1, 0.9, 0.5, 0.2, 0.3, 0.7]])

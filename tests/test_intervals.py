@@ -141,3 +141,15 @@ def test_with_seeds_and_labels_that_differ_the_new_interval_holds_its_95_percent
 def test_with_one_seed_the_label_cluster_bootstrap_holds_where_the_clip_bootstrap_did_not():
     old, new = coverage(seeds=1, seed_sd=0.0, label_sd=0.3, clip_sd=0.2)
     assert old < 0.8 and 0.88 <= new <= 0.99, (old, new)  # measured: 0.73 and 0.93
+
+
+def test_per_clip_meaning_values_are_read_under_their_own_key():
+    """Meaning accuracy (synthetic data): 1/0 per clip under "meaning" and "meaning_<attribute>";
+    clips without it (no label, or free-text data) are left out."""
+    examples = [{"id": "a", "meaning": 1, "meaning_colour": 1, "set": "s"},
+                {"id": "b", "meaning": 0, "meaning_colour": 1, "set": "s"},
+                {"id": "c", "cider": 1.0, "set": "s"}]
+    assert per_clip_values(examples, "meaning") == {"s": {"a": 1.0, "b": 0.0}}
+    assert per_clip_values(examples, "meaning_colour") == {"s": {"a": 1.0, "b": 1.0}}
+    assert per_clip_values(examples, "meaning_shape") == {}
+    assert per_clip_values([{"id": "x", "meaning_read": ["red", None, None]}], "meaning_read") == {}

@@ -70,6 +70,21 @@ def test_a_declared_headline_metric_gets_its_own_panel(drawn, tmp_path):
     assert all(np.allclose(ln.get_ydata(), 50.0) for ln in axes[2].get_lines() if len(ln.get_xdata()) == 3)
 
 
+def test_meaning_accuracy_gets_a_panel_with_its_reference_lines_only_where_rows_hold_it(drawn, tmp_path):
+    rows = [dict(r, meaning=0.1 * (1 + (r["arm"] == "vlm"))) for r in ROWS]
+    base = {"most_frequent_caption_cider": 0.17, "most_frequent_caption_meaning": 0.004,
+            "template_colour_shape_cider": 0.74, "template_colour_shape_meaning": 0.083}
+    plots.curves.sample_efficiency(rows, base, tmp_path)
+    cider_ax, top5_ax, meaning_ax = [ax for ax in drawn[0].axes if ax.get_visible()]
+    assert "meaning" in meaning_ax.get_title()
+    assert sorted(ln.get_ydata()[0] for ln in meaning_ax.get_lines() if len(ln.get_xdata()) == 3) == [10.0, 20.0]
+    assert np.allclose(line(meaning_ax, "true colour + shape, fixed action").get_ydata(), 8.3)
+    assert np.allclose(line(meaning_ax, "most frequent caption").get_ydata(), 0.4)
+    assert np.allclose(line(cider_ax, "true colour + shape, fixed action").get_ydata(), 0.74)
+    plots.curves.sample_efficiency(ROWS, base, tmp_path)  # manifest data: no meaning column, no empty panel
+    assert len(drawn[1].axes) == 2
+
+
 def test_selective_figure_has_one_curve_per_strategy_and_pooling(drawn, tmp_path):
     rows = [{"strategy": s, "pooling": p, "rate_hz": hz, "cider": c * hz}
             for s, c in (("uniform", 0.1), ("adaptive", 0.2)) for p in ("exact", "mean") for hz in (0.1, 1.0)]

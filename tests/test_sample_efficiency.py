@@ -39,10 +39,16 @@ def test_smoke_run_writes_every_file_and_resumes(tmp_path, cache_dir, monkeypatc
     assert {r["arm"] for r in rows} == {"jepa", "vlm"}
     jepa = [r for r in rows if r["arm"] == "jepa"]
     assert "recall1" in jepa[0] and "decoder_ceiling_cider" in jepa[0]
+    # synthetic data: captions read back into their meaning, exact and per attribute, in every row
+    assert all(0 <= r["meaning"] <= min(r["meaning_colour"], r["meaning_shape"], r["meaning_action"]) <= 1 for r in rows)
     audit = json.loads((out / "control_audit.json").read_text())["0"]
     assert audit["ok"], audit["differences"]
     report = (out / "report.md").read_text()
     assert "| 256 | jepa |" in report and "14.9" in report and "Control audit" in report
+    assert "meaning %" in report and "read back by the benchmark's grammar" in report
+    assert "true colour and shape with the most frequent training action" in report
+    base = json.loads((out / "baselines.json").read_text())
+    assert base["human_ceiling_meaning"] == 1.0 and "template_colour_shape_cider" in base
     preds = (out / "predictions").glob("vlm-seed0-*.jsonl")
     assert len(list(preds)) == 4
     # where the time went: phases that add up to the invocation, a row per (arm, seed, milestone), in the report
@@ -111,3 +117,6 @@ def test_several_evaluation_sets_are_averaged(tmp_path, cache_dir):
     assert set(base["sets"]) == {"reds", "blues", "greens"} and base["eval_clips"] == 7
     assert "human_ceiling_cider" not in base["sets"]["blues"] and "chance_top5" not in base["sets"]["greens"]
     assert "Per evaluation set" in (out / "report.md").read_text()
+    # free-text captions: no meaning accuracy, no meaning reference points
+    assert not any(k.startswith("meaning") for r in rows for k in r)
+    assert not any("meaning" in k or k.startswith("template") for b in (base, *base["sets"].values()) for k in b)

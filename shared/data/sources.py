@@ -16,6 +16,7 @@ import numpy as np
 
 from shared.config import Config
 from shared.data import synthetic
+from shared.data.synthetic_reader import READER
 from shared.data.manifest import ManifestError, ManifestIndex, load_index
 from shared.data.media import MediaError, read_media, uniform_times
 from shared.data.media_check import read_invalid
@@ -41,6 +42,10 @@ class ClipSource:
     name: str
     content_key: str  # identity of the split's videos, position by position: names its feature-cache folder
     text_key: str  # identity of the split's captions (and labels), in order
+    # reads a caption back into the meaning its label stands for (``read(text)``, ``truth(label)``,
+    # ``caption(meaning)``, ``attributes``; shared/data/synthetic_reader.py): where a source has
+    # one, evaluation scores meaning accuracy beside CIDEr. None: captions are free text.
+    caption_reader = None
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -66,6 +71,8 @@ class ClipSource:
 
 class SyntheticSource(ClipSource):
     """Clip i is the same whatever the split's length, so splits of any length share cached shards."""
+
+    caption_reader = READER  # the captions come from a known grammar: they can be read back
 
     def __init__(self, cfg: Config, split: str, n: int):
         s = cfg.data.synthetic

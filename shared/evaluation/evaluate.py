@@ -1,4 +1,6 @@
-"""Arm-agnostic evaluation of a checkpoint: captioning CIDEr, top-k classification, retrieval R@1.
+"""Arm-agnostic evaluation of a checkpoint: captioning CIDEr, top-k classification, retrieval R@1,
+and meaning accuracy where the data can read a caption back into its meaning (the synthetic
+benchmark's grammar: the source's ``caption_reader``; manifests have none).
 
 Only the interface is called: ``caption`` (JEPA decodes its prediction, the VLM generates),
 ``score_candidates`` (JEPA: cosine to label embeddings, VLM: lowest perplexity) and, for arms
@@ -21,7 +23,7 @@ from shared import processes
 from shared.arm import Arm
 from shared.data.loader import ClipBatches, EvalPlan, batches, make_loader
 from shared.data.sources import ClipSource, manifest_dataset
-from shared.evaluation.metrics import METRICS, cider, recall_at_k, top_k_accuracy
+from shared.evaluation.metrics import METRICS, cider, meaning_accuracy, recall_at_k, top_k_accuracy
 from shared.pipeline import Pipeline
 
 
@@ -175,6 +177,11 @@ def evaluate(arm: Arm, prepared: Pipeline, evalset: EvalSet) -> dict | None:
     if evalset.captions:
         out["cider"], per_clip = cider(m["preds"], m["refs"])
     labelled = m["labels"] >= 0
+    reader = getattr(evalset.source, "caption_reader", None)
+    meaning: dict[str, np.ndarray] = {}  # per clip, 1/0: the caption read back is the clip's meaning (or attribute)
+    if evalset.captions and reader is not None and labelled.any():
+        meaning = meaning_accuracy(reader, m["preds"], m["labels"])
+        out.update({k: float(np.nanmean(v)) for k, v in meaning.items()})
     ranks: dict[str, np.ndarray] = {}  # per clip, the true label's rank (for intervals over clips)
     if m["scores"] is not None and labelled.any():
         mean, canonical = evalset.per_label(m["scores"][labelled])
@@ -199,7 +206,9 @@ def evaluate(arm: Arm, prepared: Pipeline, evalset: EvalSet) -> dict | None:
     preds = m["preds"] or [None] * len(m["ids"])
     # each labelled clip's label: clips of a label are one cluster for the intervals over clips
     out["examples"] = [{"id": i, "references": r, **({"prediction": p, "cider": float(c)} if c is not None else {}),
-                        **({"label": int(label)} if label >= 0 else {}), **{k: int(v[j]) for k, v in ranks.items()}}
+                        **({"label": int(label)} if label >= 0 else {}), **{k: int(v[j]) for k, v in ranks.items()},
+                        **{k: int(v[j]) for k, v in meaning.items() if not np.isnan(v[j])},
+                        **({"meaning_read": list(reader.read(p))} if meaning else {})}
                        for j, (i, p, r, c, label) in enumerate(zip(m["ids"], preds, m["refs"], per_clip, m["labels"]))]
     out["processes"] = world
     return out
@@ -233,7 +242,8 @@ BASELINE_TRAIN_CLIPS = 100_000  # the most frequent caption is counted over at m
 
 def baselines(prepared: Pipeline, evalset: EvalSet) -> dict:
     """Reference points that need no model: chance, a constant caption, and the human ceiling (each
-    for the task the set is scored on)."""
+    for the task the set is scored on); where the source reads captions back into meanings
+    (synthetic data), their meaning accuracy too and partly informed templates (``meaning_baselines``)."""
     out: dict = {"eval_clips": evalset.n}
     if evalset.classifies:
         n = len(evalset.label_texts)
@@ -253,6 +263,36 @@ def baselines(prepared: Pipeline, evalset: EvalSet) -> dict:
     multi = [refs for refs in references if len(refs) >= 2]
     if multi:  # one reference scored against the others: what an annotator would get
         out["human_ceiling_cider"] = cider([refs[0] for refs in multi], [refs[1:] for refs in multi])[0]
+    reader = getattr(evalset.source, "caption_reader", None)
+    if reader is not None and len(labels):
+        out.update(meaning_baselines(reader, prepared.dataset.split("train").labels()[:BASELINE_TRAIN_CLIPS],
+                                     all_labels, references, most_frequent))
+    return out
+
+
+def meaning_baselines(reader, train_labels: np.ndarray, labels: np.ndarray, references: list[list[str]],
+                      most_frequent: str) -> dict:
+    """Meaning accuracy of the blind template (the most frequent training caption) and of the
+    annotator (each clip's reference 0), and CIDEr and meaning accuracy of templates that know part
+    of each clip's meaning: its true first attribute(s) (colour; colour and shape), the others the
+    most frequent in training, each attribute counted alone, in the canonical phrasing
+    (``reader.caption``). Keys ``template_<attributes>_cider`` / ``_meaning``."""
+    def accuracy(captions: list[str]) -> float:
+        return float(np.nanmean(meaning_accuracy(reader, captions, labels)["meaning"]))
+
+    out = {"most_frequent_caption_meaning": accuracy([most_frequent] * len(labels)),
+           "human_ceiling_meaning": accuracy([refs[0] for refs in references])}
+    train = [reader.truth(int(label)) for label in train_labels if label >= 0]
+    if not train:
+        return out
+    common = [Counter(m[k] for m in train).most_common(1)[0][0] for k in range(len(reader.attributes))]
+    for known in range(1, len(reader.attributes)):
+        captions = [reader.caption((*reader.truth(int(label))[:known], *common[known:])) if label >= 0 else most_frequent
+                    for label in labels]
+        name = "template_" + "_".join(reader.attributes[:known])
+        out[f"{name}_cider"] = cider(captions, references)[0]  # corpus-level: one call per reference point
+        out[f"{name}_meaning"] = accuracy(captions)
+    out["template_fixed"] = dict(zip(reader.attributes, common))
     return out
 
 

@@ -33,9 +33,10 @@ replacement) was too narrow: with three seeds, resampling seeds gives roughly th
 range, and clips of one label were treated as independent.
 
 Per-clip values come from the predictions files: CIDEr-D per clip (the corpus CIDEr is their mean;
-resampling keeps the document frequencies of the whole evaluation corpus, the usual approximation)
-and, for top-k, whether the true label ranked in the top k; each clip's label (``label``, absent in
-older files: each clip is then its own cluster) gives its cluster.
+resampling keeps the document frequencies of the whole evaluation corpus, the usual approximation),
+for top-k, whether the true label ranked in the top k, and for meaning accuracy whether the caption
+read back is the clip's meaning (synthetic data); each clip's label (``label``, absent in older
+files: each clip is then its own cluster) gives its cluster.
 """
 from __future__ import annotations
 
@@ -59,8 +60,10 @@ def predictions_path(out: Path, arm: str, seed: int, milestone: int) -> Path:
 
 
 def per_clip_values(examples: list[dict], key: str) -> dict[str, dict[str, float]]:
-    """{set: {clip id: value}} of metric ``key`` (cider, topK, topK_phrasings); clips without a
-    label are left out of top-k. Empty when the examples do not carry the metric."""
+    """{set: {clip id: value}} of metric ``key`` (cider, topK, topK_phrasings, meaning,
+    meaning_<attribute>: any other key is read as a number stored under its own name, e.g. 1/0 for
+    meaning); clips without a label are left out of top-k and meaning. Empty when the examples do
+    not carry the metric."""
     out: dict[str, dict[str, float]] = {}
     for e in examples:
         if key == "cider":
@@ -69,8 +72,9 @@ def per_clip_values(examples: list[dict], key: str) -> dict[str, dict[str, float
             k, _, suffix = key[3:].partition("_")
             rank = e.get("rank_phrasings" if suffix else "rank", -1)
             value = float(rank < int(k)) if rank >= 0 else None
-        else:
-            value = None
+        else:  # stored clip by clip under the metric's own key (meaning: 1 read right, 0 not)
+            value = e.get(key)
+            value = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
         if value is not None:
             out.setdefault(e.get("set", ""), {})[e["id"]] = value
     return out

@@ -1,4 +1,5 @@
-"""Metrics: corpus-level CIDEr (pycocoevalcap), top-k accuracy (scikit-learn), retrieval recall@k.
+"""Metrics: corpus-level CIDEr (pycocoevalcap), top-k accuracy (scikit-learn), retrieval recall@k,
+and meaning accuracy (a caption read back into its meaning, where the data's grammar allows).
 
 CIDEr's IDF comes from the whole reference set, so it is only meaningful over a corpus: score all
 evaluation clips in one call, never one clip at a time (a single-item corpus scores 0).
@@ -40,6 +41,12 @@ METRICS: list[Metric] = [
     Metric("top5_phrasings", "top-5 % phrasings", percent=True, per_clip=True),
     Metric("recall1", "R@1 %", percent=True),
     Metric("decoder_ceiling_cider", "Y-decoder ceiling CIDEr", in_table=False),
+    # the caption read back by the benchmark's grammar (synthetic data only): all attributes right,
+    # then each attribute alone
+    Metric("meaning", "meaning %", percent=True, headline=True, per_clip=True),
+    Metric("meaning_colour", "colour %", percent=True, in_table=False, per_clip=True),
+    Metric("meaning_shape", "shape %", percent=True, in_table=False, per_clip=True),
+    Metric("meaning_action", "action %", percent=True, in_table=False, per_clip=True),
 ]
 
 
@@ -62,6 +69,26 @@ def cider(predictions: list[str], references: list[list[str]]) -> tuple[float, n
     res = tok.tokenize({i: [{"caption": p if p.strip() else "."}] for i, p in enumerate(predictions)})
     score, scores = Cider().compute_score(gts, res)
     return float(score), np.asarray(scores, dtype=float)
+
+
+def meaning_accuracy(reader, predictions: list[str], labels) -> dict[str, np.ndarray]:
+    """Per caption, 1.0 where ``reader`` reads it as its clip's meaning (key "meaning": every
+    attribute; "meaning_<attribute>": that one), NaN for clips without a label. ``reader``: a data
+    source's ``caption_reader`` (``read(text)``, ``truth(label)``, ``attributes``)."""
+    labels = np.asarray(labels)
+    if len(predictions) != len(labels):
+        raise ValueError(f"{len(predictions)} captions for {len(labels)} labels")
+    attrs = tuple(reader.attributes)
+    out = {key: np.full(len(labels), np.nan) for key in ("meaning", *(f"meaning_{a}" for a in attrs))}
+    for i, (text, label) in enumerate(zip(predictions, labels)):
+        if label < 0:
+            continue
+        read, truth = reader.read(text or ""), reader.truth(int(label))
+        right = [r is not None and r == t for r, t in zip(read, truth)]
+        out["meaning"][i] = float(all(right))
+        for a, ok in zip(attrs, right):
+            out[f"meaning_{a}"][i] = float(ok)
+    return out
 
 
 def top_k_accuracy(scores: torch.Tensor | np.ndarray, labels, k: int) -> float:
