@@ -215,9 +215,13 @@ class JepaArm(Arm):
 
         out = {}
         yc = self.arm_cfg.y_encoder
-        if yc.cache and not yc.trainable:  # otherwise it runs inside the step, where the step's count has it
+        if yc.cache and not yc.trainable and hasattr(self.y_encoder, "model"):  # else in the step, counted there
+            # the encoder's own forward, without a padding mask (on meta, transformers' mask helpers call
+            # .item()); the captions' lengths in the shared tokenizer stand in for its own
+            width = max(1, round(sum(len(t) for t in self.tokenizer(captions)["input_ids"]) / len(captions)))
+            ids = torch.zeros(len(captions), width, dtype=torch.long, device=self.ctx.device)
             with FlopCounterMode(display=False) as count, torch.no_grad():
-                self.y_encoder(captions)
+                self.y_encoder.model(input_ids=ids)
             out["target_flops_per_caption"] = count.get_total_flops() / len(captions)
         dc = self.arm_cfg.y_decoder
         if dc.kind == "trained":

@@ -92,8 +92,16 @@ def y_encoder_architecture(cfg: Config, vocab_size: int, pad_token_id: int = 0) 
 
 
 def _tokenizer_key(tokenizer) -> str:
+    """The tokenizer's identity: its model, normalizer and special tokens, not the padding and truncation
+    state that calls leave behind in the backend."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    if backend is None:
+        text = json.dumps(sorted(tokenizer.get_vocab().items()))
+    else:
+        spec = json.loads(backend.to_str())
+        spec.pop("padding", None)
+        spec.pop("truncation", None)
+        text = json.dumps(spec, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -51,17 +51,19 @@ def train_flops_per_sample(prepared, arm_name: str, processes: int = 1) -> dict:
 
 
 def encoder_flops_per_clip(cfg) -> float:
-    """Forward FLOPs of the frozen X-encoder on one clip's frames (counted on the meta device). Both arms
+    """Forward FLOPs of the frozen X-encoder (a ViT) on one clip's frames, from its shape on the meta
+    device: 2 x parameters x tokens for the matrix products plus 4 x depth x tokens^2 x width for
+    attention, per frame (timm's PE forward cannot run on meta: a data-dependent ``.item()``). Both arms
     pay it per sample when features are computed in the step (``online``, the paper-scale mode); a
     feature cache pays it once per clip instead, the same for every arm."""
     from shared.features.encoder import FrozenEncoder
 
-    encoder = FrozenEncoder(cfg.encoder, "meta")
-    size = cfg.encoder.image_size
-    frames = torch.empty(cfg.data.frames, 3, size, size, device="meta")
-    with FlopCounterMode(display=False) as count, torch.no_grad():
-        encoder.model.forward_features(frames)
-    return float(count.get_total_flops())
+    model = FrozenEncoder(cfg.encoder, "meta").model
+    grid = model.patch_embed.grid_size
+    tokens = int(grid[0]) * int(grid[1]) + int(getattr(model, "num_prefix_tokens", 0))
+    params = sum(p.numel() for p in model.parameters())
+    per_frame = 2 * params * tokens + 4 * len(model.blocks) * tokens ** 2 * model.embed_dim
+    return float(per_frame * cfg.data.frames)
 
 
 def compute_breakdown(flops: dict, samples: int, decoder_samples: float | None, distinct_captions: int,
