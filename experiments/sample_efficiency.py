@@ -117,6 +117,8 @@ def _run_comparison(cfg: Config, runtime: Runtime, out: Path, main: bool) -> lis
             write_json_atomic(out / "baselines.json", combined_baselines({s.name: baselines(prepared, s) for s in sets}))
     summary["phases"]["prepare_s"] = round(time.perf_counter() - t, 1)
     summary["cache"] = {s: dataclasses.asdict(v) for s, v in prepared.features.stats.items()}
+    if prepared.text is not None:  # what the text pretraining stage trained (cached: its first run's figures)
+        summary["text_pretraining"] = prepared.text.records
 
     # rank 0's reading for every rank: a rank that saw another list would skip an evaluation the others run
     done = processes.on_main(lambda: {(r["arm"], r["seed"], r["milestone"]) for r in read_jsonl(out / "metrics.jsonl")})

@@ -79,7 +79,7 @@ def test_text_models_are_cached_and_load_through_the_real_weight_paths(tmp_path,
     reference = AutoModelForCausalLM.from_pretrained(str(again.lm))
     for (name, a), (_, b) in zip(lm.state_dict().items(), reference.state_dict().items()):
         assert torch.equal(a, b), name
-    fresh = build_base_lm(load_config(SMOKE, [f"cache_dir={tmp_path}"]), tokenizer)  # lm.weights=null: random init
+    fresh = build_base_lm(load_config(SMOKE, [f"cache_dir={tmp_path}", "lm.weights=null"]), tokenizer)  # lm.weights=null: random init
     assert not torch.equal(next(fresh.parameters()), next(lm.parameters()))
     with pytest.raises(Exception, match="captions"):
         build_base_lm(cfg, tokenizer)  # asked for, not given: a clear error, not a silent random init
@@ -106,7 +106,7 @@ def test_the_audit_names_the_text_knowledge_each_arm_starts_from(tmp_path):
     assert result["text_knowledge"]["jepa"]["target space"].startswith("pretrained on the training captions")
     assert result["text_knowledge"]["vlm"] == {"base LM": "pretrained on the training captions alone (text_pretraining)"}
     assert "## Text knowledge each arm starts from" in audit_markdown(result)
-    c = fake_run(tmp_path / "vlm2", "vlm", *TINY[2:])  # the control without text knowledge: a shared key differs
+    c = fake_run(tmp_path / "vlm2", "vlm", *TINY[2:], "lm.weights=null")  # the control without text knowledge: a shared key differs
     assert [d["key"] for d in audit([a, c])["differences"]] == ["lm.weights"]
 
 

@@ -178,13 +178,16 @@ def paired_difference(a: list[dict[str, np.ndarray]], b: list[dict[str, np.ndarr
                       tuple(float(x) for x in per_seed))
 
 
-def arm_difference(out: Path, arm_a: str, arm_b: str, seeds: list[int], milestone: int, key: str) -> Difference | None:
-    """The paired difference of metric ``key`` between two arms at a milestone, from the
-    predictions files of ``out`` (None where a seed or the metric's per-clip values are missing).
-    The clips compared are those every seed of both arms holds; their labels are the clusters."""
+def arm_difference(out: Path, arm_a: str, arm_b: str, seeds: list[int], milestone: int, key: str,
+                   milestone_b: int | None = None) -> Difference | None:
+    """The paired difference of metric ``key`` between two arms at a milestone (``milestone_b``: arm b's
+    checkpoint at another one, e.g. at matched compute), from the predictions files of ``out`` (None
+    where a seed or the metric's per-clip values are missing). The clips compared are those every seed
+    of both arms holds; their labels are the clusters."""
     values, cluster_of = [], {}
     for seed in seeds:
-        pa, pb = predictions_path(out, arm_a, seed, milestone), predictions_path(out, arm_b, seed, milestone)
+        pa = predictions_path(out, arm_a, seed, milestone)
+        pb = predictions_path(out, arm_b, seed, milestone if milestone_b is None else milestone_b)
         if not (pa.is_file() and pb.is_file()):
             return None
         ea, eb = read_jsonl(pa), read_jsonl(pb)
