@@ -7,7 +7,8 @@ under ``no_grad``.
 Frames are encoded one by one; the prefix (CLS) token is dropped and the patch grid is optionally
 average-pooled to ``pool_grid`` x ``pool_grid`` tokens per frame, so a clip becomes
 [frames * tokens_per_frame, dim] visual tokens S_V. Mean-pooling over frames is deliberately not
-offered: it erases motion (see MEASURED.md).
+offered: it erases motion (a linear probe of the action of moving shapes on frozen random-init features:
+mean over frames and tokens 22%, 4 pooled tokens per frame concatenated 97%).
 """
 from __future__ import annotations
 
