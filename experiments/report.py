@@ -314,10 +314,10 @@ def variant_lines(cfg: dict, agg: dict, arms: list[str], last: int, diffs: dict)
 
 
 def _base_lm(lm: dict) -> str:
-    arch = f"Llama architecture, {lm['num_layers']} layers, width {lm['hidden_size']}"
-    if lm["weights"] == "captions":
+    arch = f"Llama architecture, {lm.get('num_layers', '?')} layers, width {lm.get('hidden_size', '?')}"
+    if lm.get("weights") == "captions":
         return arch + ", pretrained on the training captions (see Text pretraining)"
-    return f"`{lm['weights']}`" if lm["weights"] else arch + ", seeded random init (no text knowledge)"
+    return f"`{lm['weights']}`" if lm.get("weights") else arch + ", seeded random init (no text knowledge)"
 
 
 def _setup_lines(cfg, base, summary, seeds, milestones) -> list[str]:

@@ -34,9 +34,9 @@ from transformers import (
 )
 
 from shared.config import Config, ConfigError
-from shared.text_pretraining import CAPTIONS, TextKnowledge
 
 log = logging.getLogger(__name__)
+CAPTIONS = "captions"  # lm.weights / y_encoder.weights: the text pretraining stage's model (shared/text_pretraining.py)
 SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 
 
@@ -138,9 +138,9 @@ def resolve_weights(spec: str) -> tuple[str, dict]:
 
 
 def build_base_lm(cfg: Config, tokenizer=None, device: torch.device | str = "cpu",
-                  text: TextKnowledge | None = None) -> torch.nn.Module:
+                  text=None) -> torch.nn.Module:
     """A fresh base LM: pretrained weights if ``lm.weights`` is set (``captions``: the one the text
-    pretraining stage trained, from ``text``), else seeded random init."""
+    pretraining stage trained, from ``text``: a shared.text_pretraining.TextKnowledge), else seeded random init."""
     device = torch.device(device)
     if device.type == "meta":
         with torch.device("meta"):

@@ -41,10 +41,10 @@ from shared import processes
 from shared.config import Config
 from shared.data.sources import ClipSource, Dataset, digest
 from shared.files import read_json, write_json_atomic
+from shared.lm import CAPTIONS, llama_config  # the weights value that asks for this stage's models; the LM's shape
 from shared.progress import progress_bar
 
 log = logging.getLogger(__name__)
-CAPTIONS = "captions"  # the weights value that asks for this stage's model
 VAL_GROUPS = 256  # val clips the record's measurements use (reporting only: never trained on)
 
 
@@ -196,8 +196,6 @@ def _lm_val_loss(model, seqs, pad, runtime) -> float:
 
 
 def pretrain_lm(cfg: Config, groups, val, tokenizer, runtime, folder: Path) -> dict:
-    from shared.lm import llama_config  # the base LM's own architecture (shared/lm.py imports this module)
-
     c = cfg.text_pretraining.lm
     seed = cfg.text_pretraining.seed
     rng = np.random.default_rng(seed)

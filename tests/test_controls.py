@@ -107,7 +107,9 @@ def test_controls_are_named_in_the_audit(smoke_prepared):
 
     lines = arm_class("jepa").controls({"y_encoder": {"kind": "minilm", "weights": "random"},
                                          "y_decoder": {"kind": "trained", "budget": "seen"}})
-    assert "no pretrained text knowledge" in lines[0] and "saw up to it" in lines[1]
+    assert "no text knowledge" in lines[0] and "saw up to it" in lines[1]
+    captions = arm_class("jepa").controls({"y_encoder": {"weights": "captions"}})
+    assert "pretrained on the training captions alone" in captions[0]
     assert arm_class("vlm").controls({}) == []
 
 
@@ -118,8 +120,8 @@ def test_the_report_names_every_control(tmp_path, cache_dir):
 
     out = tmp_path / "run"
     assert main(["sample-efficiency", "-c", str(SMOKE), "-o", str(out), f"cache_dir={cache_dir}",
-                 "jepa.y_encoder.weights=random", "train.milestones=[64,128]"]) == 0
+                 "jepa.y_encoder.weights=random", "lm.weights=null", "train.milestones=[64,128]"]) == 0
     report = (out / "report.md").read_text()
-    assert "## Controls" in report and "no pretrained text knowledge" in report and "top-5 % phrasings" in report
+    assert "## Controls" in report and "no text knowledge" in report and "top-5 % phrasings" in report
     audit = (out / "control_audit.md").read_text()
     assert "What each arm gets besides its prediction target" in audit

@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 
 import pytest
@@ -16,7 +17,7 @@ def tok(smoke_prepared):
 
 def predictor(smoke_prepared, causal: bool, cfg=None) -> Predictor:
     torch.manual_seed(0)
-    base = build_base_lm(cfg or smoke_prepared.cfg, smoke_prepared.tokenizer)
+    base = build_base_lm(cfg or smoke_prepared.cfg, smoke_prepared.tokenizer, text=smoke_prepared.text)
     return Predictor(base, (0, 2), causal, visual_dim=8, out_dim=5).eval()
 
 
@@ -120,7 +121,7 @@ def test_minilm_y_encoder_is_real_and_frozen():
 
 
 def _tiny_tokenizer_dir(tok, path):
-    t = type(tok).from_pretrained(tok.name_or_path) if tok.name_or_path else tok
+    t = copy.deepcopy(tok)  # never the session's shared tokenizer: a token added there changes every later test
     t.add_special_tokens({"additional_special_tokens": ["eng_Latn"]})
     t.save_pretrained(str(path))
     return t

@@ -34,7 +34,7 @@ def test_the_effective_batch_is_split_over_processes_then_micro_batches():
 def test_frozen_modules_stay_in_eval_mode_whatever_train_is_called_on(smoke_prepared, smoke_cfg):
     """A frozen Y-encoder computing targets in the step (cache off, as at paper scale) must not drop
     out: its targets then match evaluation's, and two calls give the same targets."""
-    cfg = smoke_cfg("jepa.y_encoder.cache=false")
+    cfg = smoke_cfg("jepa.y_encoder.cache=false", "jepa.y_encoder.weights=random")  # MiniLM's architecture: dropout
     torch.manual_seed(0)
     arm = build_arm("jepa", dataclasses.replace(smoke_prepared.context(), cfg=cfg))
     assert any(isinstance(m, nn.Dropout) and m.p > 0 for m in arm.y_encoder.modules())  # else nothing to test
