@@ -116,8 +116,21 @@ def estimates(cfg, ctx_meta, name: str, micro: int, caption_tokens: int, encoder
     return {"ddp": ddp["ddp_gb"], "fsdp2": fsdp2["peak_gb"], "model_flops_per_sample": plain["train_flops_per_sample"]}
 
 
-def gpu_check(config: str, overrides: list[str], steps: int = 3, compile_modes=(False, True),
-              layouts=("ddp", "fsdp2"), caption_tokens: int = 32) -> dict:
+@dataclasses.dataclass
+class CheckSetup:
+    """What every row of the check is built from."""
+
+    cfg: object  # resolved, two micro-batches a step
+    runtime: object
+    device: torch.device
+    micro: int
+    ctx: object  # the arms' context on ``device``
+    encoder_params: int
+    features: VisualFeatures  # the online encoder on ``device``
+
+
+def check_setup(config: str, overrides: list[str], device: torch.device | str | None = None) -> CheckSetup:
+    """The config, the arms' context and the online encoder, on ``device`` (default: the runtime's)."""
     cfg = load_config(config, [*overrides, *RANDOM_WEIGHTS])
     runtime = resolve_runtime(cfg)
     cfg = runtime.precision.apply(cfg)
@@ -125,11 +138,18 @@ def gpu_check(config: str, overrides: list[str], steps: int = 3, compile_modes=(
     # two micro-batches a step: GradCache's coupled path runs, and a step takes seconds, not tens of them
     # (memory is that of one micro-batch plus the states whatever the accumulation; time is per sample)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, effective_batch=2 * micro))
-    device = runtime.device
+    device = torch.device(device if device is not None else runtime.device)
     ctx, encoder_params = stand_in_context(cfg, str(device), runtime)
+    features = VisualFeatures(cfg, FrozenEncoder.from_config(cfg, device=device))
+    return CheckSetup(cfg, runtime, device, micro, ctx, encoder_params, features)
+
+
+def gpu_check(config: str, overrides: list[str], steps: int = 3, compile_modes=(False, True),
+              layouts=("ddp", "fsdp2"), caption_tokens: int = 32) -> dict:
+    s = check_setup(config, overrides)
+    cfg, runtime, device, micro, ctx, encoder_params, features = (s.cfg, s.runtime, s.device, s.micro, s.ctx,
+                                                                  s.encoder_params, s.features)
     meta, _ = stand_in_context(cfg, "meta")
-    encoder = FrozenEncoder.from_config(cfg, device=device)
-    features = VisualFeatures(cfg, encoder)
     enc_flops = encoder_flops(FrozenEncoder.from_config(cfg, device=torch.device("meta")), cfg.data.frames)
     peak_dtype = runtime.precision.dtype
     peak, peak_source = device_peak(device, peak_dtype)
