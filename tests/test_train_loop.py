@@ -270,3 +270,28 @@ def test_a_run_directory_in_use_is_refused_and_a_stale_lock_is_taken_over(toy, t
     (run / ".lock").write_text(f"999999999 {__import__('socket').gethostname()}")  # its process is gone
     assert train_arm(toy(), "toy", run, progress=False).completed
     assert not (run / ".lock").exists()
+
+
+def test_each_arms_model_is_freed_before_the_next_arm_trains(smoke_prepared, tmp_path, monkeypatch):
+    """Accelerate's ``prepare`` keeps the model (``_models``) and binds an autocast forward to it, a
+    reference cycle: the loop frees the accelerator's references and collects when an arm's training
+    ends (shared/training/release.py), so the next arm is built with the last one's model gone, and no
+    help from the caller."""
+    import weakref
+
+    import shared.training.loop as loop
+
+    models, alive_at_build = [], []
+    build = loop.build_trainee
+
+    def build_and_watch(*args, **kwargs):
+        alive_at_build.append([ref() is not None for ref in models])
+        trainee = build(*args, **kwargs)
+        models.append(weakref.ref(trainee.model))
+        return trainee
+
+    monkeypatch.setattr(loop, "build_trainee", build_and_watch)
+    for name in ("jepa", "vlm"):
+        train_arm(smoke_prepared, name, tmp_path / name, stop_at_samples=32, progress=False)
+    assert alive_at_build == [[], [False]]
+    assert models[1]() is None

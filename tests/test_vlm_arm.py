@@ -159,3 +159,47 @@ def test_accumulated_loss_weighs_every_token_as_one_batch(smoke_prepared, vlm):
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, expected))
     mean_of_means = (vlm(halves[0]) + vlm(halves[1])).detach() / 2
     assert not torch.allclose(mean_of_means, expected_loss, atol=1e-3)  # what the old weighting gave
+
+
+def _head_rows(vlm) -> list:
+    """Rows of logits the LM head computes, one entry per call (batch x positions it was given)."""
+    rows = []
+    vlm.lm.get_output_embeddings().register_forward_hook(lambda m, i, out: rows.append(out.shape[:-1].numel()))
+    return rows
+
+
+def test_evaluation_computes_logits_only_where_they_are_read(smoke_prepared, vlm):
+    """Scoring, generation and the latency stages read the prefix's logits at its last position: the
+    head computes batch rows (x trie parents for candidates), never batch x prefix positions; captions
+    equal a greedy decode with full logits at every position."""
+    vlm.eval()
+    b, v = 3, smoke_prepared.visual("test", range(3))
+    q = ["describe the video ."] * b
+    candidates = ["a red square moves left", "a cross", "a red square moves right"]
+    rows = _head_rows(vlm)
+    with torch.no_grad():
+        vlm.score_candidates(v, q, candidates)
+    prefix_rows, *trie_rows = rows
+    assert prefix_rows == b and all(r < b * 8 for r in trie_rows)  # 8: nodes with children, well under the prefix
+    rows.clear()
+    tokens = 5
+    with torch.no_grad():
+        captions = vlm.caption(v, q, max_new_tokens=tokens)
+    assert rows and all(r == b for r in rows)  # the prefill, then one row per clip and token
+    # the same greedy decode with the logits of every position, no cache
+    x, mask = vlm.prefix(v, q)
+    out = torch.empty(b, 0, dtype=torch.long)
+    done = torch.zeros(b, dtype=torch.bool)
+    with torch.no_grad():
+        for _ in range(tokens):
+            inputs = torch.cat([x, vlm.embed_ids(out).to(x.dtype)], dim=1)
+            full_mask = torch.cat([mask, torch.ones_like(out)], dim=1)
+            nxt = vlm.lm(inputs_embeds=inputs, attention_mask=full_mask, use_cache=False).logits[:, -1].argmax(-1)
+            nxt = nxt.masked_fill(done, vlm.pad)
+            out, done = torch.cat([out, nxt[:, None]], dim=1), done | (nxt == vlm.eos)
+    assert captions == [t.strip() for t in vlm.tokenizer.batch_decode(out, skip_special_tokens=True)]
+    rows.clear()
+    stages = dict(vlm.inference_stages(q, tokens))
+    with torch.no_grad():
+        stages["decoder"](stages["query_embedding"](stages["encoder_predictor"](v)))
+    assert rows == [b] * (2 + tokens - 1)  # the visual prefill, the query's, then each fed-back token

@@ -117,6 +117,8 @@ class VlmArm(Arm):
     # ---- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
     def caption(self, visual: torch.Tensor, queries: list[str], max_new_tokens: int) -> list[str]:
+        """Greedy (or beam) generation; its prefill computes logits at the last position only (generate
+        passes ``logits_to_keep=1`` to a model that takes it, as Llama does; tested by counting rows)."""
         x, mask = self.prefix(visual, queries)
         out = self.lm.generate(inputs_embeds=x, attention_mask=mask, max_new_tokens=max_new_tokens,
                                num_beams=self.arm_cfg.num_beams, do_sample=False,
@@ -140,7 +142,8 @@ class VlmArm(Arm):
         for s in range(0, visual.shape[0], per_forward):
             x, mask = self.prefix(visual[s:s + per_forward], queries[s:s + per_forward])
             b, p, dev = mask.shape[0], mask.shape[1], x.device
-            out = self.lm(inputs_embeds=x, attention_mask=mask, use_cache=True)
+            # the prefix's logits are read at its last position only (~2,300 positions at paper scale)
+            out = self.lm(inputs_embeds=x, attention_mask=mask, use_cache=True, logits_to_keep=1)
             first = F.log_softmax(out.logits[:, -1].float(), dim=-1)
             cache, total = out.cache, torch.empty(b, len(candidates), device=dev)
             for idx, trie, parents, step_rows, valid in groups:
@@ -178,14 +181,15 @@ class VlmArm(Arm):
             v = self.project(visual)
             b = visual.shape[0]
             x = torch.cat([self.embed_ids(torch.full((b, 1), self.bos, device=v.device)).to(v.dtype), v], dim=1)
-            out = self.lm(inputs_embeds=x, use_cache=True)
+            out = self.lm(inputs_embeds=x, use_cache=True, logits_to_keep=1)  # the cache is what is read
             return out.cache, torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
 
         def query_embedding(state):
             cache, mask = state
             ids, qmask = self._ids(queries, eos=False)
             mask = torch.cat([mask, qmask.to(mask.device)], dim=1)
-            out = self.lm(input_ids=ids.to(mask.device), attention_mask=mask, cache=cache, use_cache=True)
+            out = self.lm(input_ids=ids.to(mask.device), attention_mask=mask, cache=cache, use_cache=True,
+                          logits_to_keep=1)
             return out.cache, mask, out.logits[:, -1]
 
         def decoder(state):

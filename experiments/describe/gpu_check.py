@@ -33,6 +33,7 @@ from shared.profiling.fsdp2_memory import fsdp2_estimate
 from shared.training.loop import build_trainee, new_accelerator, optimizer_step
 from shared.profiling.memory import encoder_flops, estimate_arm
 from shared.training.parallel import layout_of, micro_layout
+from shared.training.release import release
 
 log = logging.getLogger(__name__)
 
@@ -84,24 +85,33 @@ def run_one(cfg, ctx, features, name: str, layout_name: str, steps: int, caption
     """Steps of arm ``name`` under one layout and compile setting; seconds per step after the first."""
     accelerator = new_accelerator(cfg, cfg.cache_path / "gpu_check", ctx.precision)
     device, layout, t = accelerator.device, layout_of(layout_name), cfg.train
-    micro, accum = micro_layout(t.effective_batch, t.micro_batch, accelerator.num_processes)
-    if device.type == "cuda":
+    if device.type == "cuda":  # a crashed row's model is freed once its traceback is: collected here
+        gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    with layout.process_group(accelerator):
-        trainee = build_trainee(_StandIn(cfg, ctx), name, accelerator, layout)
-        trainee.model.train()
-        coupled, times = trainee.couples(accelerator, accum), []
-        for _ in range(steps):
-            batches = [features.ready(random_batch(cfg, ctx, micro, caption_tokens, device), device) for _ in range(accum)]
-            start = time.perf_counter()
-            optimizer_step(accelerator, trainee, batches, coupled, t.grad_clip).item()  # .item(): wait for the device
-            times.append(time.perf_counter() - start)
-        del trainee
-    gc.collect()
-    peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+    try:
+        with layout.process_group(accelerator):
+            times = _timed_steps(cfg, ctx, features, name, accelerator, layout, steps, caption_tokens)
+        peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+    finally:
+        release(accelerator)  # the next row starts without this one's model (shared/training/release.py)
     step_s = sum(times[1:]) / max(1, len(times) - 1)  # the first step compiles and warms up
     return {"step_s": step_s, "first_step_s": times[0], "samples_per_s": t.effective_batch / step_s, "peak_gb": peak}
+
+
+def _timed_steps(cfg, ctx, features, name: str, accelerator, layout, steps: int, caption_tokens: int) -> list[float]:
+    """Seconds of each optimizer step; the arm lives in this frame only."""
+    device, t = accelerator.device, cfg.train
+    micro, accum = micro_layout(t.effective_batch, t.micro_batch, accelerator.num_processes)
+    trainee = build_trainee(_StandIn(cfg, ctx), name, accelerator, layout)
+    trainee.model.train()
+    coupled, times = trainee.couples(accelerator, accum), []
+    for _ in range(steps):
+        batches = [features.ready(random_batch(cfg, ctx, micro, caption_tokens, device), device) for _ in range(accum)]
+        start = time.perf_counter()
+        optimizer_step(accelerator, trainee, batches, coupled, t.grad_clip).item()  # .item(): wait for the device
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def estimates(cfg, ctx_meta, name: str, micro: int, caption_tokens: int, encoder_params: int, memory: bool) -> dict:
@@ -116,8 +126,21 @@ def estimates(cfg, ctx_meta, name: str, micro: int, caption_tokens: int, encoder
     return {"ddp": ddp["ddp_gb"], "fsdp2": fsdp2["peak_gb"], "model_flops_per_sample": plain["train_flops_per_sample"]}
 
 
-def gpu_check(config: str, overrides: list[str], steps: int = 3, compile_modes=(False, True),
-              layouts=("ddp", "fsdp2"), caption_tokens: int = 32) -> dict:
+@dataclasses.dataclass
+class CheckSetup:
+    """What every row of the check is built from."""
+
+    cfg: object  # resolved, two micro-batches a step
+    runtime: object
+    device: torch.device
+    micro: int
+    ctx: object  # the arms' context on ``device``
+    encoder_params: int
+    features: VisualFeatures  # the online encoder on ``device``
+
+
+def check_setup(config: str, overrides: list[str], device: torch.device | str | None = None) -> CheckSetup:
+    """The config, the arms' context and the online encoder, on ``device`` (default: the runtime's)."""
     cfg = load_config(config, [*overrides, *RANDOM_WEIGHTS])
     runtime = resolve_runtime(cfg)
     cfg = runtime.precision.apply(cfg)
@@ -125,11 +148,18 @@ def gpu_check(config: str, overrides: list[str], steps: int = 3, compile_modes=(
     # two micro-batches a step: GradCache's coupled path runs, and a step takes seconds, not tens of them
     # (memory is that of one micro-batch plus the states whatever the accumulation; time is per sample)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, effective_batch=2 * micro))
-    device = runtime.device
+    device = torch.device(device if device is not None else runtime.device)
     ctx, encoder_params = stand_in_context(cfg, str(device), runtime)
+    features = VisualFeatures(cfg, FrozenEncoder.from_config(cfg, device=device))
+    return CheckSetup(cfg, runtime, device, micro, ctx, encoder_params, features)
+
+
+def gpu_check(config: str, overrides: list[str], steps: int = 3, compile_modes=(False, True),
+              layouts=("ddp", "fsdp2"), caption_tokens: int = 32) -> dict:
+    s = check_setup(config, overrides)
+    cfg, runtime, device, micro, ctx, encoder_params, features = (s.cfg, s.runtime, s.device, s.micro, s.ctx,
+                                                                  s.encoder_params, s.features)
     meta, _ = stand_in_context(cfg, "meta")
-    encoder = FrozenEncoder.from_config(cfg, device=device)
-    features = VisualFeatures(cfg, encoder)
     enc_flops = encoder_flops(FrozenEncoder.from_config(cfg, device=torch.device("meta")), cfg.data.frames)
     peak_dtype = runtime.precision.dtype
     peak, peak_source = device_peak(device, peak_dtype)

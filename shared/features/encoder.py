@@ -62,11 +62,14 @@ class FrozenEncoder(nn.Module):
             raise ValueError(f"encoder.dtype={cfg.dtype}: the encoder runs in a resolved dtype; resolve the config "
                              "first (shared/precision.py: Precision.apply)")
         self.model = create_pe_model(cfg, device).eval().requires_grad_(False)
-        if not meta:
-            self.model.to(self.dtype)
-        data_cfg = self.model.pretrained_cfg
-        self.register_buffer("mean", torch.tensor(data_cfg.get("mean", (0.5,) * 3)).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(data_cfg.get("std", (0.5,) * 3)).view(1, 3, 1, 1), persistent=False)
+        if not meta:  # pretrained weights are read on the host: the encoder lives where it was asked to
+            self.model.to(device=device, dtype=self.dtype)
+        # the normalisation constants live with the weights (registered on the host they would meet CUDA
+        # weights in the forward: the GPU check built the encoder on the device and never moved it)
+        data_cfg, where = self.model.pretrained_cfg, self.device
+        for name, default in (("mean", (0.5,) * 3), ("std", (0.5,) * 3)):
+            self.register_buffer(name, torch.tensor(data_cfg.get(name, default), device=where).view(1, 3, 1, 1),
+                                 persistent=False)
         self.dim = self.model.num_features
         grid = self.model.patch_embed.grid_size
         self.grid = (int(grid[0]), int(grid[1]))
@@ -80,13 +83,18 @@ class FrozenEncoder(nn.Module):
         """The encoder of a full (resolved) Config."""
         return cls(cfg.encoder, device)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the encoder computes: its weights' device (every device question is answered here)."""
+        return next(self.model.parameters()).device
+
     def tokens_per_clip(self, frames: int) -> int:
         return frames * self.tokens_per_frame
 
     @torch.no_grad()
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [N, H, W, 3] -> [N, tokens_per_frame, dim] float32."""
-        x = frames.to(self.mean.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+        x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
         x = ((x - self.mean) / self.std).to(self.dtype)
         tokens = self.model.forward_features(x)[:, self.model.num_prefix_tokens:]
         if self.cfg.pool_grid:

@@ -8,6 +8,7 @@ Both give the same ``Batch.visual`` (up to the cache dtype's rounding; tested).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -36,13 +37,18 @@ class VisualFeatures:
     def __init__(self, cfg, encoder: FrozenEncoder):
         self.cfg, self.encoder, self.mode = cfg, encoder, cfg.encoder.features
         self.frames, self.size = cfg.data.frames, cfg.encoder.image_size
-        self.key = f"{encoder.fingerprint()}-f{self.frames}-{SAMPLING_VERSION}"
         self.stores: dict[str, FeatureStore] = {}
         self.stats: dict[str, CacheStats] = {}
 
+    @functools.cached_property
+    def key(self) -> str:
+        """The features' identity (the cache's folder): hashes the encoder's weights, so it is computed
+        when a cache is first used, never in online mode (nor on fake or meta tensors, which hold no values)."""
+        return f"{self.encoder.fingerprint()}-f{self.frames}-{SAMPLING_VERSION}"
+
     @property
     def device(self) -> torch.device:
-        return self.encoder.mean.device
+        return self.encoder.device
 
     def store(self, source: ClipSource) -> FeatureStore:
         if source.content_key not in self.stores:

@@ -49,6 +49,7 @@ from shared.training.checkpoint import (
 )
 from shared.training.optim import build_optimizer
 from shared.training.parallel import layout_of, micro_layout, recipe
+from shared.training.release import release
 from shared.training.schedule import Branch, MilestonePlan, Schedule, build_scheduler
 from shared.training.step import coupled_step, independent_step, runs_gradcache
 
@@ -156,6 +157,7 @@ def train_arm(prepared: Pipeline, arm_name: str, run_dir: str | Path, stop_at_sa
     layout = layout_of(cfg.train.parallel)
     precision["recipe"] = recipe(precision["resolved"])
     with contextlib.ExitStack() as held:
+        held.callback(release, accelerator)  # last: the model dies with its run (shared/training/release.py)
         # rank 0 holds the folder's lock; a refusal there ends every rank, not only rank 0
         processes.on_main(lambda: held.enter_context(folder_lock(run.root, "training")) and None)
         held.enter_context(layout.process_group(accelerator))
