@@ -162,7 +162,7 @@ def one_gpu_text(o: dict, arms: list[str]) -> list[str]:
          f"{'micro-batch':>11} {'ckpt':>4} {'features':>8} " + " ".join(f"{a + ' GB':>8} {a + ' TFLOP/sample':>17}" for a in arms)
          + "  fits"]
     for r in o["rows"]:
-        fits = [f"{s}" for s in o["kinds"] if all(a["gb"] <= s for a in r["arms"].values())]
+        fits = [f"{s}" for s in o["kinds"] if all(a["gb"] <= int(s) for a in r["arms"].values())]
         L.append(f"{r['micro_batch']:>8} x{r['accumulation']:<2} {'yes' if r['checkpointing'] else 'no':>4} {r['features']:>8} "
                  + " ".join(f"{r['arms'][a]['gb']:>8.1f} {r['arms'][a]['executed_flops_per_sample'] / 1e12:>17.3f}"
                             for a in arms) + "  " + (",".join(fits) + " GB" if fits else "none"))
