@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import torch
 import yaml
@@ -40,8 +41,10 @@ def add_parser(sub, help: str) -> None:
                         "meta device, states counted) and FSDP2 (the loop's sharding over a fake process group, tracked "
                         "by torch's FSDPMemTracker on fake tensors): nothing allocated, no GPU; also with and without "
                         "activation checkpointing, and the hours to each milestone")
-    p.add_argument("--gpus", type=_counts, default=[8, 16], metavar="N[,N...]",
-                   help="--memory: GPU counts (processes) to lay the arms out over (default 8,16: one and two nodes)")
+    p.add_argument("--gpus", type=_counts, default=None, metavar="N[,N...]",
+                   help="--memory: GPU counts (processes) to lay the arms out over (default 8,16: one and two nodes; "
+                        "1 for one_gpu.yaml). With 1: what fits one GPU of 24, 48 and 80 GB (micro-batch, activation "
+                        "checkpointing, features cached or online) and the hours it takes")
     p.add_argument("--caption-tokens", type=int, default=32, help="--memory, --gpu: target caption length in tokens")
     p.add_argument("--calibrate", action="store_true",
                    help="--memory: also measure the method's error against a real CPU step at a reduced size")
@@ -54,6 +57,9 @@ def add_parser(sub, help: str) -> None:
     p.add_argument("--steps", type=int, default=3, help="--gpu: training steps per run, the first one untimed (default 3)")
     p.add_argument("--compile", choices=["both", "off", "on"], default="both", help="--gpu: torch.compile settings to run")
     p.set_defaults(run=run)
+
+
+DEFAULT_GPUS = {"one_gpu.yaml": [1]}  # --memory's GPU counts by preset (others: 8 and 16)
 
 
 def _counts(text: str) -> list[int]:
@@ -101,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
             raise GpuCheckFailed("the GPU check failed (see the table above)")
         return 0
     if args.memory:
-        m = memory(cfg, args.gpus, args.caption_tokens, args.calibrate)
+        gpus = args.gpus or DEFAULT_GPUS.get(Path(args.config).name, [8, 16])
+        m = memory(cfg, gpus, args.caption_tokens, args.calibrate)
         print(json.dumps(m, indent=2) if args.json else memory_text(m))
         return 0
     runtime = resolve_runtime(cfg)

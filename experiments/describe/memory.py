@@ -14,8 +14,9 @@ from shared.lm import load_tokenizer
 from shared.pipeline import base_lm_maker, tokenizer_corpus
 from shared.precision import Runtime
 from shared.profiling.fsdp2_memory import fsdp2_estimate
-from shared.profiling.memory import calibrate, encoder_flops, estimate_arm
+from shared.profiling.memory import GB, calibrate, encoder_flops, estimate_arm
 from shared.training.parallel import micro_layout
+from shared.training.schedule import MilestonePlan
 
 CALIBRATION = ["lm.hidden_size=256", "lm.intermediate_size=1024", "lm.num_layers=4", "lm.num_heads=4",
                "lm.num_kv_heads=4", "lm.vocab_size=null", "lm.weights=null", "lm.tokenizer=captions",
@@ -39,6 +40,9 @@ def stand_in_context(cfg, device: str, runtime: Runtime | None = None):
 H100_BF16_DENSE = 989e12  # FLOP/s, NVIDIA's datasheet figure for the SXM part
 GPU_MEMORY_GB = 80  # an H100 / A100 80 GB
 UTILISATION = 0.4  # assumed share of the bf16 peak reached on the FLOPs a step executes (not measured)
+# one GPU of each memory size (datasheet bf16 dense tensor peaks, no sparsity): one_gpu.yaml's table
+ONE_GPU_KINDS = {24: ("A10", 125e12), 48: ("RTX A6000", 154.8e12), 80: ("A100 80GB", 312e12)}
+ONE_GPU_MICRO = (8, 16, 32, 64, 128)
 
 
 def memory(cfg, gpus: list[int], caption_tokens: int, with_calibration: bool, utilisation: float = UTILISATION) -> dict:
@@ -57,6 +61,9 @@ def memory(cfg, gpus: list[int], caption_tokens: int, with_calibration: bool, ut
            "visual_tokens": ctx.visual_tokens, "encoder_on_gpu_params": on_gpu, "parallel": t.parallel,
            "activation_checkpointing": t.activation_checkpointing, "layouts": layouts, "time": time,
            "arms": {n: {"without_checkpointing": a[False], "with_checkpointing": a[True]} for n, a in arms.items()}}
+    if 1 in gpus:
+        out["one_gpu"] = one_gpu(cfg, arms, encoder_params, FrozenEncoder.from_config(cfg, device=torch.device("meta")),
+                                 utilisation)
     if with_calibration:
         small = load_config(None, [f"{k}={v}" for k, v in _flat(to_dict(cfg)).items() if _keep(k)] + CALIBRATION)
         ctx_small, _ = stand_in_context(small, "cpu")
@@ -98,6 +105,81 @@ def _hours(cfg, analytic: dict, gpus: int, encoder_flops_per_sample: float, util
     return {"flops_per_sample": parts, "executed_flops_per_sample": executed,
             "mfu": utilisation * (model + encoder_flops_per_sample) / executed,
             "hours_to_milestone": {m: m * executed / rate / 3600 for m in t.milestones}}
+
+
+def one_gpu(cfg, analytic: dict, encoder_params: int, encoder, utilisation: float) -> dict:
+    """What fits one GPU of 24, 48 and 80 GB, and the hours it takes: every micro-batch dividing the
+    effective batch, activation checkpointing off and on, features cached or computed online. Memory:
+    the DDP estimate at the preset's micro-batch (traced), activations scaled linearly to the others
+    (same sequence, batch-proportional tensors); online adds the frozen bf16 encoder. Hours: the
+    whole run (trunk and cooldown branches, ``MilestonePlan.updates``), one seed, one arm, at
+    ``utilisation`` of the GPU's bf16 peak, counting what a step executes (as ``_hours``); the
+    fastest configuration that fits is chosen per GPU (cached features, checkpointing off, fewest
+    passes first)."""
+    t = cfg.train
+    samples = MilestonePlan.of(t).updates * t.effective_batch
+    enc_flops = encoder_flops(encoder, cfg.data.frames)
+    rows = []
+    for micro in (m for m in ONE_GPU_MICRO if m <= t.effective_batch and t.effective_batch % m == 0):
+        for ckpt in (False, True):
+            for online in (False, True):
+                row = {"micro_batch": micro, "accumulation": t.effective_batch // micro, "checkpointing": ckpt,
+                       "features": "online" if online else "cache", "arms": {}}
+                for name, a in analytic.items():
+                    e, plain = a[ckpt], a[False]
+                    parts = {k: v for k, v in e["ddp_parts_gb"].items() if k not in ("activations", "encoder")}
+                    gb = sum(parts.values()) + e["activation_gb"] * micro / e["micro_batch"] + \
+                        (2 * encoder_params / GB if online else 0.0)
+                    executed = plain["train_flops_per_sample"] + (e["train_flops_per_sample"] - plain["train_flops_per_sample"]) + \
+                        (plain["forward_flops_per_sample"] if plain["couples_batch"] and micro < t.effective_batch else 0.0) + \
+                        (enc_flops if online else 0.0)
+                    row["arms"][name] = {"gb": gb, "executed_flops_per_sample": executed,
+                                         "hours": {size: samples * executed / (peak * utilisation) / 3600
+                                                   for size, (_, peak) in ONE_GPU_KINDS.items()}}
+                rows.append(row)
+    best = {}
+    for size in ONE_GPU_KINDS:
+        fits = [r for r in rows if all(a["gb"] <= size for a in r["arms"].values())]
+        fits.sort(key=lambda r: (sum(a["hours"][size] for a in r["arms"].values()), r["accumulation"]))
+        best[size] = fits[0] if fits else None
+    return {"kinds": {size: {"name": n, "peak_flops": p} for size, (n, p) in ONE_GPU_KINDS.items()},
+            "training_samples": samples, "encoder_flops_per_sample": enc_flops, "utilisation": utilisation,
+            "feature_cache_gb_per_10k_clips": feature_cache_bytes(cfg, encoder) * 10_000 / GB,
+            "rows": rows, "best": best}
+
+
+def feature_cache_bytes(cfg, encoder) -> int:
+    """Bytes of one clip in the feature store: its pooled tokens x the encoder's width x ``encoder.cache_dtype``."""
+    width = {"float32": 4, "float16": 2, "bfloat16": 2}[cfg.encoder.cache_dtype]
+    return encoder.tokens_per_clip(cfg.data.frames) * encoder.dim * width
+
+
+def one_gpu_text(o: dict, arms: list[str]) -> list[str]:
+    u = 100 * o["utilisation"]
+    L = ["", f"One GPU: the whole run ({o['training_samples'] / 1e6:.2f}M training samples with the cooldown branches), one "
+         f"seed, per arm, at {u:.0f}% of the card's bf16 dense peak (assumed, not measured); GB per GPU (DDP, one process; "
+         "activations scaled from the traced micro-batch):",
+         f"{'micro-batch':>11} {'ckpt':>4} {'features':>8} " + " ".join(f"{a + ' GB':>8} {a + ' TFLOP/sample':>17}" for a in arms)
+         + "  fits"]
+    for r in o["rows"]:
+        fits = [f"{s}" for s in o["kinds"] if all(a["gb"] <= int(s) for a in r["arms"].values())]
+        L.append(f"{r['micro_batch']:>8} x{r['accumulation']:<2} {'yes' if r['checkpointing'] else 'no':>4} {r['features']:>8} "
+                 + " ".join(f"{r['arms'][a]['gb']:>8.1f} {r['arms'][a]['executed_flops_per_sample'] / 1e12:>17.3f}"
+                            for a in arms) + "  " + (",".join(fits) + " GB" if fits else "none"))
+    L.append(f"{'GPU':<20} {'micro-batch':>11} {'ckpt':>4} {'features':>8} " + " ".join(f"{a + ' GB':>8} {a + ' h':>7}" for a in arms)
+             + f" {'both arms':>9}")
+    for size, r in o["best"].items():
+        label = f"{size} GB ({o['kinds'][size]['name']})"
+        if r is None:
+            L.append(f"{label:<20} nothing fits")
+            continue
+        L.append(f"{label:<20} {r['micro_batch']:>8} x{r['accumulation']:<2} {'yes' if r['checkpointing'] else 'no':>4} "
+                 f"{r['features']:>8} " + " ".join(f"{r['arms'][a]['gb']:>8.1f} {r['arms'][a]['hours'][size]:>7.2f}" for a in arms)
+                 + f" {sum(r['arms'][a]['hours'][size] for a in arms):>7.2f} h")
+    L.append(f"Features cached: {o['feature_cache_gb_per_10k_clips']:.2f} GB per 10k clips in the feature store; the "
+             f"encoder's forward, {o['encoder_flops_per_sample'] / 1e12:.3f} TFLOP a clip, is then paid once per clip, "
+             "not per sample.")
+    return L
 
 
 def _flat(d, prefix=""):
@@ -145,6 +227,8 @@ def memory_text(m: dict) -> str:
                      f"{f['recompute']:.2f} + {f['gradcache_forward']:.2f} + {f['encoder_forward']:.2f}), MFU "
                      f"{100 * h['mfu']:.0f}%; " + ", ".join(f"{int(ms) / 1e6:g}M {hr:.1f} h"
                                                           for ms, hr in h["hours_to_milestone"].items()))
+    if "one_gpu" in m:
+        L += one_gpu_text(m["one_gpu"], list(m["arms"]))
     if "calibration" in m:
         c = m["calibration"]
         L += ["", f"Calibration (reduced size, micro-batch {c['micro_batch']}, fp32 CPU step, tracked allocations):"]
