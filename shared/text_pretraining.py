@@ -56,16 +56,6 @@ class TextKnowledge:
     y_encoder: Path | None = None
     records: dict = field(default_factory=dict)  # {"lm": record, "y_encoder": record}
 
-    def folder(self, role: str) -> Path:
-        path = getattr(self, role)
-        if path is None:
-            raise ValueError(f"no caption-pretrained {role} was prepared for this config")
-        return path
-
-    @property
-    def flops(self) -> float:
-        return float(sum(r.get("train_flops", 0.0) for r in self.records.values()))
-
 
 def asks_lm(cfg: Config) -> bool:
     return cfg.lm.weights == CAPTIONS
@@ -250,8 +240,8 @@ def _encode(model, texts: list[str], tokenizer, max_length: int) -> torch.Tensor
 
 @torch.no_grad()
 def paraphrase_retrieval(embed, groups, labels: np.ndarray) -> dict:
-    """Of every caption of ``groups``, is its nearest other caption one with the same meaning (label)?
-    And is its nearest label among the groups' own first captions right? (val: reporting only)."""
+    """The share of the captions of ``groups`` whose nearest other caption has the same meaning (label);
+    val only, for the record."""
     texts = [t for g in groups for t in g]
     owner = np.repeat(labels, [len(g) for g in groups])
     emb = torch.cat([embed(texts[i:i + 256]) for i in range(0, len(texts), 256)])
