@@ -127,7 +127,9 @@ def _run_comparison(cfg: Config, runtime: Runtime, out: Path, main: bool) -> lis
         for arm_name in cfg.arms:  # per arm, the same for every seed: counted once, on the meta device
             flops.setdefault(arm_name, train_flops_per_sample(prepared, arm_name, runtime.world))
             flops[arm_name]["text_pretraining_flops"] = text_pretraining_flops(prepared, arm_name)
-        flops["distinct_train_captions"] = len(set(prepared.dataset.split("train").captions()))
+        if "distinct_train_captions" not in flops:  # only where an arm embeds targets once per distinct caption
+            cached = any("target_flops_per_caption" in flops[a] for a in cfg.arms)
+            flops["distinct_train_captions"] = len(set(prepared.dataset.split("train").captions())) if cached else 0
     for seed in cfg.seeds:
         prep = dataclasses.replace(prepared, cfg=dataclasses.replace(cfg, seed=seed))
         for arm_name in cfg.arms:

@@ -225,10 +225,10 @@ class JepaArm(Arm):
             out["target_flops_per_caption"] = count.get_total_flops() / len(captions)
         dc = self.arm_cfg.y_decoder
         if dc.kind == "trained":
+            dim = self.arm_cfg.shared_dim or self.y_encoder.dim
             with torch.device(self.ctx.device):
-                decoder = TrainedDecoder(self.arm_cfg.shared_dim or self.y_encoder.dim, self.tokenizer, dc,
-                                         self.cfg.lm.attn_implementation)
-            emb = torch.zeros(len(captions), self.arm_cfg.shared_dim or self.y_encoder.dim, device=self.ctx.device)
+                decoder = TrainedDecoder(dim, self.tokenizer, dc, self.cfg.lm.attn_implementation)
+            emb = torch.zeros(len(captions), dim, device=self.ctx.device)
             with FlopCounterMode(display=False) as count:
                 decoder.loss(emb, captions).backward()
             out["decoder_flops_per_caption"] = count.get_total_flops() / len(captions)
