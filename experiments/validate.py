@@ -24,13 +24,23 @@ def add_parser(sub, help: str) -> None:
     p.add_argument("--out", "-o", required=True, type=Path, help="report folder (created; resumed if it exists)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
     p.add_argument("--cache-dir", default="~/.cache/jepa-vs-vlm", help="where the manifest index is cached")
+    p.add_argument("--media-root", type=Path,
+                   help="folder the relative media are read from (as data.manifest.media_root: a moved dataset)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    s = validate(args.manifest, args.out, args.workers, args.cache_dir)
-    log.info("%s: %d clips, %d unreadable%s, %d readable but slow (no seeking); report in %s", s["manifest"],
-             s["clips"], s["invalid"],
-             f" ({', '.join(f'{k}: {v}' for k, v in list(s['problems'].items())[:3])})" if s["invalid"] else "",
-             s["slow"], args.out)
+    s = validate(args.manifest, args.out, args.workers, args.cache_dir, args.media_root)
+    log.info("%s: %d clips, %d unreadable, %d readable but slow (no seeking); report in %s", s["manifest"],
+             s["clips"], s["invalid"], s["slow"], args.out)
+    for line in summary_lines(s["problems"]):
+        log.warning(line)
+    if s["invalid"]:
+        log.info("train with data.manifest.exclude=%s to skip the %d unreadable clips", args.out, s["invalid"])
     return 0
+
+
+def summary_lines(problems: dict[str, dict]) -> list[str]:
+    """One line per problem kind: how many files, a few of them."""
+    return [f"  {kind}: {k['files']} file{'s' * (k['files'] != 1)}, e.g. {', '.join(k['examples'])}"
+            for kind, k in problems.items()]

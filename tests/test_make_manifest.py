@@ -16,7 +16,14 @@ from tests.test_manifest import write_video
 
 
 def lines(path):
-    return [json.loads(l) for l in path.read_text().splitlines()]
+    """The clip lines (the media_root header left out)."""
+    return [r for r in map(json.loads, path.read_text().splitlines()) if "id" in r]
+
+
+def media_root(path):
+    """The folder a manifest's relative media are read from, as its first line names it."""
+    first = json.loads(path.read_text().splitlines()[0])
+    return (path.parent / first["media_root"]).resolve() if "media_root" in first else path.parent.resolve()
 
 
 def make(*args) -> int:
@@ -39,13 +46,14 @@ def test_table_with_a_folder_of_images_and_videos(tmp_path, smoke_cfg):
     assert make("table", "--table", tmp_path / "captions.csv", "--media-root", media, "--out", out,
                 "--val-frac", 0, "--test-frac", 0) == 0
     rows = {r["id"]: r for r in lines(out)}
-    assert rows["sub/walk"]["captions"] == ["a grey clip brightens", "it gets lighter"]
-    assert rows["sub/walk"]["media"] == "media/sub/walk.mp4" and rows["cat"]["media"] == "media/cat.png"
+    assert rows["sub__walk"]["captions"] == ["a grey clip brightens", "it gets lighter"]
+    assert json.loads(out.read_text().splitlines()[0]) == {"media_root": "media"}  # recorded once, relative
+    assert rows["sub__walk"]["media"] == "sub/walk.mp4" and rows["cat"]["media"] == "cat.png"
     assert {r["split"] for r in rows.values()} == {"train"}
     # missing media: listed as validate lists unreadable files, and excluded the same way
     report = tmp_path / "m.check"
     bad = lines(report / "invalid.jsonl")
-    assert [(b["line"], b["id"]) for b in bad] == [(3, "gone")] and "file not found" in bad[0]["problem"]
+    assert [(b["line"], b["id"]) for b in bad] == [(4, "gone")] and "file not found" in bad[0]["problem"]
     ds = build_dataset(smoke_cfg("data.source=manifest", f"data.manifest.path={out}", f"data.manifest.exclude={report}"))
     assert "gone" not in [ds.split(s).clip(i).id for s in ("train", "test") for i in range(len(ds.split(s)))]
     assert ds.label_texts == ["brighten", "cat"]
@@ -61,6 +69,7 @@ def test_jsonl_table_keeps_its_splits_and_names_bad_rows(tmp_path, capsys):
     rows = [{"file_name": "a.jpg", "text": ["one", "two"], "subset": "validation"}]
     (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert make("table", "--table", tmp_path / "t.jsonl", "--out", tmp_path / "m.jsonl") == 0
+    assert (tmp_path / "m.jsonl").read_text().splitlines()[0].startswith('{"id": "a"')  # the root is its own folder: no header
     assert lines(tmp_path / "m.jsonl") == [{"id": "a", "media": "a.jpg", "captions": ["one", "two"], "split": "val"}]
     (tmp_path / "t.jsonl").write_text(json.dumps({"file_name": "a.jpg", "text": "x", "subset": "holdout"}) + "\n")
     capsys.readouterr()
@@ -84,6 +93,7 @@ def test_coco_official_and_karpathy(tmp_path):
     out = tmp_path / "coco.jsonl"
     assert make("coco", "--annotations", tmp_path / "captions_train2017.json", tmp_path / "captions_val2017.json",
                 "--media-root", tmp_path, "--out", out) == 0
+    assert media_root(out) == tmp_path.resolve()
     assert [(r["id"], r["split"], r["media"], r["captions"][0]) for r in lines(out)] == [
         ("9", "train", "train2017/000000000009.jpg", "A plate of food."),
         ("139", "val", "val2017/000000000139.jpg", "A plate of food.")]
@@ -161,9 +171,10 @@ def test_crosstask_steps_and_tasks(tmp_path):
                 "--split-map", "val=test") == 0
     rows = lines(steps)
     assert [(r["id"], r["label"], r["captions"], r["start"], r["end"]) for r in rows] == [
-        ("a_b-c1_1", "brake on", ["brake on"], 1.5, 3.0), ("a_b-c1_2", "lower jack", ["lower jack"], 10.0, 12.25),
-        ("zz9_1", "stir mixture", ["stir mixture"], 4.0, 6.0)]
-    assert rows[2]["split"] == "test" and rows[2]["media"] == "v/zz9.mkv" and rows[0]["split"] == rows[1]["split"]
+        ("a_b-c1_1", "Jack Up a Car: brake on", ["brake on"], 1.5, 3.0),
+        ("a_b-c1_2", "Jack Up a Car: lower jack", ["lower jack"], 10.0, 12.25),
+        ("zz9_1", "Make Jello Shots: stir mixture", ["stir mixture"], 4.0, 6.0)]
+    assert rows[2]["split"] == "test" and rows[2]["media"] == "zz9.mkv" and rows[0]["split"] == rows[1]["split"]
     tasks = tmp_path / "tasks.jsonl"
     assert make("crosstask", "--tasks", tmp_path / "tasks_primary.txt", "--level", "task", "--videos",
                 tmp_path / "videos.csv", "--media-root", tmp_path / "v", "--out", tasks) == 0
@@ -201,7 +212,7 @@ def test_hugging_face_dataset_saved_on_disk(tmp_path):
     (tmp_path / "ds_media").mkdir()
     write_video(tmp_path / "ds_media" / "clip.mp4", n=4)
     assert make("hf", "--dataset", tmp_path / "pq", "--out", tmp_path / "pq.jsonl") == 0
-    assert lines(tmp_path / "pq.jsonl") == [{"id": "train-00000000", "media": "ds_media/clip.mp4",
+    assert lines(tmp_path / "pq.jsonl") == [{"id": "clip", "media": "ds_media/clip.mp4",
                                              "captions": ["a clip"], "split": "train"}]
 
 
