@@ -427,6 +427,7 @@ def test_hf_ids_and_splits_come_from_the_rows(tmp_path):
         ("vid__1", "train", ["A worker on a roof ."], "media/a.mp4"), ("vid__2", "val", ["two lines"], "media/b.mp4")]
 
 
+@pytest.mark.slow
 def test_a_moved_dataset_trains_with_only_media_root_changed(tmp_path, cache_dir, capsys):
     """Converted on one disk, copied to another: the manifest keeps working once re-pointed."""
     import shutil
@@ -436,7 +437,8 @@ def test_a_moved_dataset_trains_with_only_media_root_changed(tmp_path, cache_dir
     rows = [["video", "caption", "label", "split"]]
     for i in range(8):
         write_video(disk / f"v{i}.mp4", n=6)
-        rows.append([f"v{i}.mp4", f"clip {i % 2} brightens", f"kind {i % 2}", "test" if i >= 6 else "train"])
+        for caption in (f"clip {i % 2} brightens", f"clip {i % 2} gets lighter"):  # two rows: two captions
+            rows.append([f"v{i}.mp4", caption, f"kind {i % 2}", "train" if i < 4 else "val" if i < 6 else "test"])
     (tmp_path / "t.csv").write_text("".join(",".join(r) + "\n" for r in rows))
     manifest = tmp_path / "home" / "data" / "m.jsonl"
     assert make("table", "--table", tmp_path / "t.csv", "--media-root", disk, "--out", manifest) == 0

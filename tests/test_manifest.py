@@ -106,6 +106,32 @@ def test_undecodable_video_names_manifest_line(media, smoke_cfg):
     with pytest.raises(MediaError) as e:
         ds.split("train").frames(0, 4, 32)
     assert "data.jsonl:1" in str(e.value) and "broken.mp4" in str(e.value) and "cannot decode" in str(e.value)
+    # the message ends with the fix: the command that writes a check folder, and the key that skips what it lists
+    check = media / "data.check"
+    assert f"python -m experiments validate -m {manifest} -o {check}`" in str(e.value)
+    assert str(e.value).endswith(f"data.manifest.exclude={check}")
+
+
+def test_media_root_header_old_absolute_paths_and_the_override(media, smoke_cfg, tmp_path):
+    lines = good_lines()
+    lines[1]["media"] = str(media / "still.png")  # an old manifest's absolute path: read as it is
+    (tmp_path / "elsewhere").mkdir()
+    manifest = write_manifest(tmp_path / "elsewhere" / "m.jsonl", [{"media_root": str(media)}, *lines])
+    ds = build_dataset(smoke_cfg("data.source=manifest", f"data.manifest.path={manifest}"))
+    assert ds.split("train").frames(0, 2, 16).shape == (2, 16, 16, 3) and len(ds.split("test").frames(0, 2, 16))
+    assert [c.where.rsplit(":", 1)[1] for c in read_clips(manifest)] == ["2", "3", "4"]  # lines counted as in the file
+    # re-pointed: data.manifest.media_root wins over the header (relative paths only)
+    import shutil
+
+    moved = shutil.copytree(media, tmp_path / "moved")
+    (media / "clip.mp4").unlink()
+    cfg = smoke_cfg("data.source=manifest", f"data.manifest.path={manifest}", f"data.manifest.media_root={moved}")
+    assert build_dataset(cfg).split("train").frames(0, 2, 16).shape == (2, 16, 16, 3)
+    with pytest.raises(MediaError, match="file not found"):
+        build_dataset(smoke_cfg("data.source=manifest", f"data.manifest.path={manifest}")).split("train").frames(0, 2, 16)
+    # a header anywhere but the first line is refused
+    with pytest.raises(ManifestError, match=r"m2.jsonl:2: a media_root line must be the manifest's first line"):
+        read_clips(write_manifest(tmp_path / "m2.jsonl", [lines[0], {"media_root": "x"}]))
 
 
 def test_streams_manifest(media):
@@ -168,7 +194,7 @@ def test_seeking_reads_the_frames_decoding_from_the_start_reads(tmp_path):
     assert [round(float(x) / 10) for x in seek.reshape(len(times), -1).mean(1)] == [1, 24, 5, 23, 24, 20]
 
 
-def test_validate_lists_unreadable_media_resumes_and_excludes(media, smoke_cfg, tmp_path):
+def test_validate_lists_unreadable_media_resumes_and_excludes(media, smoke_cfg, tmp_path, capsys):
     from shared.data.media_check import validate
 
     (media / "notes.txt").write_text("hello")
@@ -185,7 +211,16 @@ def test_validate_lists_unreadable_media_resumes_and_excludes(media, smoke_cfg, 
     bad = [json.loads(l) for l in (out / "invalid.jsonl").read_text().splitlines()]
     assert [(b["line"], b["id"]) for b in bad] == [(4, "gone"), (5, "txt"), (6, "bad")]
     assert "not found" in bad[0]["problem"] and "cannot decode" in bad[2]["problem"]
+    # the summary counts files by problem kind (not one entry per file), with a few examples each
+    assert s["problems"] == {"cannot decode": {"files": 2, "examples": [str(media / "notes.txt"), str(media / "broken.mp4")]},
+                             "not found": {"files": 1, "examples": [str(media / "missing.mp4")]}}
     assert validate(manifest, out, workers=1)["chunks_resumed"] == 1  # nothing redone
+    from experiments.cli import main
+
+    assert main(["validate", "-m", str(manifest), "-o", str(out), "--workers", "1"]) == 0
+    printed = capsys.readouterr().err
+    assert "cannot decode: 2 files, e.g." in printed and "not found: 1 file, e.g." in printed
+    assert f"data.manifest.exclude={out}" in printed
     ds = build_dataset(smoke_cfg("data.source=manifest", f"data.manifest.path={manifest}", f"data.manifest.exclude={out}"))
     train = ds.split("train")
     assert len(train) == 1 and train.clip(0).id == "v"
