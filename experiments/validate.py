@@ -19,7 +19,8 @@ def add_parser(sub, help: str) -> None:
                                    "problem for each unreadable clip) and OUT/slow.jsonl (readable clips whose "
                                    "video cannot be read by seeking: decoded from the start at every read); "
                                    "re-running on the same OUT resumes. "
-                                   "Training with data.manifest.exclude=OUT skips the listed clips.")
+                                   "The summary counts unreadable files by kind (not found, cannot decode, too short ...), "
+                                   "with a few examples each. Training with data.manifest.exclude=OUT skips the listed clips.")
     p.add_argument("--manifest", "-m", required=True, type=Path, help="clip manifest (JSONL)")
     p.add_argument("--out", "-o", required=True, type=Path, help="report folder (created; resumed if it exists)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")

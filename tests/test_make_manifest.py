@@ -453,3 +453,15 @@ def test_a_moved_dataset_trains_with_only_media_root_changed(tmp_path, cache_dir
     err = capsys.readouterr().err
     assert "file not found" in err and "data.manifest.media_root=" in err  # the error names the key that fixes it
     assert main([*train, f"data.manifest.media_root={moved}"]) == 0
+
+
+def test_the_readme_shows_each_converter_as_docs_data_does():
+    """A line copied from the README converts as the docs' line does (CrossTask: --val-videos, or val/test are empty)."""
+    import re
+
+    from tests.conftest import ROOT
+
+    docs = set(re.findall(r"`(python -m experiments make-manifest [^`]+)`", (ROOT / "docs" / "data.md").read_text()))
+    readme = re.findall(r"^(python -m experiments make-manifest \S+ .*)$", (ROOT / "README.md").read_text(), re.M)
+    crosstask = [c for c in readme if " crosstask " in c]
+    assert crosstask and set(crosstask) <= docs and all("--val-videos" in c for c in crosstask)

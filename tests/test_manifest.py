@@ -139,6 +139,9 @@ def test_streams_manifest(media):
         {"id": "s", "media": "clip.mp4", "events": [{"t": 1.5, "caption": "later"}, {"t": 0.2, "caption": "first"}]}])
     s, = read_streams(path)
     assert s.events == ((0.2, "first"), (1.5, "later"))
+    (media / "sub").mkdir()
+    headed = write_manifest(media / "sub" / "headed.jsonl", [{"media_root": ".."}, json.loads(path.read_text())])
+    assert read_streams(headed)[0].media == media / "sub" / ".." / "clip.mp4"  # a media_root first line, as clips have
     bad = write_manifest(media / "bad.jsonl", [{"id": "s", "media": "clip.mp4", "events": [{"caption": "x"}]}])
     with pytest.raises(ManifestError, match=r"bad.jsonl:1: event 0 needs a numeric 't'"):
         read_streams(bad)

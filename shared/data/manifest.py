@@ -271,13 +271,18 @@ def read_streams(path: str | Path) -> list[ManifestStream]:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
-    streams = []
+    streams, root = [], None
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             where = f"{path}:{n}"
             obj = _json_object(line, where)
+            if root is None:  # a media_root first line, as clip manifests may have
+                header = header_root(obj, path, where)
+                root = resolve_root(path, header, None)
+                if header is not None:
+                    continue
             sid = _text(_field(obj, "id", str, where), "id", where)
             events = []
             for i, ev in enumerate(_field(obj, "events", list, where)):
@@ -286,7 +291,7 @@ def read_streams(path: str | Path) -> list[ManifestStream]:
                 events.append((float(ev["t"]), _text(ev.get("caption"), f"event {i} caption", where)))
             if not events:
                 raise ManifestError(f"{where}: 'events' is empty")
-            media = media_path(_text(_field(obj, "media", str, where), "media", where), path.parent)
+            media = media_path(_text(_field(obj, "media", str, where), "media", where), root)
             if not media.exists():
                 raise ManifestError(f"{where}: media file not found: {media}")
             streams.append(ManifestStream(sid, media, tuple(sorted(events)), where))

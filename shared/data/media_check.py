@@ -5,7 +5,8 @@ pass does it once: each clip's media is opened by its decoder and one frame read
 written per chunk of lines as they finish (``validate.partial.jsonl``), so a killed run resumes
 where it stopped; at the end ``invalid.jsonl`` lists each unreadable clip (line, id, media,
 problem), ``slow.jsonl`` each readable one that cannot be read by seeking (decoded from the start
-at every read; same fields, the reason as problem) and ``validate.json`` sums up. ``data.manifest.exclude=<that folder>`` makes training
+at every read; same fields, the reason as problem) and ``validate.json`` sums up (unreadable files
+counted by kind, with a few examples each: ``summarize``). ``data.manifest.exclude=<that folder>`` makes training
 skip the listed clips, counted in the log.
 """
 from __future__ import annotations

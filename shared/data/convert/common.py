@@ -56,9 +56,7 @@ def clip_id(video: object, segment: object = None) -> str:
         return "__".join(UNSAFE.sub("-", p) for p in re.split(r"[/\\]+", text) if p)
 
     cid = part(video) + ("" if segment is None else "_" + part(segment))
-    cid = re.sub(r"^\.", "-", cid)
-    if not cid:
-        raise ConvertError(f"empty id from {video!r}")
+    cid = re.sub(r"^\.", "-", cid)  # an empty one is refused by the line check, named at its source
     if len(cid) > MAX_ID:
         cid = cid[:MAX_ID - 17] + "-" + hashlib.blake2b(cid.encode(), digest_size=8).hexdigest()
     return cid

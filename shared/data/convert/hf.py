@@ -24,7 +24,8 @@ from shared.files import atomic_path
 
 def add_arguments(p) -> None:
     p.add_argument("--dataset", required=True, type=Path, help="the dataset's folder (save_to_disk, or parquet/arrow files)")
-    p.add_argument("--media-root", type=Path, help="folder that path-valued media are relative to (default: --dataset)")
+    p.add_argument("--media-root", type=Path, help="folder that path-valued media are relative to (default: --dataset); "
+                                                  "given, the manifest records it and stores media relative to it")
     p.add_argument("--media-out", type=Path, help="where media stored inside the dataset are written "
                                                   "(default: <manifest name>_media/ beside the manifest)")
     for role in ("id", "media", "caption", "label", "split"):
