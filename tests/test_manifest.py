@@ -267,3 +267,17 @@ def test_tokenizer_corpus_holds_only_the_training_split_texts(media, smoke_cfg):
     assert "zebra crossing" not in corpus and "a still image" not in corpus  # test texts stay out
     assert {"a grey clip brightens", "brighten", cfg.data.query} <= set(corpus)
     assert "frames get lighter" not in corpus  # val captions too
+
+
+def test_a_cached_index_keeps_a_relative_media_root(media, tmp_path, monkeypatch):
+    """Indexed once, read from the cache: a relative header and a relative manifest path resolve alike."""
+    from shared.data.manifest import load_index
+
+    (media / "data").mkdir()
+    write_manifest(media / "data" / "m.jsonl", [{"media_root": ".."}, *good_lines()])
+    monkeypatch.chdir(media)
+    for _ in range(2):  # built, then cached
+        index = load_index("data/m.jsonl", tmp_path / "cache")
+        with open(index.path, "rb") as f:
+            assert index.clip(0, f).media.resolve() == (media / "clip.mp4").resolve()
+    assert load_index("data/m.jsonl", tmp_path / "cache", media_root=tmp_path).media_root == tmp_path

@@ -255,7 +255,7 @@ def load_index(path: str | Path, cache_root: str | Path | None = None,
             return ManifestIndex(path, z["offsets"], z["lines"], z["split"], z["label"], z["n_captions"],
                                  meta["labels"], meta["digest"], root)
     index = build_index(path)
-    header = None if index.root == path.parent else str(index.root)
+    header = None if index.root == path.parent else str(index.root.absolute())  # the cache key is the resolved path
     index.root = resolve_root(path, index.root, media_root)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "index.npz", suffix=".npz") as tmp:

@@ -102,6 +102,9 @@ def youcook2_records(args) -> Iterator[Record]:
 
 
 # ---- CrossTask --------------------------------------------------------------------------------
+LABELS = ("task/step", "step", "task")  # --label: how a step clip is labelled
+
+
 def crosstask_arguments(p) -> None:
     p.add_argument("--tasks", required=True, type=Path, help="tasks_primary.txt: the label file (tasks and their steps)")
     p.add_argument("--level", choices=("step", "task"), default="step",
@@ -115,9 +118,6 @@ def crosstask_arguments(p) -> None:
                    "videos.csv (--level task; dropped, counted, without it)")
     p.add_argument("--val-videos", type=Path, help="videos_val.csv: these videos get the split val")
     p.add_argument("--media-root", required=True, type=Path, help="folder of the videos (<youtube id>.<ext>)")
-
-
-LABELS = ("task/step", "step", "task")
 
 
 def read_tasks(path: Path) -> dict[str, tuple[str, list[str]]]:
