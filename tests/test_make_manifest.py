@@ -465,3 +465,15 @@ def test_the_readme_shows_each_converter_as_docs_data_does():
     readme = re.findall(r"^(python -m experiments make-manifest \S+ .*)$", (ROOT / "README.md").read_text(), re.M)
     crosstask = [c for c in readme if " crosstask " in c]
     assert crosstask and set(crosstask) <= docs and all("--val-videos" in c for c in crosstask)
+
+
+def test_media_outside_the_root_are_absolute_and_warned(tmp_path, capsys):
+    (tmp_path / "media").mkdir()
+    (tmp_path / "other").mkdir()
+    write_video(tmp_path / "media" / "a.mp4", n=4)
+    write_video(tmp_path / "other" / "b.mp4", n=4)
+    (tmp_path / "t.csv").write_text(f"video,caption\na.mp4,one\n{tmp_path / 'other' / 'b.mp4'},two\n")
+    out = tmp_path / "m.jsonl"
+    assert make("table", "--table", tmp_path / "t.csv", "--media-root", tmp_path / "media", "--out", out) == 0
+    assert [r["media"] for r in lines(out)] == ["a.mp4", str(tmp_path / "other" / "b.mp4")]
+    assert "1 media files outside the media root" in capsys.readouterr().err

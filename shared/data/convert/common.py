@@ -187,16 +187,28 @@ def merge_rows(records: Iterable[Record]) -> Iterator[Record]:
 
 
 @dataclass
+class Counted:
+    """How many, and the first few (a conversion of millions of lines keeps a count, not a list)."""
+
+    n: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, example: str) -> None:
+        self.n += 1
+        if len(self.examples) < EXAMPLES:
+            self.examples.append(example)
+
+    def __str__(self) -> str:
+        return "; ".join(self.examples) + (" ..." if self.n > len(self.examples) else "")
+
+
+@dataclass
 class Tally:
     """What the policy changed or left out, with a few source places to look at."""
 
     empty_captions: int = 0
-    no_caption: list[str] = field(default_factory=list)  # source places of clips left out
-    outside_root: list[str] = field(default_factory=list)  # media stored as absolute paths
-
-    def examples(self, places: list[str]) -> str:
-        return "; ".join(places[:EXAMPLES]) + (" ..." if len(places) > EXAMPLES else "")
-
+    no_caption: Counted = field(default_factory=Counted)  # source places of clips left out
+    outside_root: Counted = field(default_factory=Counted)  # media stored as absolute paths
 
 
 def _clean(rec: Record, tally: Tally) -> Record | None:
@@ -205,7 +217,7 @@ def _clean(rec: Record, tally: Tally) -> Record | None:
     kept = [c for c in caps if c]
     tally.empty_captions += len(caps) - len(kept)
     if not kept:
-        tally.no_caption.append(rec.where)
+        tally.no_caption.add(rec.where)
         return None
     rec.captions = kept
     if rec.label is not None:
@@ -219,7 +231,7 @@ def _line(rec: Record, split: str, root: Path, tally: Tally) -> dict:
     if media.is_relative_to(root):
         media = media.relative_to(root)
     else:
-        tally.outside_root.append(str(media))
+        tally.outside_root.add(str(media))
     obj = {"id": rec.id, "media": media.as_posix(), "captions": rec.captions}
     if rec.label is not None:
         obj["label"] = rec.label
@@ -278,7 +290,7 @@ def write_manifest(records: Iterable[Record], out: Path, rule: SplitRule, report
                 bar.update(1)
         if n == 0:
             raise ConvertError(f"{out}: no clip to write ({dropped} skipped by --split-map, {len(missing)} without media, "
-                               f"{len(tally.no_caption)} without a caption)")
+                               f"{tally.no_caption.n} without a caption)")
         try:
             index = build_index(tmp)  # duplicate ids and every field, as training will index it
         except ManifestError as e:
@@ -290,13 +302,12 @@ def write_manifest(records: Iterable[Record], out: Path, rule: SplitRule, report
 def _warn(tally: Tally, splits: Counter, root: Path) -> None:
     if tally.empty_captions:
         log.warning("%d empty captions dropped (blank after stripping whitespace)", tally.empty_captions)
-    if tally.no_caption:
-        log.warning("%d clips left out: no caption left after stripping, e.g. %s", len(tally.no_caption),
-                    tally.examples(tally.no_caption))
-    if tally.outside_root:
+    if tally.no_caption.n:
+        log.warning("%d clips left out: no caption left after stripping, e.g. %s", tally.no_caption.n, tally.no_caption)
+    if tally.outside_root.n:
         log.warning("%d media files outside the media root %s stored as absolute paths (they will not follow a "
                     "moved dataset; give the folder holding them all as --media-root), e.g. %s",
-                    len(tally.outside_root), root, tally.examples(tally.outside_root))
+                    tally.outside_root.n, root, tally.outside_root)
     for split in EVALUATED:
         if not splits.get(split):
             log.warning("split %s is empty: the suite evaluates on val/test (eval.split); give the source's own "
@@ -318,9 +329,9 @@ def _write_report(report: Path, out: Path, digest: str, n: int, splits: Counter,
                "splits": {s: splits.get(s, 0) for s in SPLITS}, "empty_splits": [s for s in EVALUATED if not splits.get(s)],
                "labels": len(labels - {None}), "missing_media": len(missing),
                "missing_media_dropped": drop_missing, "skipped_by_split_map": dropped,
-               "empty_captions_dropped": tally.empty_captions, "clips_without_caption": len(tally.no_caption),
-               "clips_without_caption_examples": tally.no_caption[:EXAMPLES],
-               "media_outside_root": len(tally.outside_root), "report": str(report)}
+               "empty_captions_dropped": tally.empty_captions, "clips_without_caption": tally.no_caption.n,
+               "clips_without_caption_examples": tally.no_caption.examples,
+               "media_outside_root": tally.outside_root.n, "report": str(report)}
     if drop_missing:
         write_text_atomic(report / "missing.jsonl", "".join(json.dumps(m) + "\n" for m in missing))
     write_json_atomic(report / "make_manifest.json", summary)
