@@ -129,6 +129,10 @@ def test_media_root_header_old_absolute_paths_and_the_override(media, smoke_cfg,
     assert build_dataset(cfg).split("train").frames(0, 2, 16).shape == (2, 16, 16, 3)
     with pytest.raises(MediaError, match="file not found"):
         build_dataset(smoke_cfg("data.source=manifest", f"data.manifest.path={manifest}")).split("train").frames(0, 2, 16)
+    from shared.data.media_check import validate
+
+    assert validate(manifest, tmp_path / "r", workers=1)["problems"]["not found"]["files"] == 1
+    assert validate(manifest, tmp_path / "r", workers=1, media_root=moved)["invalid"] == 0  # not resumed from the old root
     # a header anywhere but the first line is refused
     with pytest.raises(ManifestError, match=r"m2.jsonl:2: a media_root line must be the manifest's first line"):
         read_clips(write_manifest(tmp_path / "m2.jsonl", [lines[0], {"media_root": "x"}]))
