@@ -22,7 +22,7 @@ from shared.files import read_json
 from shared.pipeline import Pipeline, prepare
 from shared.precision import Runtime
 from shared.training.checkpoint import RunDir, load_weights
-from shared.training.loop import check_same_config
+from shared.training.resume import check_same_config
 
 
 @dataclass(frozen=True)
