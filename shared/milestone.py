@@ -91,7 +91,11 @@ def load_arm(checkpoint: str | Path | Milestone, prepared: Pipeline | None = Non
         check_same_config(m.config_path.parent, prepared.cfg, m.arm_name, evaluating=True)
     if m.arm_name not in prepared.cfg.arm:
         raise ConfigError(f"{m.folder}: arm {m.arm_name!r} has no section in this config ({sorted(prepared.cfg.arm)})")
-    arm = reuse if reuse is not None and reuse.name == m.arm_name else prepared.seeded_arm(m.arm_name, device)
+    if reuse is not None and reuse.name == m.arm_name:
+        arm = reuse
+    else:
+        with processes.state().local_main_process_first():  # a node reads the base weights once (trainee.py)
+            arm = prepared.seeded_arm(m.arm_name, device)
     arm.load_trainable_state_dict(m.weights())
     arm.set_progress(m.samples_seen)
     arm.eval()

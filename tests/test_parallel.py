@@ -13,6 +13,7 @@ from shared.arm import Batch, build_arm
 from shared.config import ConfigError, load_config
 from shared.evaluation.audit import audit
 from shared.training import step as step_module
+from shared.training.checkpoint import RunDir
 from shared.training.loop import train_arm
 from shared.training.resume import ResumeClock
 from shared.training.parallel import micro_layout
@@ -114,7 +115,7 @@ def test_a_resume_point_is_resumed_under_its_own_layout_only(smoke_prepared, tmp
                               "train.mixed_precision=no", "train.parallel=fsdp2"])
     prepared = dataclasses.replace(smoke_prepared, cfg=cfg)
     train_arm(prepared, "toy", tmp_path / "run", stop_at_samples=96, progress=False)
-    assert (tmp_path / "run" / "resume" / ".metadata").is_file()  # a torch distributed checkpoint
+    assert (RunDir(tmp_path / "run").find_resume() / ".metadata").is_file()  # a torch distributed checkpoint
     ddp = dataclasses.replace(prepared, cfg=load_config(SMOKE, [f"cache_dir={cfg.cache_dir}", "plugins=[tests.toy_arm]",
                                                                 "train.mixed_precision=no", "train.parallel=ddp"]))
     with pytest.raises(ConfigError, match="written under train.parallel=fsdp2: resume with that setting"):

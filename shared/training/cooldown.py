@@ -46,7 +46,7 @@ def leave_branch(session, branch: Branch) -> None:
     state.milestones_done = tuple(sorted({*state.milestones_done, branch.milestone}))
     save_milestones(session.accelerator, session.trainee, session.run, state, [branch.milestone], session.arm_name,
                     session.prepared.cfg.seed)
-    trunk = load_resume(session.run.branch_point, lambda f: session.trainee.load(session.accelerator, f))
+    trunk = load_resume(session.run.find_branch_point(), lambda f: session.trainee.load(session.accelerator, f))
     # model, optimizer, schedule position and RNG are the trunk's again; the run's counters go on
     state.step, state.samples_seen, state.branch, state.branch_wall_s = trunk.step, trunk.samples_seen, None, 0.0
     session.schedule.branch = None

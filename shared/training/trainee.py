@@ -40,7 +40,10 @@ def build_trainee(prepared: Pipeline, arm_name: str, accelerator, layout, schedu
     config's, from its first step)."""
     cfg, t = prepared.cfg, prepared.cfg.train
     schedule = schedule or Schedule(t, MilestonePlan.of(t))
-    arm = prepared.seeded_arm(arm_name, accelerator.device)
+    # each node's first process reads the weights first (into the node's page cache, or its hub cache
+    # when downloading), then its other processes: a node reads them once, not once per GPU
+    with accelerator.local_main_process_first():
+        arm = prepared.seeded_arm(arm_name, accelerator.device)
     arm.prepare_training()
     if t.activation_checkpointing:
         arm.enable_activation_checkpointing()
