@@ -17,7 +17,8 @@ from pathlib import Path
 
 from shared.config import Config, ConfigError, to_dict
 from shared.evaluation.metrics import METRICS
-from shared.data.report import card_lines, metric_clips
+from shared.data.report import metric_clips
+from shared.data.report_sources import card_lines
 from shared.files import read_json, read_jsonl, swap_in, write_json_atomic, write_text_atomic
 from shared.milestone import Milestone, load_arm
 from shared.precision import recorded, resolve_runtime
@@ -79,7 +80,7 @@ def model_card(m: Milestone, cfg: Config, info: dict, metrics: dict | None, data
                   + "\n".join(markdown_table(["metric", "value", "clips"], rows)))
     else:
         scores = "This milestone was not evaluated in a comparison folder: no metrics."
-    data_text = "\n\n".join(card_lines(data or {}, cfg))
+    data_text = "\n\n".join(card_lines(data or {}, to_dict(cfg)))
     return f"""---
 library_name: transformers
 tags: [jepa-vs-vlm, video-language, {m.arm_name}]

@@ -26,7 +26,8 @@ from experiments.report_arms import arm_sections
 from experiments.report_paper import paper_lines
 from experiments.report_compute import (_fmt, _interval, _signed, compute_lines, matched_compute, matched_compute_lines,
                                         text_pretraining_lines, time_lines)
-from shared.data.report import data_sections, with_meaning
+from shared.data.report import with_meaning
+from shared.data.report_sources import data_sections
 from shared.report_sections import RunFiles, gather
 from shared.training.checkpoint import RunDir
 

@@ -1,7 +1,7 @@
 """What report.md is assembled from: each data source and each arm adds its own sentences.
 
 ``experiments/report.py`` lays out the report and fills its slots from providers: the data source
-that ran (``shared.data.report.data_sections``: a manifest, or the synthetic benchmark with its own
+that ran (``shared.data.report_sources.data_sections``: a manifest, or the synthetic benchmark with its own
 sentences in ``shared/data/synthetic_report.py``) and the arms with wording of their own
 (``experiments/report_arms.py``). A provider subclasses ``ReportSections`` and overrides the slots
 it has something to say in; the report concatenates each slot over its providers, in order, so a

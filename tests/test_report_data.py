@@ -8,7 +8,9 @@ import pytest
 from PIL import Image
 
 from experiments.cli import main
-from shared.data.report import DataSections, card_lines, few_clips_warning, metric_clips
+from shared.config import to_dict
+from shared.data.report import DataSections, few_clips_warning, metric_clips
+from shared.data.report_sources import card_lines
 from shared.evaluation.intervals import MIN_CLUSTERS
 from shared.report_sections import RunFiles
 from tests.conftest import SMOKE
@@ -79,7 +81,7 @@ def test_a_manifest_comparison_reports_its_own_data(manifest_comparison, tmp_pat
 
 def test_a_synthetic_card_describes_the_benchmark_from_its_config(smoke_cfg):
     cfg = smoke_cfg()
-    lines = card_lines({}, cfg)  # an export outside a comparison folder: the config alone
+    lines = card_lines({}, to_dict(cfg))  # an export outside a comparison folder: the config alone
     assert lines == ["The synthetic benchmark with few meanings: 192 train / 24 val / 48 test clips, 144 labels "
                      "(colour × shape × action), 3 captions per clip worded by its grammar at paraphrase level 2 "
                      f"(seed {cfg.data.synthetic.seed})."]

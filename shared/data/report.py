@@ -3,7 +3,8 @@ and model cards: source, manifest, clips per split, labels, captions per clip, a
 label clusters each evaluation set rests on, with a warning where they are too few for an interval.
 
 The generic description serves any manifest; the synthetic benchmark's own sentences live with the
-benchmark (shared/data/synthetic_report.py) and appear only where it ran.
+benchmark (shared/data/synthetic_report.py) and appear only where it ran (shared/data/report_sources.py
+picks the source's sections).
 """
 from __future__ import annotations
 
@@ -97,13 +98,12 @@ class DataSections(ReportSections):
         return ["CIDEr here is computed against this data's own references"
                 + (", whose annotator ceiling is given above." if "human_ceiling_cider" in run.base else ".")]
 
-
-def data_sections(cfg: dict) -> ReportSections:
-    """The report sections of the data source a run's config names."""
-    if cfg["data"]["source"] == "synthetic":
-        from shared.data.synthetic_report import SyntheticSections
-        return SyntheticSections()
-    return DataSections()
+    def card(self, data: dict, cfg: dict) -> str:
+        """A model card's sentence on the training data (``cfg``: the run's config as a dict)."""
+        if not data:
+            return f"Manifest `{cfg['data']['manifest']['path']}` (clip counts not recorded)."
+        return (f"Manifest `{data['manifest']}`: {split_counts(data)}, {data['labels']:,} labels, "
+                f"{captions_text(data['splits']['train'])} in train.")
 
 
 def metric_clips(key: str, data: dict) -> int | None:
@@ -115,18 +115,9 @@ def metric_clips(key: str, data: dict) -> int | None:
     return sum(s["clips"] - (s["unlabelled"] if labelled else 0) for s in sets)
 
 
-def card_lines(data: dict, cfg) -> list[str]:
-    """A model card's "Training data" section: what the exported weights were trained and evaluated on."""
-    if cfg.data.source == "synthetic":
-        from shared.data.synthetic_report import card_data_line
-        lines = [card_data_line(data, cfg)]
-    elif data:
-        lines = [f"Manifest `{data['manifest']}`: {split_counts(data)}, {data['labels']:,} labels, "
-                 f"{captions_text(data['splits']['train'])} in train."]
-    else:
-        lines = [f"Manifest `{cfg.data.manifest.path}` (clip counts not recorded)."]
-    for name, s in (data.get("eval") or {}).items():
-        lines.append(f"Every metric below rests on the {s['clips']:,} clips ({s['labels']} labels) of evaluation "
-                     f"set `{name}` (the `{s['split']}` split).")
+def evaluation_card_lines(data: dict) -> list[str]:
+    """A model card's sentences on the clips its metrics rest on, with the few-clips warning."""
+    lines = [f"Every metric below rests on the {s['clips']:,} clips ({s['labels']} labels) of evaluation set `{name}` "
+             f"(the `{s['split']}` split)." for name, s in (data.get("eval") or {}).items()]
     warning = few_clips_warning(data)
     return [*lines, *([f"> {warning}"] if warning else [])]

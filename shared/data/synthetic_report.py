@@ -4,7 +4,6 @@ points mean, and why its CIDEr is on its own scale. Used only where the syntheti
 from __future__ import annotations
 
 from shared.data import synthetic
-from shared.config import to_dict
 from shared.data.report import DataSections, captions_text, phrasings_used, split_counts, with_meaning
 from shared.report_sections import RunFiles
 
@@ -54,6 +53,8 @@ class SyntheticSections(DataSections):
     def scale(self, run: RunFiles) -> list[str]:
         return ["CIDEr here is computed against the benchmark's own references, whose ceiling is given above."]
 
+    def card(self, data: dict, cfg: dict) -> str:
+        s = cfg["data"]["synthetic"]
+        return f"The {describe(data, s)} (seed {s['seed']})."
 
-def card_data_line(data: dict, cfg) -> str:
-    return f"The {describe(data, to_dict(cfg)['data']['synthetic'])} (seed {cfg.data.synthetic.seed})."
+
