@@ -17,7 +17,9 @@ from pathlib import Path
 
 from shared.config import Config, ConfigError, to_dict
 from shared.evaluation.metrics import METRICS
-from shared.files import read_jsonl, swap_in, write_json_atomic, write_text_atomic
+from shared.data.report import metric_clips
+from shared.data.report_sources import card_lines
+from shared.files import read_json, read_jsonl, swap_in, write_json_atomic, write_text_atomic
 from shared.milestone import Milestone, load_arm
 from shared.precision import recorded, resolve_runtime
 from shared.runinfo import versions
@@ -45,24 +47,40 @@ def encoder_card(cfg: Config) -> dict:
             "tokens": "per frame, frames in order; average-pooled to pool_grid x pool_grid per frame (0 = all)"}
 
 
-def evaluated_metrics(m: Milestone, seed: int) -> dict | None:
-    """This milestone's row of its comparison's metrics.jsonl, when it has one."""
+def comparison_folder(m: Milestone) -> Path | None:
+    """The sample-efficiency folder the milestone's run belongs to (DIR/runs/<arm>/seed<k>), if any."""
     if m.run is None or m.run.root.parent.parent.name != "runs":
         return None
-    rows = read_jsonl(m.run.root.parents[2] / "metrics.jsonl")
+    return m.run.root.parents[2]
+
+
+def evaluated_metrics(m: Milestone, seed: int) -> dict | None:
+    """This milestone's row of its comparison's metrics.jsonl, when it has one."""
+    if comparison_folder(m) is None:
+        return None
+    rows = read_jsonl(comparison_folder(m) / "metrics.jsonl")
     return next((r for r in rows if r.get("arm") == m.arm_name and r.get("seed") == seed
                  and r.get("samples_seen") == m.samples_seen), None)
 
 
-def model_card(m: Milestone, cfg: Config, info: dict, metrics: dict | None) -> str:
+def trained_data(m: Milestone) -> dict:
+    """What data the comparison ran on (its summary.json's "data"); empty for a run outside one."""
+    folder = comparison_folder(m)
+    summary = folder / "summary.json" if folder else None
+    return (read_json(summary).get("data") or {}) if summary and summary.is_file() else {}
+
+
+def model_card(m: Milestone, cfg: Config, info: dict, metrics: dict | None, data: dict | None = None) -> str:
     parts = "\n".join(f"- `{name}`: {what}" for name, what in info["parts"].items())
     if metrics:
-        rows = [(x.label, f"{100 * metrics[x.key]:.1f}" if x.percent else f"{metrics[x.key]:.3f}")
+        rows = [(x.label, f"{100 * metrics[x.key]:.1f}" if x.percent else f"{metrics[x.key]:.3f}",
+                 f"{n:,}" if (n := metric_clips(x.key, data or {})) is not None else "–")
                 for x in METRICS if metrics.get(x.key) is not None]
-        scores = ("Evaluated by the suite at this milestone (its `metrics.jsonl`):\n\n"
-                  + "\n".join(markdown_table(["metric", "value"], rows)))
+        scores = ("Evaluated by the suite at this milestone (its `metrics.jsonl`), on the clips counted:\n\n"
+                  + "\n".join(markdown_table(["metric", "value", "clips"], rows)))
     else:
         scores = "This milestone was not evaluated in a comparison folder: no metrics."
+    data_text = "\n\n".join(card_lines(data or {}, to_dict(cfg)))
     return f"""---
 library_name: transformers
 tags: [jepa-vs-vlm, video-language, {m.arm_name}]
@@ -88,6 +106,10 @@ plain transformers.
 ```
 
 Prompt: `{cfg.data.query}`
+
+## Data
+
+{data_text}
 
 ## Results
 
@@ -118,7 +140,7 @@ def export(checkpoint: Path, out: Path, overrides: list[str] | tuple[str, ...] =
                 "encoder": encoder_card(cfg), "query": cfg.data.query, "parts": info["parts"], **info["config"],
                 "metrics": metrics, "versions": versions()}
     write_json_atomic(tmp / "export.json", manifest)
-    write_text_atomic(tmp / "README.md", model_card(m, cfg, info, metrics))
+    write_text_atomic(tmp / "README.md", model_card(m, cfg, info, metrics, trained_data(m)))
     out.parent.mkdir(parents=True, exist_ok=True)
     swap_in(tmp, out)
     return manifest

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 from collections import defaultdict
@@ -15,7 +14,7 @@ import numpy as np
 import yaml
 
 from experiments.selective_report import write_selective_outputs
-from plots.curves import grid_bars, parameters, sample_efficiency, sweep_lines
+from plots.curves import parameters, sample_efficiency
 from shared.config import base_arm_name, variant_changes
 from shared.evaluation.audit import arm_controls, audit, audit_markdown
 from shared.evaluation.intervals import LEVEL, arm_difference
@@ -23,18 +22,16 @@ from shared.evaluation.metrics import METRICS, metric
 from shared.files import atomic_path, read_json, read_jsonl, write_json_atomic, write_text_atomic
 from shared.precision import describe as describe_precision, recorded
 from shared.tables import markdown_table
+from experiments.report_arms import arm_sections
+from experiments.report_paper import paper_lines
 from experiments.report_compute import (_fmt, _interval, _signed, compute_lines, matched_compute, matched_compute_lines,
                                         text_pretraining_lines, time_lines)
+from shared.data.report import with_meaning
+from shared.data.report_sources import data_sections
+from shared.report_sections import RunFiles, gather
 from shared.training.checkpoint import RunDir
 
 log = logging.getLogger(__name__)
-
-# The paper's section 4.4 (Figure 3), for reference only: other data, models and scale.
-PAPER = [
-    {"samples": "0.5M", "jepa_cider": 1.23, "vlm_cider": 1.35, "jepa_top5": 14.9, "vlm_top5": 14.0},
-    {"samples": "5M", "jepa_cider": 14.7, "vlm_cider": None, "jepa_top5": 35.3, "vlm_top5": None},
-    {"samples": "15M", "jepa_cider": 14.8, "vlm_cider": 7.1, "jepa_top5": 41.0, "vlm_top5": 27.2},
-]
 
 
 def add_parser(sub, help: str) -> None:
@@ -174,8 +171,9 @@ def write_outputs(out: Path) -> bool:
     write_json_atomic(out / "differences.json", [{"a": a, "b": b, "milestone": ms, "metric": k, **d.to_json()}
                                                  for (a, b, ms, k), d in diffs.items()])
     timings = read_json(out / "timings.json") if (out / "timings.json").exists() else {}
-    write_text_atomic(out / "report.md", render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds,
-                                                       milestones, diffs, matched) + "\n".join(["", *time_lines(timings)]))
+    run = RunFiles(cfg, rows, base, summary, arms, seeds, milestones, diffs)
+    write_text_atomic(out / "report.md", render_report(run, agg, audits, params, matched)
+                      + "\n".join(["", *time_lines(timings)]))
     log.info("wrote %s, %s and report.md", figs[0].name, "control_audit.md")
     return True
 
@@ -185,26 +183,21 @@ def _precision(cfg, summary) -> str:
     return describe_precision(p) if p else recorded(cfg)  # recorded: a run from before precision was recorded
 
 
-def control_lines(cfg: dict, rows: list[dict], arms: list[str]) -> list[str]:
+def control_lines(run: RunFiles, sections: dict) -> list[str]:
     """Every setting that gives one arm something the other lacks, as the run was configured."""
-    lm = cfg["lm"]
+    lm = run.cfg["lm"]
     start = {"captions": "pretrained on the training captions alone (text_pretraining), the same for both arms",
              None: "seeded random init, the same for both arms: no text knowledge"}
-    lines = ["- Base LM (both arms' starting weights): " + start.get(lm["weights"], f"pretrained `{lm['weights']}`") + ".",
-         f"- Classification candidates: each label's canonical text (top-5), and {cfg['eval'].get('phrasings', 1)} "
-         "phrasings per label in the same sentence forms for every label, scored by their mean (top-5 phrasings), "
-         "the same texts for both arms."]
-    for a in arms:
-        lines += [f"- {a}: {line}" for line in arm_controls(a, cfg)]
-    decoders = {(r["arm"], r.get("decoder_params")) for r in rows if r.get("decoder_params")}
-    for a, n in sorted(decoders):
-        lines.append(f"- {a}: its Y-decoder has {n:,} parameters, not counted in its trainable parameters above.")
-    return lines
+    lines = ["- Base LM (both arms' starting weights): " + start.get(lm["weights"], f"pretrained `{lm['weights']}`") + "."]
+    for a in run.arms:
+        lines += [f"- {a}: {line}" for line in arm_controls(a, run.cfg)]
+    return lines + sections["controls"]  # the data's (classification candidates), then each arm's
 
 
 def results_table(agg: dict, arms: list[str], milestones: list[int]) -> list[str]:
-    """One row per (milestone, arm), a column per declared table metric (shared/evaluation/metrics.py)."""
-    columns = [m for m in METRICS if m.in_table]
+    """One row per (milestone, arm), a column per declared table metric (shared/evaluation/metrics.py) that
+    some row holds: a metric the data cannot give (meaning % of free-text captions) gets no empty column."""
+    columns = [m for m in METRICS if m.in_table and any(m.key in g for g in agg.values())]
     rows = []
     for ms in milestones:
         for a in arms:
@@ -258,42 +251,33 @@ def _base_lm(lm: dict) -> str:
     return f"`{lm['weights']}`" if lm.get("weights") else arch + ", seeded random init (no text knowledge)"
 
 
-def _setup_lines(cfg, base, summary, seeds, milestones) -> list[str]:
-    """Title and what was run: data, encoder, LM, training, evaluation, time spent."""
-    d = cfg["data"]
-    data_desc = (f"synthetic benchmark: {d['synthetic']['train_clips']} train / {d['synthetic']['test_clips']} test clips, "
-                 f"{base.get('classes', '?')} classes, paraphrase level {d['synthetic']['paraphrase']}, "
-                 f"{d['synthetic']['captions_per_clip']} captions per clip"
-                 if d["source"] == "synthetic" else f"manifest {d['manifest']['path']}")
+def _setup_lines(run: RunFiles, sections: dict) -> list[str]:
+    """Title and what was run: data, encoder, LM, training, evaluation, time spent; then any warning."""
+    cfg, base, d, milestones = run.cfg, run.base, run.cfg["data"], run.milestones
     lines = ["# Sample efficiency: embedding prediction (VL-JEPA) vs token prediction (VLM)", "",
-         f"- Data: {data_desc}; {d['frames']} frames per clip; query “{d['query']}”.",
+         *sections["data"], f"- Clips: {d['frames']} frames per clip; query “{d['query']}”.",
          f"- Encoder (frozen, shared): `{cfg['encoder']['model']}` at {cfg['encoder']['image_size']} px"
          + ("" if cfg["encoder"]["weights"] else " (seeded random init: no pretrained weights offline)") + ".",
          f"- Base LM: {_base_lm(cfg['lm'])}.",
          f"- Training: effective batch {cfg['train']['effective_batch']}, lr {cfg['train']['lr']} ({cfg['train']['schedule']}), "
-         f"precision {_precision(cfg, summary)}, milestones {', '.join(f'{m:,}' for m in milestones)} samples; seeds {seeds}.",
+         f"precision {_precision(cfg, run.summary)}, milestones {', '.join(f'{m:,}' for m in milestones)} samples; seeds {run.seeds}.",
          f"- Evaluation: {base.get('eval_clips', '?')} clips of the `{cfg['eval']['split']}` split"
          + (f" of {len(base['sets'])} sets ({', '.join(base['sets'])}), metrics averaged over sets" if "sets" in base else "")
          + "; corpus CIDEr-D "
          "(pycocoevalcap, PTB tokenizer, all references); top-k over all label texts; text-to-video R@1 for arms with embeddings.",
          "- Time spent: see [Where the time went](#where-the-time-went) (`timings.json`).", ""]
-    return lines
+    return lines + sections["warnings"]
 
 
-def _results_lines(rows, agg, arms, seeds, milestones, diffs) -> list[str]:
+def _results_lines(run: RunFiles, agg: dict, sections: dict) -> list[str]:
     """The results table, per-set results and who leads at each milestone."""
-    lines: list[str] = []
+    rows, arms, seeds, milestones, diffs = run.rows, run.arms, run.seeds, run.milestones, run.diffs
     phr = max((r.get("phrasings") or 1) for r in rows)
-    lines += ["## Results", "", (f"Mean over {len(seeds)} seeds (min–max in brackets)." if len(seeds) > 1 else
+    lines = ["## Results", "", (f"Mean over {len(seeds)} seeds (min–max in brackets)." if len(seeds) > 1 else
                           "One seed: at small sample counts the seed-to-seed spread is large; run seeds=0,1,2 before concluding."),
-          "", f"CIDEr-D on pycocoevalcap's scale (0–10, not x100). top-k: each label scored by its canonical text; "
-          f"\"top-5 % phrasings\": by the mean score of {phr:g} phrasings of it, the same sentence forms for every "
-          "label (where computed). Y-decoder samples: the captions the JEPA arm's decoder trained on by that "
-          "checkpoint."
-          + (" meaning %: the caption read back by the benchmark's grammar into colour, shape and motion "
-             "(shared/data/synthetic_reader.py), exact = all three right; an attribute named twice with different "
-             "values counts as wrong. Per attribute: `meaning_colour`, `meaning_shape`, `meaning_action` in "
-             "metrics.jsonl." if any(r.get("meaning") is not None for r in rows) else ""), ""]
+          "", " ".join(["CIDEr-D on pycocoevalcap's scale (0–10, not x100). top-k: each label scored by its text.",
+                        *([f"\"top-5 % phrasings\": by the mean score of {phr:g} phrasings of it."] if phr > 1 else []),
+                        *sections["notes"]]), ""]
     lines += results_table(agg, arms, milestones)
     if any("sets" in r for r in rows):
         last, per_set = max(milestones), []
@@ -320,35 +304,23 @@ def _results_lines(rows, agg, arms, seeds, milestones, diffs) -> list[str]:
     return lines
 
 
-def _reference_lines(base, agg) -> list[str]:
-    """Baselines and ceilings that put the results on a scale."""
+def _reference_lines(base: dict, sections: dict) -> list[str]:
+    """Baselines and ceilings that put the results on a scale: the data's own, then the data source's and arms'."""
     refs = []
     if "chance_top5" in base:
         classes = f"{base['classes']} classes" if "classes" in base else "mean over sets"
         refs.append((f"chance top-1 / top-5 ({classes})", f"{100 * base['chance_top1']:.1f}% / {100 * base['chance_top5']:.1f}%"))
-    def with_meaning(cider_value, key):  # "CIDEr (meaning x%)" where the benchmark reads captions back
-        return _fmt(cider_value) + (f" (meaning {_fmt(base[key], True)}%)" if key in base else "")
-
     if "most_frequent_caption_cider" in base:
         said = f" (“{base['most_frequent_caption']}”)" if "most_frequent_caption" in base else " (mean over sets)"
         refs.append((f"CIDEr of always answering the most frequent training caption{said}",
-                     with_meaning(base["most_frequent_caption_cider"], "most_frequent_caption_meaning")))
-    fixed = base.get("template_fixed", {})
-    for key in sorted((k for k in base if k.startswith("template_") and k.endswith("_cider")), key=len):
-        known = key[len("template_"):-len("_cider")].split("_")
-        rest = [f"{a} (“{v}”)" for a, v in fixed.items() if a not in known] or ["attributes"]
-        refs.append((f"CIDEr of a template saying each clip's true {' and '.join(known)} with the most frequent training "
-                     f"{' and '.join(rest)}, in the canonical phrasing", with_meaning(base[key], key[:-len("cider")] + "meaning")))
+                     with_meaning(base, base["most_frequent_caption_cider"], "most_frequent_caption_meaning")))
     if "retrieval_r1_ceiling" in base:
-        refs.append(("text-to-video R@1 of a perfect model (clips sharing a meaning are indistinguishable)",
+        refs.append(("text-to-video R@1 of a perfect model (clips sharing a label are indistinguishable)",
                      f"{100 * base['retrieval_r1_ceiling']:.1f}%"))
     if "human_ceiling_cider" in base:
         refs.append(("CIDEr of one reference against the others (annotator ceiling)",
-                     with_meaning(base["human_ceiling_cider"], "human_ceiling_meaning")))
-    ceilings = [g["decoder_ceiling_cider"][0] for (a, _), g in agg.items() if "decoder_ceiling_cider" in g]
-    if ceilings:
-        refs.append(("CIDEr of the Y-decoder on true embeddings, decode(encode(reference 0)) against the other references "
-                     "(bounds the JEPA arm's captioning)", _fmt(ceilings[-1])))
+                     with_meaning(base, base["human_ceiling_cider"], "human_ceiling_meaning")))
+    refs += sections["references"]
     return ["## Reference points", "", *markdown_table(["reference", "value"], refs)]
 
 
@@ -361,27 +333,6 @@ def _parameter_lines(params, arms, summary) -> list[str]:
         lines.append(f"\nTrainable ratio {arms[0]}/{arms[1]}: {params[arms[0]] / max(1, params[arms[1]]):.2f} (paper: ~0.5B/1.2B ≈ 0.4).")
     if summary.get("throughput"):
         lines += ["", "Training throughput (samples/s, this machine): " + ", ".join(f"{a} {v:,.0f}" for a, v in summary["throughput"].items()) + "."]
-    return lines
-
-
-def _paper_lines(milestones) -> list[str]:
-    """The paper's section 4.4 numbers and why ours are on another scale."""
-    lines: list[str] = []
-    lines += ["", "## The paper's numbers, for reference", "",
-          "Section 4.4 of VL-JEPA (Figure 3): PE-Core ViT-L/14 frozen, Llama-3.2-1B, real video-text data, CIDEr averaged "
-          "over YouCook2 / MSR-VTT / PVD-Bench and top-5 over CrossTask-Step / CrossTask-Task / EgoExo4D. Its CIDEr "
-          "values are on the common x100 scale (14.8 there is 0.148 on the scale used here). Both arms start from "
-          "pretrained text knowledge (Llama-3.2-1B; the JEPA target space is SONAR). The shape: about level at 0.5M "
-          "samples (CIDEr 1.23 vs 1.35, top-5 14.9 vs 14.0), then the JEPA arm pulls ahead on both metrics and stays "
-          "ahead to 15M.", "",
-          *markdown_table(["samples seen", "JEPA CIDEr", "VLM CIDEr", "JEPA top-5 %", "VLM top-5 %"],
-                          [(p["samples"], _fmt(p["jepa_cider"], nd=2), _fmt(p["vlm_cider"], nd=2), _fmt(p["jepa_top5"], nd=1),
-                            _fmt(p["vlm_top5"], nd=1)) for p in PAPER])]
-    lines += ["", "Our numbers are not on the paper's scale: small models (with the text knowledge the controls "
-          "above name), a random frozen encoder and up to "
-          f"{max(milestones):,} samples (the paper: 0.5M–15M). CIDEr here is computed against the benchmark's own "
-          "references, whose ceiling is given above. What carries over is the protocol, not the absolute values; "
-          "where our ranking of the arms differs from the paper's, the tables above are what we measured.", ""]
     return lines
 
 
@@ -404,45 +355,20 @@ def _audit_lines(audits) -> list[str]:
     return lines
 
 
-def render_report(cfg, rows, agg, base, summary, audits, params, arms, seeds, milestones, diffs, matched=()) -> str:
+def render_report(run: RunFiles, agg: dict, audits: dict, params: dict, matched=()) -> str:
+    """report.md: the suite's layout, its data-specific and arm-specific slots filled by their providers."""
+    sections = gather([data_sections(run.cfg), *arm_sections(run)], run)
     return "\n".join([
-        *_setup_lines(cfg, base, summary, seeds, milestones),
-        *_results_lines(rows, agg, arms, seeds, milestones, diffs),
+        *_setup_lines(run, sections),
+        *_results_lines(run, agg, sections),
         *matched_compute_lines(list(matched)), "",
-        *compute_lines(rows, arms, milestones),
-        *text_pretraining_lines(summary),
-        *variant_lines(cfg, agg, arms, max(milestones), diffs),
-        *_reference_lines(base, agg),
-        *_parameter_lines(params, arms, summary),
+        *compute_lines(run.rows, run.arms, run.milestones),
+        *text_pretraining_lines(run.summary),
+        *variant_lines(run.cfg, agg, run.arms, max(run.milestones), run.diffs),
+        *_reference_lines(run.base, sections),
+        *_parameter_lines(params, run.arms, run.summary),
         "", "## Controls: what differs between the arms besides the prediction target", "",
-        *control_lines(cfg, rows, arms),
-        *_paper_lines(milestones),
+        *control_lines(run, sections),
+        *paper_lines(run, sections),
         *_audit_lines(audits),
     ])
-
-
-def write_sweep_outputs(out: Path, rows: list[dict], cells: list[tuple[str, dict]]) -> None:
-    """sweep.jsonl (every row with its cell's values), sweep.md (last milestone per cell and arm, mean
-    and range over seeds) and a figure: CIDEr and top-5 against the knob for one numeric key, per cell otherwise."""
-    out = Path(out)
-    write_text_atomic(out / "sweep.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in rows))
-    keys = list(dict.fromkeys(k for _, values in cells for k in values))
-    last = max(r["milestone"] for r in rows)
-    arms = list(dict.fromkeys(r["arm"] for r in rows))
-    numeric = len(keys) == 1 and all(isinstance(v[keys[0]], (int, float)) for _, v in cells)
-    figure = sweep_lines(rows, out, keys[0]) if numeric else grid_bars(rows, out, [n for n, _ in cells])
-    table = []
-    for name, values in cells:
-        cells_md = []
-        for a in arms:
-            rs = [r for r in rows if r["cell"] == name and r["arm"] == a and r["milestone"] == last]
-            g = aggregate(rs).get((a, last))
-            cells_md += [_cell(g, "cider", False), _cell(g, "top5", True)] if g else ["–", "–"]
-        table.append([*(values.get(k, "–") for k in keys), *cells_md])
-    lines = [f"# Grid over {', '.join(f'`{k}`' for k in keys)}", "",
-         f"Final milestone ({last:,} samples); mean over seeds, (min–max) with several. Per-cell reports: "
-         + ", ".join(f"[{name}]({name}/report.md)" for name, _ in cells) + ".", "",
-         *markdown_table([*keys, *(h for a in arms for h in (f"{a} CIDEr", f"{a} top-5 %"))], table,
-                         "r" * (len(keys) + 2 * len(arms))),
-         "", f"![grid]({figure.name})", ""]
-    write_text_atomic(out / "sweep.md", "\n".join(lines))

@@ -8,14 +8,8 @@ import numpy as np
 
 from shared.evaluation.intervals import Difference, arm_difference
 from shared.evaluation.metrics import METRICS, metric
-from shared.tables import markdown_table
+from shared.tables import fmt as _fmt, markdown_table
 from shared.text_pretraining import format_measurement
-
-
-def _fmt(x, pct=False, nd=3):
-    if x is None or (isinstance(x, float) and np.isnan(x)):
-        return "–"
-    return f"{100 * x:.1f}" if pct else f"{x:.{nd}f}"
 
 
 def _compute(rows: list[dict], arm: str, ms: int) -> float | None:

@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 
 from experiments.cli import add_config_args
-from experiments.report import write_outputs, write_sweep_outputs
+from experiments.report import write_outputs
+from experiments.report_sweep import write_sweep_outputs
+from shared.data.report import data_record
 from shared.config import (
     Config,
     ConfigError,
@@ -115,6 +117,8 @@ def _run_comparison(cfg: Config, runtime: Runtime, out: Path, main: bool) -> lis
         sets = eval_sets(prepared)
         if main:
             write_json_atomic(out / "baselines.json", combined_baselines({s.name: baselines(prepared, s) for s in sets}))
+        # what data ran, for the report and the model cards (which read files only)
+        summary["data"] = data_record(cfg, prepared.dataset, {s.name: (s.source, s.n) for s in sets})
     summary["phases"]["prepare_s"] = round(time.perf_counter() - t, 1)
     summary["cache"] = {s: dataclasses.asdict(v) for s, v in prepared.features.stats.items()}
     if prepared.text is not None:  # what the text pretraining stage trained (cached: its first run's figures)

@@ -1,7 +1,15 @@
 """Markdown tables, the one way every report writes them."""
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
+
+
+def fmt(x, pct: bool = False, nd: int = 3) -> str:
+    """A metric's value as reports show it: x100 with one decimal for a percentage, "–" for none."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{100 * x:.1f}" if pct else f"{x:.{nd}f}"
 
 
 def markdown_table(header: list[str], rows: Iterable[Iterable[Any]], align: str = "") -> list[str]:

@@ -37,6 +37,22 @@ def test_cider_rejects_bad_input():
         cider(["a"], [[]])
 
 
+def test_cider_keeps_the_terminal_quiet_and_raises_java_errors(capfd, monkeypatch):
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    from shared.evaluation import ptb
+
+    PTBTokenizer().tokenize({0: [{"caption": "a red square"}]})  # pycocoevalcap's own: java's line on fd 2
+    assert "PTBTokenizer tokenized" in capfd.readouterr().err
+    cider(PREDS, REFS)
+    seen = capfd.readouterr()
+    assert seen.out == "" and seen.err == ""
+    # a java that fails: its own message, not an empty tokenization scored as 0
+    monkeypatch.setattr(ptb, "COMMAND", [*ptb.COMMAND[:3], "edu.stanford.nlp.process.NoSuchTokenizer", *ptb.COMMAND[4:]])
+    with pytest.raises(ptb.PTBError, match="(?s)exit status 1.*NoSuchTokenizer"):
+        cider(PREDS, REFS)
+
+
 def test_top_k_on_hand_made_scores():
     scores = np.array([[0.1, 0.5, 0.4, 0.0],   # label 2 is 2nd
                        [0.9, 0.05, 0.03, 0.02],  # label 0 is 1st

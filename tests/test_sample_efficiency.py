@@ -47,6 +47,12 @@ def test_smoke_run_writes_every_file_and_resumes(tmp_path, cache_dir, monkeypatc
     assert "| 256 | jepa |" in report and "14.9" in report and "Control audit" in report
     assert "meaning %" in report and "read back by the benchmark's grammar" in report
     assert "true colour and shape with the most frequent training action" in report
+    # the synthetic benchmark's own sentences, with the data it ran: 48 test clips of 44 labels, enough for intervals
+    assert "synthetic benchmark with few meanings: 192 train / 24 val / 48 test clips, 144 labels" in report
+    assert "4 phrasings per label" in report and "benchmark's own references" in report and "Few clips" not in report
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"]["eval"]["test"] == {"split": "test", "clips": 48, "labels": 44, "unlabelled": 0,
+                                               "captions_per_clip": [3, 3.0, 3]}
     base = json.loads((out / "baselines.json").read_text())
     assert base["human_ceiling_meaning"] == 1.0 and "template_colour_shape_cider" in base
     preds = (out / "predictions").glob("vlm-seed0-*.jsonl")

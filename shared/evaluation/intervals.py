@@ -53,6 +53,11 @@ LEVEL = 0.95
 RESAMPLES = 2000
 METHOD = "seed t-interval + label-cluster bootstrap"
 METHOD_ONE_SEED = "label-cluster bootstrap (one seed)"
+# Fewer independent units than this (labels, plus clips without one, summed over sets) and the
+# cluster bootstrap is not to be trusted: few clusters give few distinct replicates and a percentile
+# interval that covers less than it claims (a few dozen clusters is the usual floor for a cluster
+# bootstrap). The report and model cards warn below it (shared/data/report.py).
+MIN_CLUSTERS = 30
 
 
 def predictions_path(out: Path, arm: str, seed: int, milestone: int) -> Path:

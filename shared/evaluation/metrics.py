@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from pycocoevalcap.cider.cider import Cider
-from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import top_k_accuracy_score
+
+from shared.evaluation.ptb import tokenize
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ def metric(key: str) -> Metric:
 
 
 def cider(predictions: list[str], references: list[list[str]]) -> tuple[float, np.ndarray]:
-    """Corpus CIDEr-D of ``predictions`` against all ``references`` of each item (PTB-tokenized)."""
+    """Corpus CIDEr-D of ``predictions`` against all ``references`` of each item (PTB-tokenized, quietly:
+    shared/evaluation/ptb.py)."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} reference sets")
     if not predictions:
@@ -64,9 +66,8 @@ def cider(predictions: list[str], references: list[list[str]]) -> tuple[float, n
         raise ValueError("every item needs at least one reference caption")
     if shutil.which("java") is None:
         raise RuntimeError("CIDEr's PTB tokenizer needs Java on PATH (e.g. apt-get install default-jre-headless)")
-    tok = PTBTokenizer()
-    gts = tok.tokenize({i: [{"caption": r} for r in refs] for i, refs in enumerate(references)})
-    res = tok.tokenize({i: [{"caption": p if p.strip() else "."}] for i, p in enumerate(predictions)})
+    gts = tokenize({i: [{"caption": r} for r in refs] for i, refs in enumerate(references)})
+    res = tokenize({i: [{"caption": p if p.strip() else "."}] for i, p in enumerate(predictions)})
     score, scores = Cider().compute_score(gts, res)
     return float(score), np.asarray(scores, dtype=float)
 
