@@ -177,6 +177,11 @@ class TrainConfig:
     # memory for ~30% more compute; in the shared section, so both arms of a comparison use it or not
     activation_checkpointing: bool = False
     compile: bool = False  # torch.compile each transformer block (GPUs; minutes of compile on a CPU)
+    # bit-identical reruns on CUDA: TF32 off (matmul, cuDNN), deterministic kernels (warning on ops that have
+    # none), CUBLAS_WORKSPACE_CONFIG set. Costs GPU throughput (fp32 parts at fp32 speed, slower backward
+    # kernels; shared/training/determinism.py); CPU runs are bit-identical either way. Recorded in
+    # precision.json, not compared: like the layout, it is how a run computes, not what it trains
+    deterministic: bool = False
     threads: int = 0  # torch threads; 0 = all cores
     log_every: int = 10  # optimizer steps between log lines
     resume_every: int = 100  # optimizer steps between resume points (besides milestones); 0 = off

@@ -39,6 +39,7 @@ from shared.pipeline import Pipeline
 from shared.precision import check_recorded
 from shared.progress import progress_bar
 from shared.runinfo import versions
+from shared.training import determinism
 from shared.training.checkpoint import (
     RunDir,
     TrainState,
@@ -150,6 +151,7 @@ def train_arm(prepared: Pipeline, arm_name: str, run_dir: str | Path, stop_at_sa
     run = RunDir(run_dir)
     processes.configure(cfg)
     accelerator = new_accelerator(cfg, run.root, precision["resolved"])
+    precision["determinism"] = determinism.apply(cfg.train.deterministic, accelerator.device)
     if accelerator.distributed_type == DistributedType.FSDP:
         raise ConfigError("launched with Accelerate's FSDP plugin: the suite shards the model itself "
                           "(train.parallel=fsdp2); launch with a plain multi-GPU config (experiments/accelerate/)")
