@@ -53,6 +53,11 @@ class DataConfig:
     # features); 0 = in the training process. prefetch = batches each worker keeps ready.
     workers: int = 0
     prefetch: int = 2
+    # FFmpeg's decoding threads per reading process (each worker, or the training process at 0 workers);
+    # 0 = FFmpeg's own count (a thread per core, up to 16: with 8 workers per GPU, 64 x 16 threads a node).
+    # 1: threads beyond one raised no worker's clips/s on the machine measured and cost cores that other
+    # workers use (docs/data_pipeline.md, data-bench --real-video); raise it with few workers on many cores
+    decode_threads: int = 1
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     manifest: ManifestConfig = field(default_factory=ManifestConfig)
 
