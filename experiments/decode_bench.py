@@ -135,6 +135,23 @@ def rates_table(r: dict) -> list[str]:
     return markdown_table(head, rows)
 
 
+def workers_table(r: dict, per_gpu: dict[str, float]) -> list[str]:
+    """Markdown rows: per arm, the clips/s a GPU needs and the workers (and cores, at one thread) that
+    takes at each resolution and thread count measured."""
+    first = next(iter(r["resolutions"].values()))["threads"]
+    head = ["arm", "clips/s a GPU needs", *(f"{name} workers (threads {' / '.join(threads_label(t) for t in first)})"
+                                           for name in r["resolutions"]),
+            *(f"{name} cores" for name in r["resolutions"])]
+    rows = []
+    for arm, need in per_gpu.items():
+        rows.append([arm, f"{need:.1f}",
+                     *(" / ".join(str(math.ceil(need / x["clips_per_s"])) for x in res["threads"].values())
+                       for res in r["resolutions"].values()),
+                     *(f"{need * res['threads']['1']['cpu_s_per_clip']:.0f}" if "1" in res["threads"] else "n/a"
+                       for res in r["resolutions"].values())])
+    return markdown_table(head, rows)
+
+
 def save(r: dict, out: Path, shared_copy: Path | None) -> None:
     """``out``/decode_rates.json, and the machine's copy that ``describe`` reads by default."""
     write_json_atomic(out / "decode_rates.json", r)

@@ -91,3 +91,23 @@ def for_gpu_check(r: dict, cfg, path: str | Path | None = None) -> dict:
             key = row["arm"]
             per_gpu[key] = max(per_gpu.get(key, 0.0), row["samples_per_s"])
     return needs(per_gpu, worker_rates(cfg, path), cfg.data.workers)
+
+
+def gpu_clip_rates(cfg, gpus: int = 8, caption_tokens: int = 32) -> dict[str, float]:
+    """Per arm, the clips/s one of ``gpus`` GPUs consumes at the pace the hours estimate assumes
+    (``describe --memory``'s own FLOPs per sample, without its memory layouts)."""
+    from experiments.describe.memory import UTILISATION, _hours, stand_in_context
+    from shared.features.encoder import FrozenEncoder
+    from shared.profiling.memory import encoder_flops, estimate_arm
+
+    ctx, encoder_params = stand_in_context(cfg, "meta")
+    online = cfg.encoder.features == "online"
+    enc = encoder_flops(FrozenEncoder.from_config(cfg, device="meta"), cfg.data.frames) if online else 0.0
+    ckpts = (False, True) if cfg.train.activation_checkpointing else (False,)
+    out = {}
+    for name in cfg.arms:
+        analytic = {c: estimate_arm(ctx, name, cfg.train.micro_batch, caption_tokens, gpus,
+                                    encoder_params if online else 0, c) for c in ckpts}
+        analytic.setdefault(True, analytic[False])
+        out[name] = _hours(cfg, analytic, gpus, enc, UTILISATION)["clips_per_s_per_gpu"]
+    return out
