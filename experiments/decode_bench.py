@@ -53,12 +53,19 @@ class VideoSpec:
 
 
 def _texture(width: int, height: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """YUV 4:2:0 planes of a blocky random texture twice the frame's size, smooth enough to compress."""
+    """YUV 4:2:0 planes of a random texture twice the frame's size: 8-px blocks of colour, 4-px detail in luma."""
     rng = np.random.default_rng(seed)
-    small = rng.integers(16, 235, size=(height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
-    big = np.repeat(np.repeat(small, 16, axis=0), 16, axis=1)[:2 * height, :2 * width]
-    y = np.ascontiguousarray(big[..., 0])
-    return y, np.ascontiguousarray(big[::2, ::2, 1]), np.ascontiguousarray(big[::2, ::2, 2])
+    small = rng.integers(32, 224, size=(height // 4 + 1, width // 4 + 1, 3), dtype=np.uint8)
+    big = np.repeat(np.repeat(small, 8, axis=0), 8, axis=1)[:2 * height, :2 * width]
+    detail = rng.integers(-24, 24, size=(height // 2 + 1, width // 2 + 1), dtype=np.int16)
+    y = big[..., 0] + np.repeat(np.repeat(detail, 4, axis=0), 4, axis=1)[:2 * height, :2 * width]
+    return np.clip(y, 16, 235).astype(np.uint8), np.ascontiguousarray(big[::2, ::2, 1]), np.ascontiguousarray(big[::2, ::2, 2])
+
+
+def _grain(width: int, height: int, n: int = 8, seed: int = 1) -> list[np.ndarray]:
+    """A few frames of sensor-like noise in luma, added in turn: bits that motion cannot predict."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(-3, 4, size=(height, width), dtype=np.int16) for _ in range(n)]
 
 
 def write_test_video(path: Path, spec: VideoSpec, progress: bool = True) -> Path:
@@ -68,6 +75,7 @@ def write_test_video(path: Path, spec: VideoSpec, progress: bool = True) -> Path
         return path
     width, height = spec.size
     y, u, v = _texture(width, height)
+    grain = _grain(width, height)
     frames = max(1, round(spec.minutes * 60 * FPS))
     with atomic_path(path, suffix=".mp4") as tmp, av.open(str(tmp), "w") as out:
         stream = out.add_stream("libx264", rate=FPS, options={"preset": "superfast", "x264-params":
@@ -77,7 +85,8 @@ def write_test_video(path: Path, spec: VideoSpec, progress: bool = True) -> Path
             phase = 2 * math.pi * i / (FPS * 20)
             x = 2 * int(width / 4 * (1 + math.sin(phase)))  # even offsets: the chroma planes move with luma
             t = 2 * int(height / 4 * (1 + math.sin(1.3 * phase)))
-            planes = [y[t:t + height, x:x + width], u[t // 2:(t + height) // 2, x // 2:(x + width) // 2],
+            luma = np.clip(y[t:t + height, x:x + width] + grain[i % len(grain)], 0, 255).astype(np.uint8)
+            planes = [luma, u[t // 2:(t + height) // 2, x // 2:(x + width) // 2],
                       v[t // 2:(t + height) // 2, x // 2:(x + width) // 2]]
             frame = av.VideoFrame.from_ndarray(np.concatenate([planes[0], planes[1].reshape(-1, width),
                                                                planes[2].reshape(-1, width)]), format="yuv420p")
