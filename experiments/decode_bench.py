@@ -30,8 +30,9 @@ from shared.progress import progress_bar
 from shared.tables import markdown_table
 
 FPS = 30
-# (width, height, bitrate): web video as datasets download it (YouTube serves ~2.5 / ~5 Mbit/s H.264 at 30 fps)
-RESOLUTIONS = {"240p": (426, 240, 0.5e6), "720p": (1280, 720, 2.5e6), "1080p": (1920, 1080, 5e6)}
+# (width, height, bitrate): web video as datasets download it (YouTube serves ~2.5 / ~5 Mbit/s H.264 at 30 fps
+# for 720p / 1080p); 360p: a source transcoded down for training (the encoder reads 336 px)
+RESOLUTIONS = {"240p": (426, 240, 0.5e6), "360p": (640, 360, 1e6), "720p": (1280, 720, 2.5e6), "1080p": (1920, 1080, 5e6)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,10 +16,11 @@ from shared.config import ConfigError
 from shared.files import read_json
 
 RATES_FILE = "data_bench/decode_rates.json"  # under cache_dir: the last data-bench --real-video of this machine
-# clips/s of one worker (one decoding thread, 16 frames at 336 px of 10 s clips, seeking) when nothing is measured:
-# data-bench --real-video on a 2-core AMD EPYC with other jobs running (docs/data_pipeline.md), rounded down
-ASSUMED = {"720p": 1.0, "1080p": 0.5}
-ASSUMED_CPU_S_PER_CLIP = {"720p": 0.8, "1080p": 1.6}
+# one worker with a core to itself (one decoding thread, 16 frames at 336 px of 10-s clips) when nothing is
+# measured: 1 / the CPU seconds a clip cost in data-bench --real-video on a 2-core AMD EPYC (Zen 5) with other
+# jobs running (0.85 s at 720p, 1.67 s at 1080p; docs/data_pipeline.md), rounded to a slower figure
+ASSUMED = {"720p": 1.1, "1080p": 0.55}
+ASSUMED_CPU_S_PER_CLIP = {"720p": 0.9, "1080p": 1.8}
 
 
 def worker_rates(cfg, path: str | Path | None = None) -> dict:

@@ -55,8 +55,9 @@ class DataConfig:
     prefetch: int = 2
     # FFmpeg's decoding threads per reading process (each worker, or the training process at 0 workers);
     # 0 = FFmpeg's own count (a thread per core, up to 16: with 8 workers per GPU, 64 x 16 threads a node).
-    # 1: threads beyond one raised no worker's clips/s on the machine measured and cost cores that other
-    # workers use (docs/data_pipeline.md, data-bench --real-video); raise it with few workers on many cores
+    # 1: more threads do not lower the CPU seconds a clip costs (measured: 0.85-0.90 s at 720p, 1.67-1.71 s at
+    # 1080p for 1, 2 and FFmpeg's count; docs/data_pipeline.md); they only let one worker take idle cores, and
+    # with enough workers to feed a GPU there are none. Raise it only for few workers on many idle cores
     decode_threads: int = 1
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     manifest: ManifestConfig = field(default_factory=ManifestConfig)
