@@ -66,7 +66,10 @@ def add_parser(sub, help: str) -> None:
     p.add_argument("--loader-batches", type=int, default=40, help="batches read per loader-throughput point")
     p.add_argument("--video-minutes", type=float, default=10.0, help="length of the long video for the decode test")
     real = p.add_argument_group("--real-video: one worker's clips/s on real-resolution video (only this is run)")
-    real.add_argument("--real-video", action="store_true", help="measure decoding of generated 720p/1080p H.264 instead")
+    real.add_argument("--real-video", action="store_true",
+                      help="one loader worker's clips/s on generated H.264 (data.frames frames at encoder.image_size px: "
+                           "16 at 336 with paper.yaml) against the clips/s one GPU needs per arm; writes "
+                           "decode_rates.json here and in cache_dir, where describe --memory/--gpu read it")
     real.add_argument("--resolutions", default="720p,1080p", help=f"videos to generate and read ({', '.join(RESOLUTIONS)})")
     real.add_argument("--minutes", type=float, default=3.0, help="length of each generated video (default 3)")
     real.add_argument("--gop-seconds", type=float, default=5.0, help="keyframe interval of the generated videos (default 5)")

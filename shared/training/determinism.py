@@ -17,7 +17,7 @@ deterministic kernel warn (``warn_only``) instead of ending the run: a paid GPU 
 an op the check did not foresee; the warning names the op. Cost: fp32 parts at fp32 speed instead
 of TF32 (up to ~8x slower matrix products there; most of a step runs in bf16 under autocast and is
 not affected) and slower deterministic backward kernels: a few to ~15% of a step is the usual
-figure, not measured here (no GPU); ``describe --gpu -- train.deterministic=true`` next to the
+figure, not measured here (no GPU); ``describe --gpu -c CONFIG train.deterministic=true`` next to the
 default measures it on the card. Default off: paper-scale runs pay for throughput, and
 ``compare-runs`` states what it can promise for runs made either way (experiments/compare_runs.py).
 """
