@@ -36,12 +36,22 @@ Re-running a command on the same --out directory resumes it."""
 
 
 def setup_logging(out_dir: Path | None = None, verbose: bool = False) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    """INFO lines to stderr and ``out_dir/run.log``, from rank 0 only: every rank runs the same code,
+    so the others would repeat each line (8-16 times a node) and write the shared run.log at once.
+    The other ranks print their warnings and errors, prefixed with their rank."""
+    rank = int(os.environ.get("RANK", "0"))  # the launcher's (torchrun, accelerate launch): no process group needed
+    stderr = logging.StreamHandler(sys.stderr)
+    handlers: list[logging.Handler] = [stderr]
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0 and out_dir is not None:
         handlers.append(logging.FileHandler(out_dir / "run.log"))
+    elif rank != 0:
+        stderr.setLevel(logging.WARNING)
+        fmt = f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+                        format=fmt, datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "matplotlib", "PIL", "fontTools", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -14,6 +14,9 @@ splits: the source's own splits are kept (training/validation/testing, validate,
 train/val/test; --split-map renames or skips, e.g. validation=test,testing=skip); records without one
 (or all, with --splits assign) get a split from a seeded hash of their video, so segments of one video
 never straddle two splits and re-running gives the same manifest.
+ids: the source's own video id, plus _SEGMENT for a segment, as a safe file name ('/' -> '__').
+captions: stripped, whitespace collapsed; empty ones dropped and counted. media: relative to
+--media-root, recorded once as the manifest's first line (data.manifest.media_root= re-points it).
 missing media: listed in REPORT/invalid.jsonl like `validate` lists unreadable files, so training with
 data.manifest.exclude=REPORT skips them (--missing drop leaves them out instead). Then run
 `python -m experiments validate -m MANIFEST -o REPORT` to decode one frame of every clip."""
@@ -44,7 +47,11 @@ def add_parser(sub, help: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     rule = SplitRule(args.seed, args.val_frac, args.test_frac, args.splits == "assign", parse_split_map(args.split_map))
-    s = write_manifest(args.records(args), args.manifest, rule, args.report, drop_missing=args.missing == "drop")
+    # media paths are written relative to --media-root, recorded once in the manifest (table: default
+    # the table's folder; hf: default the manifest's own folder, where stored media are written)
+    root = getattr(args, "media_root", None) or getattr(args, "default_media_root", lambda a: None)(args)
+    s = write_manifest(args.records(args), args.manifest, rule, args.report, drop_missing=args.missing == "drop",
+                       media_root=root)
     log.info("%s: %d clips (train %d, val %d, test %d), %d labels; %d with missing media%s; report in %s",
              s["manifest"], s["clips"], s["splits"]["train"], s["splits"]["val"], s["splits"]["test"], s["labels"],
              s["missing_media"], " (dropped)" if s["missing_media_dropped"] else "", s["report"])

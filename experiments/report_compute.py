@@ -9,6 +9,7 @@ import numpy as np
 from shared.evaluation.intervals import Difference, arm_difference
 from shared.evaluation.metrics import METRICS, metric
 from shared.tables import markdown_table
+from shared.text_pretraining import format_measurement
 
 
 def _fmt(x, pct=False, nd=3):
@@ -107,13 +108,13 @@ def text_pretraining_lines(summary: dict) -> list[str]:
         r = records["lm"]
         rows.append(("base LM (both arms)", f"{r['params']:,}", f"{r['steps']} steps, {r['tokens']:,} tokens",
                      f"{r['seconds']:.0f}", f"{r['train_flops']:.2e}",
-                     f"val loss {r['val_loss_per_token']:.2f} nats/token (untrained {r['val_loss_per_token_untrained']:.2f})"))
+                     f"val loss {format_measurement(r['val_loss_per_token'])} nats/token (untrained {format_measurement(r['val_loss_per_token_untrained'])})"))
     if "y_encoder" in records:
         r = records["y_encoder"]
         rows.append(("Y-encoder (target space)", f"{r['params']:,}", f"{r['steps']} steps", f"{r['seconds']:.0f}",
                      f"{r['train_flops']:.2e}",
-                     f"val captions whose nearest other caption has the same meaning: {100 * r['paraphrase_nn_same_meaning']:.1f}% "
-                     f"(untrained {100 * r['paraphrase_nn_same_meaning_untrained']:.1f}%)"))
+                     f"val captions whose nearest other caption has the same meaning: {format_measurement(r['paraphrase_nn_same_meaning'], '.1%')} "
+                     f"(untrained {format_measurement(r['paraphrase_nn_same_meaning_untrained'], '.1%')})"))
     return ["## Text pretraining", "",
             "Before the comparison, from the training split's captions alone (the captions of one clip form a group; no "
             "video, no labels, no val/test text; one model for every seed): the base LM by next-token prediction on "

@@ -22,7 +22,7 @@ from shared.files import read_json
 from shared.pipeline import Pipeline, prepare
 from shared.precision import Runtime
 from shared.training.checkpoint import RunDir, load_weights
-from shared.training.loop import check_same_config
+from shared.training.resume import check_same_config
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,11 @@ def load_arm(checkpoint: str | Path | Milestone, prepared: Pipeline | None = Non
         check_same_config(m.config_path.parent, prepared.cfg, m.arm_name, evaluating=True)
     if m.arm_name not in prepared.cfg.arm:
         raise ConfigError(f"{m.folder}: arm {m.arm_name!r} has no section in this config ({sorted(prepared.cfg.arm)})")
-    arm = reuse if reuse is not None and reuse.name == m.arm_name else prepared.seeded_arm(m.arm_name, device)
+    if reuse is not None and reuse.name == m.arm_name:
+        arm = reuse
+    else:
+        with processes.state().local_main_process_first():  # a node reads the base weights once (trainee.py)
+            arm = prepared.seeded_arm(m.arm_name, device)
     arm.load_trainable_state_dict(m.weights())
     arm.set_progress(m.samples_seen)
     arm.eval()

@@ -174,7 +174,9 @@ def _lm_loss(model, seqs, pad) -> tuple[torch.Tensor, int]:
 
 
 @torch.no_grad()
-def _lm_val_loss(model, seqs, pad, runtime) -> float:
+def _lm_val_loss(model, seqs, pad, runtime) -> float | None:
+    if not seqs:  # a dataset with no val split: nothing to measure on (training is unaffected)
+        return None
     model.eval()
     total = tokens = 0.0
     with runtime.autocast():
@@ -183,6 +185,11 @@ def _lm_val_loss(model, seqs, pad, runtime) -> float:
             total, tokens = total + float(loss) * n, tokens + n
     model.train()
     return total / max(tokens, 1)
+
+
+def format_measurement(value: float | None, spec: str = ".2f") -> str:
+    """A val measurement for the log and the report; "n/a" where the dataset has no val split."""
+    return "n/a (no val split)" if value is None else format(value, spec)
 
 
 def pretrain_lm(cfg: Config, groups, val, tokenizer, runtime, folder: Path) -> dict:
@@ -223,8 +230,8 @@ def pretrain_lm(cfg: Config, groups, val, tokenizer, runtime, folder: Path) -> d
               "train_loss_last": float(np.mean(losses[-10:])),
               "val_loss_per_token": _lm_val_loss(model, val_seqs, tokenizer.pad_token_id, runtime),
               "val_loss_per_token_untrained": untrained, "precision": runtime.precision.resolved}
-    log.info("text pretraining: LM %d steps in %.0f s, val loss %.2f nats/token (untrained %.2f)", c.steps,
-             seconds, record["val_loss_per_token"], untrained)
+    log.info("text pretraining: LM %d steps in %.0f s, val loss %s nats/token (untrained %s)", c.steps,
+             seconds, format_measurement(record["val_loss_per_token"]), format_measurement(untrained))
     return record
 
 
@@ -243,6 +250,8 @@ def paraphrase_retrieval(embed, groups, labels: np.ndarray) -> dict:
     """The share of the captions of ``groups`` whose nearest other caption has the same meaning (label);
     val only, for the record."""
     texts = [t for g in groups for t in g]
+    if len(texts) < 2:  # no val split (or one caption): nothing to measure on
+        return {"paraphrase_nn_same_meaning": None, "val_captions": len(texts)}
     owner = np.repeat(labels, [len(g) for g in groups])
     emb = torch.cat([embed(texts[i:i + 256]) for i in range(0, len(texts), 256)])
     sim = emb @ emb.T
@@ -302,9 +311,9 @@ def pretrain_y_encoder(cfg: Config, groups, val, tokenizer, runtime, folder: Pat
               "train_loss_last": float(np.mean(losses[-10:])), **reached,
               "paraphrase_nn_same_meaning_untrained": untrained["paraphrase_nn_same_meaning"],
               "precision": runtime.precision.resolved}
-    log.info("text pretraining: Y-encoder %d steps in %.0f s; val paraphrase retrieval %.1f%% (untrained %.1f%%)",
-             c.steps, seconds, 100 * reached["paraphrase_nn_same_meaning"],
-             100 * untrained["paraphrase_nn_same_meaning"])
+    log.info("text pretraining: Y-encoder %d steps in %.0f s; val paraphrase retrieval %s (untrained %s)",
+             c.steps, seconds, format_measurement(reached["paraphrase_nn_same_meaning"], ".1%"),
+             format_measurement(untrained["paraphrase_nn_same_meaning"], ".1%"))
     return record
 
 

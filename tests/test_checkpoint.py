@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from shared.training.checkpoint import RunDir, TrainState, load_weights, save_weights
+from shared.training.checkpoint import RunDir, TrainState, load_weights, save_point, save_weights
 
 
 def test_milestones_are_listed_in_order_and_describe_themselves(tmp_path):
@@ -30,9 +30,48 @@ def test_a_half_written_milestone_is_not_listed(tmp_path):
     assert [c["milestone"] for c in run.checkpoints()] == [64]
 
 
-def test_resume_falls_back_to_the_previous_point_after_a_crash_between_renames(tmp_path):
+class _OneProcess:
+    """What save_point asks of an Accelerator, for one process."""
+
+    is_main_process = True
+
+    def wait_for_everyone(self):
+        pass
+
+
+def test_each_save_writes_a_fresh_folder_renamed_when_complete_and_older_points_are_pruned(tmp_path):
+    run, written = RunDir(tmp_path), []
+
+    def write(folder):
+        written.append(folder)
+        assert folder.is_dir() and folder.name.endswith(".tmp")  # made by rank 0 before anyone writes
+        (folder / "weights.bin").write_bytes(b"x")
+
+    (run.resume / "update_000000006.0badc0de.tmp").mkdir(parents=True)  # a save a crash cut short
+    for updates in (4, 8, 8):  # 8 twice: a branch's end, then the trunk state restored at the same update
+        save_point(_OneProcess(), run.resume, TrainState(step=updates, updates=updates), write)
+    assert len(set(written)) == 3  # never a folder name used before, even for the same update
+    assert [p.name for p in run.resume.iterdir()] == ["update_000000008"]  # older point and debris pruned
+    assert run.find_resume() == run.resume / "update_000000008"
+    assert (run.find_resume() / "weights.bin").is_file()
+
+
+def test_the_newest_complete_point_is_resumed_never_a_half_written_one(tmp_path):
     run = RunDir(tmp_path)
     assert run.find_resume() is None
+    for name in ("update_000000004", "update_000000012.1234abcd.tmp", "update_000000016"):
+        (run.resume / name).mkdir(parents=True)
+    (run.resume / "update_000000004" / "train_state.json").write_text('{"step": 4}')
+    (run.resume / "update_000000012.1234abcd.tmp" / "train_state.json").write_text('{"step": 12}')
+    assert run.find_resume() == run.resume / "update_000000004"  # 16 has no state yet: incomplete
+    (run.resume / "update_000000008.old").mkdir()  # a crash between swap_in's two renames
+    (run.resume / "update_000000008.old" / "train_state.json").write_text('{"step": 8}')
+    assert run.find_resume() == run.resume / "update_000000008.old"
+
+
+def test_a_resume_point_of_the_earlier_layout_is_still_found(tmp_path):
+    """Before step-named points: one ``resume/`` folder, ``resume.old`` after a crash between renames."""
+    run = RunDir(tmp_path)
     old = tmp_path / "resume.old"
     old.mkdir()
     (old / "train_state.json").write_text('{"step": 4}')

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from shared.arm import build_arm
+from shared.training.checkpoint import RunDir
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -98,7 +99,7 @@ def test_fsdp2_resumes_on_two_and_on_one_process(runs):
     resumed = weights(runs / "part_2")
     assert all(torch.equal(resumed[k], v) for k, v in weights(full_two).items())
     assert [r["loss"] for r in logged(runs / "part_2")] == [r["loss"] for r in logged(full_two)]
-    assert len(list((runs / "part_2" / "resume").glob("__*_0.distcp"))) == 2  # one shard file per process
+    assert len(list(RunDir(runs / "part_2").find_resume().glob("__*_0.distcp"))) == 2  # one shard file per process
     across = runs / "cross_2"
     layouts = json.loads((across / "precision.json").read_text())["layouts"]
     assert [(r["processes"], r["from_step"]) for r in layouts] == [(2, 0), (1, 4)]

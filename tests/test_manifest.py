@@ -106,6 +106,36 @@ def test_undecodable_video_names_manifest_line(media, smoke_cfg):
     with pytest.raises(MediaError) as e:
         ds.split("train").frames(0, 4, 32)
     assert "data.jsonl:1" in str(e.value) and "broken.mp4" in str(e.value) and "cannot decode" in str(e.value)
+    # the message ends with the fix: the command that writes a check folder, and the key that skips what it lists
+    check = media / "data.check"
+    assert f"python -m experiments validate -m {manifest} -o {check}`" in str(e.value)
+    assert str(e.value).endswith(f"data.manifest.exclude={check}")
+
+
+def test_media_root_header_old_absolute_paths_and_the_override(media, smoke_cfg, tmp_path):
+    lines = good_lines()
+    lines[1]["media"] = str(media / "still.png")  # an old manifest's absolute path: read as it is
+    (tmp_path / "elsewhere").mkdir()
+    manifest = write_manifest(tmp_path / "elsewhere" / "m.jsonl", [{"media_root": str(media)}, *lines])
+    ds = build_dataset(smoke_cfg("data.source=manifest", f"data.manifest.path={manifest}"))
+    assert ds.split("train").frames(0, 2, 16).shape == (2, 16, 16, 3) and len(ds.split("test").frames(0, 2, 16))
+    assert [c.where.rsplit(":", 1)[1] for c in read_clips(manifest)] == ["2", "3", "4"]  # lines counted as in the file
+    # re-pointed: data.manifest.media_root wins over the header (relative paths only)
+    import shutil
+
+    moved = shutil.copytree(media, tmp_path / "moved")
+    (media / "clip.mp4").unlink()
+    cfg = smoke_cfg("data.source=manifest", f"data.manifest.path={manifest}", f"data.manifest.media_root={moved}")
+    assert build_dataset(cfg).split("train").frames(0, 2, 16).shape == (2, 16, 16, 3)
+    with pytest.raises(MediaError, match="file not found"):
+        build_dataset(smoke_cfg("data.source=manifest", f"data.manifest.path={manifest}")).split("train").frames(0, 2, 16)
+    from shared.data.media_check import validate
+
+    assert validate(manifest, tmp_path / "r", workers=1)["problems"]["not found"]["files"] == 1
+    assert validate(manifest, tmp_path / "r", workers=1, media_root=moved)["invalid"] == 0  # not resumed from the old root
+    # a header anywhere but the first line is refused
+    with pytest.raises(ManifestError, match=r"m2.jsonl:2: a media_root line must be the manifest's first line"):
+        read_clips(write_manifest(tmp_path / "m2.jsonl", [lines[0], {"media_root": "x"}]))
 
 
 def test_streams_manifest(media):
@@ -113,6 +143,9 @@ def test_streams_manifest(media):
         {"id": "s", "media": "clip.mp4", "events": [{"t": 1.5, "caption": "later"}, {"t": 0.2, "caption": "first"}]}])
     s, = read_streams(path)
     assert s.events == ((0.2, "first"), (1.5, "later"))
+    (media / "sub").mkdir()
+    headed = write_manifest(media / "sub" / "headed.jsonl", [{"media_root": ".."}, json.loads(path.read_text())])
+    assert read_streams(headed)[0].media == media / "sub" / ".." / "clip.mp4"  # a media_root first line, as clips have
     bad = write_manifest(media / "bad.jsonl", [{"id": "s", "media": "clip.mp4", "events": [{"caption": "x"}]}])
     with pytest.raises(ManifestError, match=r"bad.jsonl:1: event 0 needs a numeric 't'"):
         read_streams(bad)
@@ -168,7 +201,7 @@ def test_seeking_reads_the_frames_decoding_from_the_start_reads(tmp_path):
     assert [round(float(x) / 10) for x in seek.reshape(len(times), -1).mean(1)] == [1, 24, 5, 23, 24, 20]
 
 
-def test_validate_lists_unreadable_media_resumes_and_excludes(media, smoke_cfg, tmp_path):
+def test_validate_lists_unreadable_media_resumes_and_excludes(media, smoke_cfg, tmp_path, capsys):
     from shared.data.media_check import validate
 
     (media / "notes.txt").write_text("hello")
@@ -185,7 +218,16 @@ def test_validate_lists_unreadable_media_resumes_and_excludes(media, smoke_cfg, 
     bad = [json.loads(l) for l in (out / "invalid.jsonl").read_text().splitlines()]
     assert [(b["line"], b["id"]) for b in bad] == [(4, "gone"), (5, "txt"), (6, "bad")]
     assert "not found" in bad[0]["problem"] and "cannot decode" in bad[2]["problem"]
+    # the summary counts files by problem kind (not one entry per file), with a few examples each
+    assert s["problems"] == {"cannot decode": {"files": 2, "examples": [str(media / "notes.txt"), str(media / "broken.mp4")]},
+                             "not found": {"files": 1, "examples": [str(media / "missing.mp4")]}}
     assert validate(manifest, out, workers=1)["chunks_resumed"] == 1  # nothing redone
+    from experiments.cli import main
+
+    assert main(["validate", "-m", str(manifest), "-o", str(out), "--workers", "1"]) == 0
+    printed = capsys.readouterr().err
+    assert "cannot decode: 2 files, e.g." in printed and "not found: 1 file, e.g." in printed
+    assert f"data.manifest.exclude={out}" in printed
     ds = build_dataset(smoke_cfg("data.source=manifest", f"data.manifest.path={manifest}", f"data.manifest.exclude={out}"))
     train = ds.split("train")
     assert len(train) == 1 and train.clip(0).id == "v"
@@ -229,3 +271,17 @@ def test_tokenizer_corpus_holds_only_the_training_split_texts(media, smoke_cfg):
     assert "zebra crossing" not in corpus and "a still image" not in corpus  # test texts stay out
     assert {"a grey clip brightens", "brighten", cfg.data.query} <= set(corpus)
     assert "frames get lighter" not in corpus  # val captions too
+
+
+def test_a_cached_index_keeps_a_relative_media_root(media, tmp_path, monkeypatch):
+    """Indexed once, read from the cache: a relative header and a relative manifest path resolve alike."""
+    from shared.data.manifest import load_index
+
+    (media / "data").mkdir()
+    write_manifest(media / "data" / "m.jsonl", [{"media_root": ".."}, *good_lines()])
+    monkeypatch.chdir(media)
+    for _ in range(2):  # built, then cached
+        index = load_index("data/m.jsonl", tmp_path / "cache")
+        with open(index.path, "rb") as f:
+            assert index.clip(0, f).media.resolve() == (media / "clip.mp4").resolve()
+    assert load_index("data/m.jsonl", tmp_path / "cache", media_root=tmp_path).media_root == tmp_path

@@ -13,7 +13,9 @@ from shared.arm import Batch, build_arm
 from shared.config import ConfigError, load_config
 from shared.evaluation.audit import audit
 from shared.training import step as step_module
-from shared.training.loop import _ResumeClock, train_arm
+from shared.training.checkpoint import RunDir
+from shared.training.loop import train_arm
+from shared.training.resume import ResumeClock
 from shared.training.parallel import micro_layout
 from shared.training.step import coupled_step
 from tests.conftest import SMOKE
@@ -113,7 +115,7 @@ def test_a_resume_point_is_resumed_under_its_own_layout_only(smoke_prepared, tmp
                               "train.mixed_precision=no", "train.parallel=fsdp2"])
     prepared = dataclasses.replace(smoke_prepared, cfg=cfg)
     train_arm(prepared, "toy", tmp_path / "run", stop_at_samples=96, progress=False)
-    assert (tmp_path / "run" / "resume" / ".metadata").is_file()  # a torch distributed checkpoint
+    assert (RunDir(tmp_path / "run").find_resume() / ".metadata").is_file()  # a torch distributed checkpoint
     ddp = dataclasses.replace(prepared, cfg=load_config(SMOKE, [f"cache_dir={cfg.cache_dir}", "plugins=[tests.toy_arm]",
                                                                 "train.mixed_precision=no", "train.parallel=ddp"]))
     with pytest.raises(ConfigError, match="written under train.parallel=fsdp2: resume with that setting"):
@@ -126,16 +128,16 @@ def test_a_resume_point_is_resumed_under_its_own_layout_only(smoke_prepared, tmp
 
 def test_resume_points_by_wall_time_are_decided_at_log_steps(monkeypatch):
     now = [0.0]
-    monkeypatch.setattr("shared.training.loop.time.perf_counter", lambda: now[0])
+    monkeypatch.setattr("shared.training.resume.time.perf_counter", lambda: now[0])
     cfg = load_config(SMOKE, ["train.resume_every=0", "train.resume_every_min=1", "train.log_every=5"])
-    clock = _ResumeClock(cfg.train)
+    clock = ResumeClock(cfg.train)
     now[0] = 59.0
     assert not clock.due(5)
     now[0] = 61.0
     assert not clock.due(6) and clock.due(10)  # read at log steps only: every rank decides at the same step
     clock.saved()
     assert not clock.due(15)
-    steps = _ResumeClock(load_config(SMOKE, ["train.resume_every=4"]).train)
+    steps = ResumeClock(load_config(SMOKE, ["train.resume_every=4"]).train)
     assert steps.due(8) and not steps.due(9)
 
 

@@ -129,3 +129,16 @@ def test_the_flop_count_adds_the_second_forward_where_the_loop_runs_gradcache(sm
     assert not alone["gradcache"] and two["gradcache"]
     assert two["train_flops_per_sample"] > alone["train_flops_per_sample"]
     assert alone["encoder_flops_per_sample"] > 0 and alone["decoder_flops_per_caption"] > 0
+
+
+def test_text_pretraining_without_a_val_split_trains_and_says_so(tmp_path, monkeypatch):
+    """A manifest with no val clips still trains; the record's measurements are absent, not zero."""
+    from experiments.report_compute import text_pretraining_lines
+
+    cfg, runtime, dataset, tokenizer = _setup(tmp_path)
+    monkeypatch.setattr(tp, "VAL_GROUPS", 0)  # what an empty val split gives the stage
+    text = tp.prepare_text_knowledge(cfg, dataset, tokenizer, runtime)
+    lm, enc = text.records["lm"], text.records["y_encoder"]
+    assert lm["val_loss_per_token"] is None and enc["paraphrase_nn_same_meaning"] is None
+    section = "\n".join(text_pretraining_lines({"text_pretraining": text.records}))
+    assert section.count("n/a (no val split)") == 4

@@ -6,6 +6,7 @@ import yaml
 from safetensors.torch import load_file
 
 from shared.data.order import TrainOrder
+from shared.training.checkpoint import RunDir
 from shared.training.loop import train_arm
 from shared.training.schedule import MilestonePlan, trunk_factor
 
@@ -163,7 +164,7 @@ def test_cooldown_milestone_equals_a_run_decayed_there(toy, tmp_path):
     assert lrs[-1][3] == 0.0 and lrs[-2][3] > 0  # the rate after the last branch update: decayed to zero
     schedule = json.loads((tmp_path / "cool" / "schedule.json").read_text())
     assert schedule["updates"] == len(lrs) == 12
-    trunk = load_file(str(tmp_path / "cool" / "branch_point" / "model.safetensors"))
+    trunk = load_file(str(RunDir(tmp_path / "cool").find_branch_point() / "model.safetensors"))
     straight = weights(tmp_path / "plain", 192)
     assert all(torch.equal(trunk[k], straight[k]) for k in straight)
 
@@ -175,7 +176,7 @@ def test_resume_inside_a_cooldown_branch_is_exact(toy, tmp_path):
     # branch 4 5 6: stopping after 8 updates leaves the run inside the branch of 192
     part = train_arm(toy(*cool), "toy", tmp_path / "part", stop_at_samples=8 * 32, progress=False)
     assert not part.completed
-    state = json.loads((tmp_path / "part" / "resume" / "train_state.json").read_text())
+    state = json.loads((RunDir(tmp_path / "part").find_resume() / "train_state.json").read_text())
     assert state["branch"] == 192 and state["step"] == 5 and state["updates"] == 8
     resumed = train_arm(toy(*cool), "toy", tmp_path / "part", progress=False)
     assert resumed.completed and full.completed

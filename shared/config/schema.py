@@ -42,6 +42,10 @@ class ManifestConfig:
     streams_path: str | None = None  # JSONL of long videos with timestamped events
     # a `validate` report (its invalid.jsonl): the clips it lists are skipped, counted in the log
     exclude: str | None = None
+    # folder the manifest's relative media paths are read from, in place of the one it records (its
+    # media_root line, else its own folder): a dataset moved to another disk or node, re-pointed
+    # (a relative one counts from the working directory; absolute media paths are read as they are)
+    media_root: str | None = None
 
 
 @dataclass

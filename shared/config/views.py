@@ -12,6 +12,7 @@ NOT_TRAINING = ("seeds", "arms", "plugins", "variants", "cache_dir", "eval", "la
                 "train.log_every", "train.resume_every", "train.resume_every_min", "train.threads",
                 "train.parallel", "train.deterministic", "train.process_group_timeout_min",
                 "data.synthetic.streams", "data.synthetic.stream_events", "data.manifest.streams_path",
+                "data.manifest.media_root",  # where the same files are, not what they are
                 "data.workers", "data.prefetch", "data.decode_threads")
 
 

@@ -5,8 +5,11 @@ Clip line:   {"id": str, "media": path, "captions": [str, ...], "label": str (op
               a segment of a longer video, e.g. a YouCook2 or CrossTask step)}
 Stream line: {"id": str, "media": path, "events": [{"t": seconds, "caption": str}, ...]}
 
-``media`` is a video (anything FFmpeg decodes), an image or a folder of frames; relative paths
-are resolved against the manifest's folder. Every problem is reported as
+``media`` is a video (anything FFmpeg decodes), an image or a folder of frames. Relative paths are
+resolved against the media root: the manifest's folder, or the folder named once by a first line
+``{"media_root": path}`` (a relative one counts from the manifest's folder), or
+``data.manifest.media_root`` (a moved dataset re-pointed without rewriting its lines). Absolute
+paths (manifests written before media roots) are read as they are. Every problem is reported as
 ``<manifest>:<line>: <what is wrong>``.
 
 The index (``ManifestIndex``) is built in one streaming pass over the file and cached: per line
@@ -32,7 +35,7 @@ from shared.files import atomic_path, write_json_atomic
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-INDEX_VERSION = "manifest-index-v1"
+INDEX_VERSION = "manifest-index-v2"  # v2: the media_root header line
 
 
 class ManifestError(ValueError):
@@ -101,6 +104,20 @@ def media_path(raw: str, root: Path) -> Path:
     return Path(raw) if Path(raw).is_absolute() else root / raw
 
 
+def header_root(obj: dict[str, Any], path: Path, where: str) -> Path | None:
+    """The media root a manifest's first line names (``{"media_root": ...}``), or None for a clip line."""
+    if "media_root" not in obj or "id" in obj:
+        return None
+    return media_path(_text(obj["media_root"], "media_root", where), path.parent)
+
+
+def resolve_root(path: Path, header: Path | None, override: str | Path | None) -> Path:
+    """Where relative media are: ``data.manifest.media_root`` if set, else the header's, else the manifest's folder."""
+    if override:
+        return media_path(str(Path(override).expanduser()), Path.cwd())
+    return header if header is not None else path.parent
+
+
 def parse_clip(obj: dict[str, Any], root: Path, where: str) -> ManifestClip:
     """Check one clip line's fields (not its media file) and return it."""
     cid = _text(_field(obj, "id", str, where), "id", where)
@@ -128,6 +145,7 @@ class ManifestIndex:
     n_captions: np.ndarray  # int32 [N]
     labels: list[str]  # sorted label names
     digest: str  # sha256 of the manifest's bytes: the content identity of its clips
+    root: Path | None = None  # folder of relative media (None: the manifest's folder)
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -142,7 +160,11 @@ class ManifestIndex:
         """The clip at ``row``, read from ``handle`` (a binary file of the manifest)."""
         handle.seek(int(self.offsets[row]))
         where = self.where(row)
-        return parse_clip(_json_object(handle.readline(), where), self.path.parent, where)
+        return parse_clip(_json_object(handle.readline(), where), self.media_root, where)
+
+    @property
+    def media_root(self) -> Path:
+        return self.root if self.root is not None else self.path.parent
 
 
 def _cache_key(path: Path) -> str:
@@ -150,8 +172,9 @@ def _cache_key(path: Path) -> str:
     return hashlib.sha256(f"{INDEX_VERSION}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
 
 
-def build_index(path: str | Path) -> ManifestIndex:
-    """One pass over the file: every line checked (fields, duplicate ids), columns kept, rows dropped."""
+def build_index(path: str | Path, media_root: str | Path | None = None) -> ManifestIndex:
+    """One pass over the file: every line checked (fields, duplicate ids), columns kept, rows dropped.
+    ``media_root`` (``data.manifest.media_root``) overrides the root the manifest names."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
@@ -159,13 +182,23 @@ def build_index(path: str | Path) -> ManifestIndex:
     id_hashes = array("Q")  # 8-byte hashes of the ids: duplicates found by sorting, not a set of strings
     label_ids: dict[str, int] = {}
     sha = hashlib.sha256()
+    header, root = None, None
     with path.open("rb") as f:
         offset = 0
         for n, raw in enumerate(f, start=1):
             sha.update(raw)
             if raw.strip():
                 where = f"{path}:{n}"
-                clip = parse_clip(_json_object(raw, where), path.parent, where)
+                obj = _json_object(raw, where)
+                if root is None:  # the first line: a media_root header, or a clip
+                    header = header_root(obj, path, where)
+                    root = resolve_root(path, header, media_root)
+                    if header is not None:
+                        offset += len(raw)
+                        continue
+                elif "media_root" in obj and "id" not in obj:
+                    raise ManifestError(f"{where}: a media_root line must be the manifest's first line")
+                clip = parse_clip(obj, root, where)
                 offsets.append(offset)
                 lines.append(n)
                 splits.append(SPLITS.index(clip.split))
@@ -185,7 +218,7 @@ def build_index(path: str | Path) -> ManifestIndex:
     # remap[-1] is the spare last entry, -1: lines without a label stay -1
     return ManifestIndex(path, np.frombuffer(offsets, dtype=np.int64).copy(), np.frombuffer(lines, dtype=np.int32).copy(),
                          np.frombuffer(splits, dtype=np.int8).copy(), remap[label], np.frombuffer(ncap, dtype=np.int32).copy(),
-                         names, sha.hexdigest())
+                         names, sha.hexdigest(), root)
 
 
 def _check_unique_ids(path: Path, hashes: np.ndarray, offsets: np.ndarray, lines: np.ndarray) -> None:
@@ -204,26 +237,32 @@ def _check_unique_ids(path: Path, hashes: np.ndarray, offsets: np.ndarray, lines
                 raise ManifestError(f"{path}:{lines[b]}: duplicate id {ids[1]!r} (first at {path}:{lines[a]})")
 
 
-def load_index(path: str | Path, cache_root: str | Path | None = None) -> ManifestIndex:
-    """The manifest's index, from the cache when the file is unchanged (size and mtime)."""
+def load_index(path: str | Path, cache_root: str | Path | None = None,
+               media_root: str | Path | None = None) -> ManifestIndex:
+    """The manifest's index, from the cache when the file is unchanged (size and mtime); ``media_root``
+    (``data.manifest.media_root``) overrides the folder relative media are read from."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
     if cache_root is None:
-        return build_index(path)
+        return build_index(path, media_root)
     folder = Path(cache_root).expanduser() / "manifests" / _cache_key(path)
     if (folder / "index.npz").is_file() and (folder / "meta.json").is_file():
         meta = json.loads((folder / "meta.json").read_text())
+        header = meta.get("header_root")
+        root = resolve_root(path, None if header is None else media_path(header, path.parent), media_root)
         with np.load(folder / "index.npz") as z:
             return ManifestIndex(path, z["offsets"], z["lines"], z["split"], z["label"], z["n_captions"],
-                                 meta["labels"], meta["digest"])
+                                 meta["labels"], meta["digest"], root)
     index = build_index(path)
+    header = None if index.root == path.parent else str(index.root.absolute())  # the cache key is the resolved path
+    index.root = resolve_root(path, index.root, media_root)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "index.npz", suffix=".npz") as tmp:
         np.savez(tmp, offsets=index.offsets, lines=index.lines, split=index.split, label=index.label,
                  n_captions=index.n_captions)
     write_json_atomic(folder / "meta.json", {"manifest": str(path.resolve()), "clips": len(index),
-                                             "labels": index.labels, "digest": index.digest})
+                                             "labels": index.labels, "digest": index.digest, "header_root": header})
     log.info("indexed %s: %d clips, %d labels", path, len(index), len(index.labels))
     return index
 
@@ -232,13 +271,18 @@ def read_streams(path: str | Path) -> list[ManifestStream]:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
-    streams = []
+    streams, root = [], None
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             where = f"{path}:{n}"
             obj = _json_object(line, where)
+            if root is None:  # a media_root first line, as clip manifests may have
+                header = header_root(obj, path, where)
+                root = resolve_root(path, header, None)
+                if header is not None:
+                    continue
             sid = _text(_field(obj, "id", str, where), "id", where)
             events = []
             for i, ev in enumerate(_field(obj, "events", list, where)):
@@ -247,7 +291,7 @@ def read_streams(path: str | Path) -> list[ManifestStream]:
                 events.append((float(ev["t"]), _text(ev.get("caption"), f"event {i} caption", where)))
             if not events:
                 raise ManifestError(f"{where}: 'events' is empty")
-            media = media_path(_text(_field(obj, "media", str, where), "media", where), path.parent)
+            media = media_path(_text(_field(obj, "media", str, where), "media", where), root)
             if not media.exists():
                 raise ManifestError(f"{where}: media file not found: {media}")
             streams.append(ManifestStream(sid, media, tuple(sorted(events)), where))

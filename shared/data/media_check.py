@@ -5,14 +5,14 @@ pass does it once: each clip's media is opened by its decoder and one frame read
 written per chunk of lines as they finish (``validate.partial.jsonl``), so a killed run resumes
 where it stopped; at the end ``invalid.jsonl`` lists each unreadable clip (line, id, media,
 problem), ``slow.jsonl`` each readable one that cannot be read by seeking (decoded from the start
-at every read; same fields, the reason as problem) and ``validate.json`` sums up. ``data.manifest.exclude=<that folder>`` makes training
+at every read; same fields, the reason as problem) and ``validate.json`` sums up (unreadable files
+counted by kind, with a few examples each: ``summarize``). ``data.manifest.exclude=<that folder>`` makes training
 skip the listed clips, counted in the log.
 """
 from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -38,10 +38,32 @@ from shared.progress import progress_bar
 CHUNK_LINES = 1000
 
 
-def check_lines(path: str, offsets: np.ndarray, lines: np.ndarray) -> tuple[list[dict], list[dict]]:
+# problem kinds, by the words the readers (shared/data/media.py) put in their messages; first match wins
+KINDS = (("not found", "not found"), ("cannot decode", "cannot decode"), ("no decodable frames", "cannot decode"),
+         ("no video stream", "no video stream"), ("after the video's end", "too short (starts after the video's end)"),
+         ("needs a video", "start/end on a still image or frame folder"), ("holds no frames", "empty frame folder"))
+EXAMPLES = 3
+
+
+def problem_kind(problem: str) -> str:
+    return next((kind for words, kind in KINDS if words in problem), "other")
+
+
+def summarize(bad: list[dict]) -> dict[str, dict]:
+    """{kind: {"files": n, "examples": [a few media paths]}}, the commonest kind first."""
+    kinds: dict[str, dict] = {}
+    for b in bad:
+        k = kinds.setdefault(problem_kind(b["problem"]), {"files": 0, "examples": []})
+        k["files"] += 1
+        if len(k["examples"]) < EXAMPLES:
+            k["examples"].append(b["media"])
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1]["files"]))
+
+
+def check_lines(path: str, offsets: np.ndarray, lines: np.ndarray, root: str) -> tuple[list[dict], list[dict]]:
     """(unreadable clips, readable but slow clips) among the given lines (runs in a worker process)."""
     bad, slow = [], []
-    root = Path(path).parent
+    root = Path(root)
     with open(path, "rb") as f:
         for offset, line in zip(offsets, lines):
             f.seek(int(offset))
@@ -56,11 +78,13 @@ def check_lines(path: str, offsets: np.ndarray, lines: np.ndarray) -> tuple[list
     return bad, slow
 
 
-def validate(manifest: str | Path, out: Path, workers: int = 2, cache_root: str | Path | None = None) -> dict:
+def validate(manifest: str | Path, out: Path, workers: int = 2, cache_root: str | Path | None = None,
+             media_root: str | Path | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    index = load_index(manifest, cache_root)
+    index = load_index(manifest, cache_root, media_root)
     partial = out / "validate.partial.jsonl"
-    done = {r["chunk"]: r for r in read_jsonl(partial) if r.get("digest") == index.digest}
+    root = str(index.media_root)  # a re-pointed root checks other files: nothing resumed from the old one
+    done = {r["chunk"]: r for r in read_jsonl(partial) if r.get("digest") == index.digest and r.get("root") == root}
     chunks = range(-(-len(index) // CHUNK_LINES))
     todo = [c for c in chunks if c not in done]
     t0 = time.perf_counter()
@@ -68,10 +92,10 @@ def validate(manifest: str | Path, out: Path, workers: int = 2, cache_root: str 
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool, \
             progress_bar(total=len(todo) * CHUNK_LINES, desc="validate", unit="clip") as bar:
         futures = {pool.submit(check_lines, path, index.offsets[c * CHUNK_LINES:(c + 1) * CHUNK_LINES],
-                               index.lines[c * CHUNK_LINES:(c + 1) * CHUNK_LINES]): c for c in todo}
+                               index.lines[c * CHUNK_LINES:(c + 1) * CHUNK_LINES], root): c for c in todo}
         for future in futures:  # in submission order: the partial file stays in chunk order
             bad, slow = future.result()
-            row = {"chunk": futures[future], "digest": index.digest, "bad": bad, "slow": slow}
+            row = {"chunk": futures[future], "digest": index.digest, "root": root, "bad": bad, "slow": slow}
             append_jsonl(partial, row)
             done[row["chunk"]] = row
             bar.update(CHUNK_LINES)
@@ -79,9 +103,8 @@ def validate(manifest: str | Path, out: Path, workers: int = 2, cache_root: str 
     slow = sorted((b for r in done.values() for b in r.get("slow", [])), key=lambda b: b["line"])
     write_text_atomic(out / "invalid.jsonl", "".join(json.dumps(b) + "\n" for b in bad))
     write_text_atomic(out / "slow.jsonl", "".join(json.dumps(b) + "\n" for b in slow))
-    problems = Counter(b["problem"].split(": ")[-1][:80] for b in bad)
     summary = {"manifest": str(index.path), "digest": index.digest, "clips": len(index), "invalid": len(bad),
-               "problems": dict(problems.most_common(20)), "slow": len(slow), "workers": workers,
+               "problems": summarize(bad), "slow": len(slow), "workers": workers,
                "wall_s_this_invocation": round(time.perf_counter() - t0, 2), "chunks_resumed": len(chunks) - len(todo)}
     write_json_atomic(out / "validate.json", summary)
     return summary

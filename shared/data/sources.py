@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -134,7 +135,7 @@ class ManifestSource(ClipSource):
         try:
             return read_media(c.media, n_frames, size, c.span, threads=self.decode_threads)
         except MediaError as e:
-            raise MediaError(f"{c.where}: {e}") from None
+            raise MediaError(f"{c.where}: {e}; {fix_hint(self.index, e)}") from None
 
     def caption_counts(self) -> np.ndarray:
         return self.index.n_captions[self.rows]
@@ -172,8 +173,21 @@ def build_dataset(cfg: Config) -> Dataset:
     return manifest_dataset(cfg.data.manifest.path, cfg, require_train=True)
 
 
+def fix_hint(index: ManifestIndex, error: Exception) -> str:
+    """What to run or set when training meets a clip it cannot read (the message ends with it)."""
+    check = index.path.with_suffix(".check")
+    hint = (f"to skip every unreadable clip, run `python -m experiments validate -m {index.path} -o {check}` "
+            f"and train with data.manifest.exclude={check}")
+    if "file not found" in str(error) and not index.media_root.is_dir():
+        hint = (f"the media folder {index.media_root} does not exist: if the dataset moved, set "
+                f"data.manifest.media_root=<its new folder>; else {hint}")
+    return hint
+
+
 def manifest_dataset(path: str, cfg: Config, require_train: bool = False) -> Dataset:
-    index = load_index(path, cfg.cache_path)
+    m = cfg.data.manifest  # data.manifest.media_root re-points the training manifest (and it as an eval set)
+    same = m.path is not None and Path(path).expanduser().absolute() == Path(m.path).expanduser().absolute()
+    index = load_index(path, cfg.cache_path, m.media_root if same else None)
     excluded = excluded_rows(cfg, index)
     splits = {}
     for split in ("train", "val", "test"):

@@ -6,18 +6,22 @@
 - ``checkpoints/samples_<N>/``: one per milestone: the trainable weights gathered to one
   ``model.safetensors`` (whatever the sharding), ``train_state.json`` and the resolved
   ``config.yaml``, so a checkpoint describes itself;
-- ``resume/``: the latest resume point, written by every process in its layout's format
-  (``accelerator.save_state`` under DDP; a torch distributed checkpoint of sharded weights and
-  AdamW states under FSDP2; shared/training/parallel.py) plus ``train_state.json`` (step, samples
-  seen, milestones done; the data position follows from the step); replaced atomically;
+- ``resume/update_<N>/``: the latest resume point, after N optimizer updates, written by every
+  process in its layout's format (``accelerator.save_state`` under DDP; a torch distributed
+  checkpoint of sharded weights and AdamW states under FSDP2; shared/training/parallel.py) plus
+  ``train_state.json`` (step, samples seen, milestones done; the data position follows from the
+  step); ``branch_point/update_<N>/`` likewise, the trunk's state where a cooldown branch left it.
+  Each save is written into a folder named for it alone and renamed when complete (``save_point``);
 - ``train_log.jsonl``, ``done.json``, and ``.lock`` while a process trains in it.
 Frozen parts (encoder, token embeddings, frozen Y-encoder) are rebuilt from the config.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
+import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +30,7 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, save_file
 
+from shared import processes
 from shared.config import ConfigError
 from shared.files import read_json, swap_in, write_json_atomic
 
@@ -94,11 +99,11 @@ class RunDir:
         return self.root / "checkpoints" / f"samples_{samples:010d}"
 
     def find_resume(self) -> Path | None:
-        """The resume folder, or the previous one if a crash hit between the two renames."""
-        for folder in (self.resume, self.resume.with_name("resume.old")):
-            if (folder / "train_state.json").is_file():
-                return folder
-        return None
+        """The newest complete resume point, if any."""
+        return latest_point(self.resume)
+
+    def find_branch_point(self) -> Path | None:
+        return latest_point(self.branch_point)
 
     def checkpoints(self) -> list[dict]:
         out = []
@@ -131,22 +136,64 @@ def load_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     return load_file(str(folder / "model.safetensors")), read_json(folder / "train_state.json")
 
 
-def save_resume(accelerator, run: RunDir, state: TrainState, write: Callable[[Path], None],
-                folder: Path | None = None) -> None:
+_POINT = re.compile(r"update_(\d{9})(\.old)?")  # a complete point; .old: a crash hit between swap_in's renames
+
+
+def latest_point(parent: Path) -> Path | None:
+    """The newest complete point in ``parent`` (``update_<N>`` with its train_state.json; half-written
+    ``.tmp`` folders are never candidates). A folder of an earlier version, ``parent`` itself or
+    ``<parent>.old`` holding train_state.json, when there is none."""
+    points = []
+    for folder in parent.glob("update_*") if parent.is_dir() else ():
+        if (m := _POINT.fullmatch(folder.name)) and (folder / "train_state.json").is_file():
+            points.append((int(m.group(1)), m.group(2) is None, folder))
+    if points:
+        return max(points)[2]
+    for folder in (parent, parent.with_name(parent.name + ".old")):
+        if (folder / "train_state.json").is_file():
+            return folder
+    return None
+
+
+def save_point(accelerator, parent: Path, state: TrainState, write: Callable[[Path], None]) -> Path:
     """Every process writes its part (``write(folder)``: the layout's model, optimizer, schedule and
-    RNG states, sharded under FSDP2) into ``<folder>.tmp``; the main one swaps it in. ``folder``: the
-    run's resume point by default (or the branch point of a cooldown branch)."""
-    folder = folder or run.resume
-    tmp = folder.with_name(folder.name + ".tmp")
+    RNG states, sharded under FSDP2) into a folder named for this save alone,
+    ``update_<N>.<token>.tmp``: no process ever writes into a folder another one deleted and made
+    again (on a network filesystem, a stale file handle on the other node). Once every process has
+    written, rank 0 adds train_state.json, renames it to ``update_<N>`` and removes the older points
+    and any half-written folder of a crashed save."""
+    final = parent / f"update_{state.updates:09d}"
+    token = processes.on_main(lambda: uuid.uuid4().hex[:8])
+    tmp = parent / f"{final.name}.{token}.tmp"
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     write(tmp)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json_atomic(tmp / "train_state.json", state.to_json())
-        swap_in(tmp, folder)
+        swap_in(tmp, final)  # the same update saved again (a branch's end, then the trunk restored): replaced whole
+        _prune(parent, final)
     accelerator.wait_for_everyone()
+    return final
+
+
+def _prune(parent: Path, keep: Path) -> None:
+    """Everything in ``parent`` but ``keep``: older points, crashed saves' folders, an earlier version's files."""
+    for entry in parent.iterdir():
+        if entry == keep:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def save_resume(accelerator, run: RunDir, state: TrainState, write: Callable[[Path], None],
+                folder: Path | None = None) -> None:
+    """A resume point of ``run`` (``save_point``), or with ``folder`` = ``run.branch_point`` the
+    branch point of a cooldown branch."""
+    save_point(accelerator, folder or run.resume, state, write)
 
 
 def load_resume(folder: Path, read: Callable[[Path], None]) -> TrainState:

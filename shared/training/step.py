@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 
 import torch
+from torch.distributed.fsdp import FSDPModule
 
 from shared.precision import autocast
 
@@ -36,7 +37,23 @@ def runs_gradcache(couples_batch: bool, accum: int, processes: int) -> bool:
 
 
 def _sync_last(accelerator, model, i: int, n: int):
-    return contextlib.nullcontext() if i == n - 1 else accelerator.no_sync(model)
+    """Gradients reduced on the last micro-step only: DDP through Accelerate's ``no_sync``; the suite's
+    own FSDP2 modules, which Accelerate does not know (its ``no_sync`` was a no-op there and every
+    micro-step reduce-scattered), through ``set_requires_gradient_sync``."""
+    if i == n - 1:
+        return contextlib.nullcontext()
+    return _fsdp2_no_sync(model) if isinstance(model, FSDPModule) else accelerator.no_sync(model)
+
+
+@contextlib.contextmanager
+def _fsdp2_no_sync(model: FSDPModule):
+    """Gradients accumulate unsharded, unreduced (each rank holds its unit's whole gradient until
+    the last micro-step: DDP's memory for the gradients, not FSDP2's shard)."""
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
 
 
 def independent_step(accelerator, model, arm, micro_batches) -> torch.Tensor:

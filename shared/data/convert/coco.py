@@ -1,14 +1,15 @@
 """COCO captions: ``captions_<split><year>.json`` ({"images": [{"id", "file_name"}], "annotations":
 [{"image_id", "caption"}]}), or Karpathy's split file ``dataset_coco.json`` ({"images": [{"filepath",
 "filename", "split", "sentences": [{"raw"}], "cocoid"}]}). The official files' split comes from the
-file name (train / val / test), Karpathy's from each image (restval counts as train)."""
+file name (train / val / test), Karpathy's from each image (restval counts as train). Ids are the
+image ids (``cocoid``); a missing image is reported where COCO's layout has it (``train2017/<file>``)."""
 from __future__ import annotations
 
 import re
 from pathlib import Path
 from typing import Iterator
 
-from shared.data.convert.common import ConvertError, MediaFinder, Record, load_json, need
+from shared.data.convert.common import ConvertError, MediaFinder, Record, clip_id, load_json, need
 
 
 def add_arguments(p) -> None:
@@ -18,9 +19,10 @@ def add_arguments(p) -> None:
                    help="folder holding the images (e.g. the one with train2017/ and val2017/ in it)")
 
 
-def _split_of(path: Path) -> str | None:
-    m = re.search(r"(train|val|test)", path.stem.lower())
-    return m.group(1) if m else None
+def _split_of(path: Path) -> tuple[str | None, str | None]:
+    """(split, image folder) from the file name: captions_val2017.json -> ("val", "val2017")."""
+    m = re.search(r"(train|val|test)(\d{4})?", path.stem.lower())
+    return (m.group(1), m.group(0)) if m else (None, None)
 
 
 def _official(data: dict, path: Path, finder: MediaFinder) -> Iterator[Record]:
@@ -34,11 +36,12 @@ def _official(data: dict, path: Path, finder: MediaFinder) -> Iterator[Record]:
         image_id = need(ann, "image_id", where)
         if image_id not in images:
             raise ConvertError(f"{where}: image_id {image_id!r} is not in 'images'")
-        captions.setdefault(image_id, []).append(str(need(ann, "caption", where)).strip())
-    split = _split_of(path)
+        captions.setdefault(image_id, []).append(str(need(ann, "caption", where)))
+    split, folder = _split_of(path)
     for image_id, (name, where) in images.items():
         if image_id in captions:  # COCO's test images come without captions
-            yield Record(str(image_id), finder.find(name), captions[image_id], where, split=split)
+            media = finder.find(name, expected=f"{folder}/{name}" if folder else None)
+            yield Record(clip_id(image_id), media, captions[image_id], where, split=split)
 
 
 def _karpathy(data: dict, path: Path, finder: MediaFinder) -> Iterator[Record]:
@@ -47,8 +50,8 @@ def _karpathy(data: dict, path: Path, finder: MediaFinder) -> Iterator[Record]:
         name = str(need(img, "filename", where))
         rel = Path(str(img.get("filepath", ""))) / name
         cid = img.get("cocoid", img.get("imgid", Path(name).stem))
-        caps = [str(need(s, "raw", where)).strip() for s in need(img, "sentences", where)]
-        yield Record(str(cid), finder.find(str(rel)), caps, where, split=str(need(img, "split", where)))
+        caps = [str(need(s, "raw", where)) for s in need(img, "sentences", where)]
+        yield Record(clip_id(cid), finder.find(str(rel)), caps, where, split=str(need(img, "split", where)))
 
 
 def records(args) -> Iterator[Record]:

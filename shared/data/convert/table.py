@@ -2,7 +2,10 @@
 
 One row per clip, or several rows of one clip (one caption each: merged by id). Columns are found
 by their usual names (``--*-column`` names others); a caption cell may hold one text or a JSON list.
-Media paths are relative to ``--media-root`` (or bare names, matched by file stem under it).
+Media paths are relative to ``--media-root`` (or bare names, matched by file stem under it). Ids:
+the id column's value, else the media path without its extension, plus ``_<start>-<end>`` for a
+segment, through ``clip_id`` (``sub/clip.mp4`` at 1-3 s -> ``sub__clip_1-3``). CSV/TSV are read as
+``utf-8-sig``: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from shared.data.convert.common import ConvertError, MediaFinder, Record, load_json
+from shared.data.convert.common import ConvertError, MediaFinder, Record, clip_id, load_json, merge_rows, span_segment
 
 COLUMNS = {
     "id": ("id", "clip_id", "video_id", "image_id", "key", "name"),
@@ -28,6 +31,7 @@ REQUIRED = ("media", "caption")
 def add_arguments(p) -> None:
     p.add_argument("--table", required=True, type=Path, help="captions table: .csv, .tsv, .json (a list of objects) or .jsonl")
     p.add_argument("--media-root", type=Path, help="folder the media paths are relative to (default: the table's folder)")
+    p.set_defaults(default_media_root=lambda args: args.table.parent)
     for role, names in COLUMNS.items():
         p.add_argument(f"--{role}-column", help=f"column of the {role} (default: the first of {', '.join(names)})")
 
@@ -38,7 +42,7 @@ def read_rows(path: Path) -> Iterator[tuple[str, dict]]:
     if not path.is_file():
         raise ConvertError(f"--table: no such file: {path}")
     if suffix in (".csv", ".tsv"):
-        with path.open(newline="", encoding="utf-8") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:
             for n, row in enumerate(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","), start=2):
                 yield f"{path}:{n}", row
     elif suffix == ".jsonl":
@@ -79,10 +83,10 @@ def _captions(value, where: str) -> list[str]:
             value = json.loads(value)
         except json.JSONDecodeError:
             pass
-    values = value if isinstance(value, list) else [value]
+    values = ["" if v is None else v for v in (value if isinstance(value, list) else [value])]  # blank: counted
     if not all(isinstance(v, str) for v in values):
         raise ConvertError(f"{where}: captions must be text, got {value!r}")
-    return [v for v in values if v.strip()]
+    return list(values)  # stripped, and empty ones counted, by write_manifest's caption policy
 
 
 def _cell(row: dict, column: str | None) -> str | None:
@@ -100,8 +104,11 @@ def _seconds(value, where: str, what: str) -> float | None:
 
 
 def records(args) -> Iterator[Record]:
+    yield from merge_rows(_rows(args))  # rows of one id merge into one clip
+
+
+def _rows(args) -> Iterator[Record]:
     finder = MediaFinder(args.media_root or args.table.parent)
-    clips: dict[str, Record] = {}  # rows of one id merge into one clip
     cols = None
     for where, row in read_rows(args.table):
         if not isinstance(row, dict):
@@ -111,17 +118,7 @@ def records(args) -> Iterator[Record]:
         if not media:
             raise ConvertError(f"{where}: empty {cols['media']!r}")
         start, end = (_seconds(row.get(cols[k]) if cols[k] else None, where, k) for k in ("start", "end"))
-        span = "" if start is None and end is None else f"_{start or 0:g}-{end if end is not None else 'end'}"
-        rec = Record(_cell(row, cols["id"]) or Path(media).with_suffix("").as_posix() + span, finder.find(media),
-                     _captions(row.get(cols["caption"]), where), where, label=_cell(row, cols["label"]),
-                     split=_cell(row, cols["split"]), start=start, end=end)
-        prev = clips.get(rec.id)
-        if prev is None:
-            clips[rec.id] = rec
-            continue
-        for attr in ("media", "label", "split", "start", "end"):
-            if getattr(prev, attr) != getattr(rec, attr):
-                raise ConvertError(f"{where}: clip {rec.id!r} has {attr} {getattr(rec, attr)!r} here but "
-                                   f"{getattr(prev, attr)!r} at {prev.where}")
-        prev.captions += rec.captions
-    yield from clips.values()
+        own = _cell(row, cols["id"])
+        cid = clip_id(own) if own else clip_id(Path(media).with_suffix("").as_posix(), span_segment(start, end))
+        yield Record(cid, finder.find(media), _captions(row.get(cols["caption"]), where), where,
+                     label=_cell(row, cols["label"]), split=_cell(row, cols["split"]), start=start, end=end)
