@@ -21,7 +21,7 @@ COMMANDS = {
     "selective-decoding": "decode long streams only where the embedding changes (paper 4.5)",
     "make-manifest": "convert a dataset's annotations (a table, COCO, MSR-VTT, YouCook2, CrossTask, HF datasets) to a manifest",
     "validate": "check every clip's media file of a manifest (parallel, resumable)",
-    "data-bench": "data pipeline at scale: RSS vs manifest size, loader clips/s, cache vs online step, seek vs scan decoding",
+    "data-bench": "data pipeline at scale: RSS vs manifest size, loader clips/s, cache vs online step, seek vs scan decoding; --real-video: clips/s per worker vs a GPU's need",
     "export": "a milestone checkpoint as Hugging Face folders (from_pretrained) with a model card",
     "report": "redraw the figures and report of a sample-efficiency or selective-decoding run",
     "compare-runs": "do two output folders hold the same results? (metrics, predictions, weights, audit; timings left out)",

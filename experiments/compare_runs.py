@@ -7,6 +7,13 @@ cell; training logs; predictions; sweep and selective-decoding rows), ``baseline
 orders, checkpoint states, the control audit, and every milestone's weights tensor by tensor.
 Not compared: timings (keys ending in ``_s``, rates per second), paths, package versions. The
 resolved configs' differences are listed first: a different config explains different results.
+
+What "the same" can mean depends on the device the runs trained on, read from their records
+(precision.json: the device, its name, the resolved precision, ``train.deterministic``): on a CPU,
+and on CUDA with ``train.deterministic=true``, reruns are bit-identical, so the default tolerance
+is 0; on CUDA with ``train.deterministic=false`` (TF32, atomics in backward kernels) or between
+different devices, small differences are expected and numbers are compared within
+``NONDETERMINISTIC_ATOL`` unless ``--atol`` says otherwise. The first line printed says which.
 """
 from __future__ import annotations
 
@@ -24,6 +31,11 @@ from shared.files import read_json, read_jsonl
 JSON_FILES = ("baselines.json", "data_order.json", "control_audit.json", "train_state.json")
 PATH_KEYS = {"runs", "path", "run_dir", "out"}  # where a run lives, not what it computed
 ROW_IDENTITY = ("arm", "seed", "milestone", "cell", "stream", "rate", "method")
+# absolute tolerance where reruns are not bit-identical (CUDA without train.deterministic, or two devices):
+# rounding-level gaps of a short run (a few hundred steps: losses, bf16 weights, a clip or two of top-5 over
+# ~500 clips). Long non-deterministic runs part further, towards the spread between seeds: compare those
+# with the report's seed intervals, or rerun with train.deterministic=true for an identity check.
+NONDETERMINISTIC_ATOL = 1e-2
 
 
 def add_parser(sub, help: str) -> None:
@@ -32,7 +44,10 @@ def add_parser(sub, help: str) -> None:
                                    "(within --atol), 1 when something differs or is missing on one side.")
     p.add_argument("a", type=Path, help="an output folder (sample-efficiency, train, selective-decoding)")
     p.add_argument("b", type=Path, help="the folder to compare it with")
-    p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance on numbers and weights (default: exact)")
+    p.add_argument("--atol", type=float, default=None,
+                   help="absolute tolerance on numbers and weights (default: 0 where the runs' device promises "
+                        f"bit-identical reruns: CPU, or CUDA with train.deterministic=true; {NONDETERMINISTIC_ATOL:g} "
+                        "on CUDA with train.deterministic=false or across devices)")
     p.add_argument("--ignore", action="append", default=[], metavar="KEY",
                    help="a key to leave out wherever it appears (e.g. a config key one side no longer has); repeatable")
     p.add_argument("--show", type=int, default=20, help="differences printed (default 20)")
@@ -130,10 +145,45 @@ def compare(a: Path, b: Path, atol: float = 0.0, ignore: tuple[str, ...] = ()) -
     return counts, diffs
 
 
+def devices(root: Path) -> set[tuple[str, str, bool]]:
+    """(device type, device name, deterministic) of every run under ``root``, from its precision.json (the
+    loop records ``train.deterministic`` as applied; runs made before that trained without it)."""
+    out = set()
+    for path in root.rglob("precision.json"):
+        info = read_json(path)
+        hw = info.get("hardware") or {}
+        kind = hw.get("device", "cpu")
+        name = (hw.get("cuda_name") if kind == "cuda" else hw.get("cpu")) or "unknown"
+        out.add((kind, name, bool((info.get("determinism") or {}).get("deterministic", False))))
+    return out
+
+
+def promise(a: Path, b: Path) -> tuple[str, float]:
+    """What two output folders' runs can be expected to share, and the default tolerance that follows."""
+    found = devices(a) | devices(b)
+    if not found:
+        return "no precision.json in either folder: the device is unknown; compared exactly", 0.0
+    kinds = {(kind, name) for kind, name, _ in found}
+    if len(kinds) > 1:
+        return ("runs on different devices (" + " vs ".join(f"{k} {n}" for k, n in sorted(kinds)) + "): rounding "
+                f"differences expected, compared with tolerance {NONDETERMINISTIC_ATOL:g}"), NONDETERMINISTIC_ATOL
+    (kind, name), = kinds
+    if kind != "cuda":
+        return f"CPU ({name}): bit-identical expected", 0.0
+    if all(det for _, _, det in found):
+        return f"CUDA ({name}) with train.deterministic=true: bit-identical expected", 0.0
+    return (f"CUDA ({name}) with train.deterministic=false: small differences expected (TF32, atomics in backward "
+            f"kernels), compared with tolerance {NONDETERMINISTIC_ATOL:g}; they grow with the steps: "
+            "train.deterministic=true for an identity check"), NONDETERMINISTIC_ATOL
+
+
 def run(args: argparse.Namespace) -> int:
     for folder in (args.a, args.b):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no such output folder")
+    expected, default_atol = promise(args.a, args.b)
+    args.atol = default_atol if args.atol is None else args.atol
+    print(f"device: {expected}" + (f" (--atol {args.atol:g} given)" if args.atol != default_atol else ""))
     config = config_differences(args.a, args.b, set(args.ignore))
     print(f"configs: {'identical' if not config else f'{len(config)} keys differ'}")
     for line in config[:args.show]:

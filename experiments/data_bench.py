@@ -6,6 +6,12 @@
 3. Step time of the configured arms with cached features vs the encoder in the step (online).
 4. Video decoding: frames/s reading a long video by seeking vs decoding from the start.
 
+``--real-video`` measures instead what a GPU's data needs (experiments/decode_bench.py): one loader
+worker's clips/s on generated 720p and 1080p H.264 videos, minutes long (written once into a cache
+folder), ``data.frames`` frames a clip at ``encoder.image_size`` px through the suite's reader, at
+each FFmpeg thread count asked for, against the clips/s one GPU needs per arm at the pace the hours
+estimate assumes. Its result (decode_rates.json) is what ``describe --memory``/``--gpu`` read.
+
 The manifests point at a few small generated videos (the media content is not what is measured).
 For the cache-mode memory runs the shards are filled with random rows instead of encoded, since
 encoding 200k clips would take an hour here and the reader's memory does not depend on values;
@@ -28,7 +34,10 @@ import numpy as np
 import torch
 
 from experiments.cli import add_config_args
-from shared.config import load_config
+from experiments import decode_bench
+from experiments.decode_bench import RESOLUTIONS
+from experiments.describe import data_rate
+from shared.config import ConfigError, load_config
 from shared.data import synthetic
 from shared.data.loader import ClipBatches, TrainPlan, batches, make_loader
 from shared.data.media import read_video, video_duration
@@ -56,6 +65,23 @@ def add_parser(sub, help: str) -> None:
     p.add_argument("--steps", type=int, default=20, help="training steps per memory run and per step-time side")
     p.add_argument("--loader-batches", type=int, default=40, help="batches read per loader-throughput point")
     p.add_argument("--video-minutes", type=float, default=10.0, help="length of the long video for the decode test")
+    real = p.add_argument_group("--real-video: one worker's clips/s on real-resolution video (only this is run)")
+    real.add_argument("--real-video", action="store_true",
+                      help="one loader worker's clips/s on generated H.264 (data.frames frames at encoder.image_size px: "
+                           "16 at 336 with paper.yaml) against the clips/s one GPU needs per arm; writes "
+                           "decode_rates.json here and in cache_dir, where describe --memory/--gpu read it")
+    real.add_argument("--resolutions", default="720p,1080p", help=f"videos to generate and read ({', '.join(RESOLUTIONS)})")
+    real.add_argument("--minutes", type=float, default=3.0, help="length of each generated video (default 3)")
+    real.add_argument("--gop-seconds", type=float, default=5.0, help="keyframe interval of the generated videos (default 5)")
+    real.add_argument("--clip-seconds", type=float, default=10.0,
+                      help="span of a clip, at a random place in the video; its frames are spread over it (default 10)")
+    real.add_argument("--decode-threads", default="1,2,0",
+                      help="FFmpeg thread counts to measure, 0 = FFmpeg's own (default 1,2,0)")
+    real.add_argument("--real-clips", type=int, default=12, help="clips read per point, after one untimed (default 12)")
+    real.add_argument("--video-cache", type=Path, default=None,
+                      help="folder of the generated videos, kept for reruns (default: cache_dir/data_bench/videos)")
+    real.add_argument("--gpus", type=int, default=8, help="GPUs the needed rate is computed for (default 8: one node)")
+    real.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
 
@@ -202,10 +228,44 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _list(text: str, key: str, cast=str) -> list:
+    try:
+        return [cast(x) for x in text.split(",") if x]
+    except ValueError:
+        raise ConfigError(f"{key}: expected a comma list, got {text!r}") from None
+
+
+def run_real_video(args: argparse.Namespace, cfg) -> int:
+    names = _list(args.resolutions, "--resolutions")
+    unknown = [n for n in names if n not in RESOLUTIONS]
+    if unknown:
+        raise ConfigError(f"--resolutions: unknown {', '.join(unknown)}; known: {', '.join(RESOLUTIONS)}")
+    threads = _list(args.decode_threads, "--decode-threads", int)
+    folder = args.video_cache or cfg.cache_path / "data_bench" / "videos"
+    r = decode_bench.measure(folder, names, args.minutes, threads, args.real_clips, args.clip_seconds, args.gop_seconds,
+                             cfg.data.frames, cfg.encoder.image_size, progress=not args.quiet)
+    decode_bench.save(r, args.out, cfg.cache_path / data_rate.RATES_FILE)
+    per_gpu = data_rate.gpu_clip_rates(cfg, args.gpus)
+    lines = [f"One loader worker on {r['cpu']} ({r['cores']} cores; load average {r['load_average']['before']:.1f} "
+             f"before, {r['load_average']['after']:.1f} after): clips/s, {r['frames']} frames of {r['clip_s']:g}-s clips "
+             f"at {r['size']} px, {r['minutes']:g}-minute H.264 videos, a keyframe every {r['gop_s']:g} s", "",
+             *decode_bench.rates_table(r)]
+    lines += ["", f"Workers one GPU needs (of {args.gpus}; at the pace the hours estimate assumes, describe --memory): "
+              "clips/s needed / one worker's clips/s, rounded up; cores = clips/s x CPU s a clip at one thread "
+              "(workers decoding side by side on separate cores, each at the rate measured alone)", "",
+              *decode_bench.workers_table(r, {f"{a}": v for a, v in per_gpu.items()})]
+    text = "\n".join(lines)
+    write_text_atomic(args.out / "decode_rates.md", text + "\n")
+    print(text)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     cfg0 = load_config(args.config, args.overrides)
+    if args.real_video:
+        return run_real_video(args, cfg0)
     runtime = resolve_runtime(cfg0)  # the manifest runs below change the data, not the precision
     (out / "media").mkdir(exist_ok=True)
     media = []

@@ -30,6 +30,7 @@ import torch
 
 from shared import processes
 from shared.config import ConfigError
+from shared.training import determinism
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,7 @@ def resolve_runtime(cfg, device: str | torch.device | None = None) -> Runtime:
     """The command's runtime: this process's place among the processes (shared/processes.py, with the
     config's process-group timeout) and the precision for its device, logged once."""
     processes.configure(cfg)
+    determinism.prepare_environment(cfg.train.deterministic)  # before anything touches CUDA
     dev = torch.device(device) if device is not None else processes.device()
     rank, world = processes.layout()
     p = resolve(cfg, dev)

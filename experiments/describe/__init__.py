@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from experiments.cli import add_config_args
+from experiments.describe import data_rate
 from experiments.describe.gpu_check import GpuCheckFailed, gpu_check, gpu_check_text
 from experiments.describe.hardware import hardware, hardware_text
 from experiments.describe.memory import memory, memory_text
@@ -54,6 +55,10 @@ def add_parser(sub, help: str) -> None:
                         "and on; prints peak memory against the --memory estimate, step time, samples/s and MFU; exits "
                         "4 on a crash or a peak over the estimate by more than 25%%. Without CUDA it runs on the CPU "
                         "(a dry run for small configs such as smoke.yaml)")
+    p.add_argument("--decode-rates", metavar="FILE", default=None,
+                   help="--memory, --gpu: a data-bench --real-video result (decode_rates.json) giving one loader worker's "
+                        "clips/s, against which the clips/s each GPU needs is turned into workers and cores (default: "
+                        "cache_dir/data_bench/decode_rates.json when data-bench ran here, else a stated assumed rate)")
     p.add_argument("--steps", type=int, default=3, help="--gpu: training steps per run, the first one untimed (default 3)")
     p.add_argument("--compile", choices=["both", "off", "on"], default="both", help="--gpu: torch.compile settings to run")
     p.set_defaults(run=run)
@@ -102,14 +107,18 @@ def run(args: argparse.Namespace) -> int:
         modes = {"both": (False, True), "off": (False,), "on": (True,)}[args.compile]
         r = gpu_check(args.config, args.overrides, steps=max(2, args.steps), compile_modes=modes,
                       caption_tokens=args.caption_tokens)
-        print(json.dumps(r, indent=2) if args.json else gpu_check_text(r))
+        r["data_rate"] = data_rate.for_gpu_check(r, cfg, args.decode_rates)
+        print(json.dumps(r, indent=2) if args.json else "\n".join(
+            [gpu_check_text(r), *data_rate.text(r["data_rate"], "its measured samples/s, fastest run per arm")]))
         if not r["ok"]:
             raise GpuCheckFailed("the GPU check failed (see the table above)")
         return 0
     if args.memory:
         gpus = args.gpus or DEFAULT_GPUS.get(Path(args.config).name, [8, 16])
         m = memory(cfg, gpus, args.caption_tokens, args.calibrate)
-        print(json.dumps(m, indent=2) if args.json else memory_text(m))
+        m["data_rate"] = data_rate.for_memory(m, cfg, args.decode_rates)
+        print(json.dumps(m, indent=2) if args.json else "\n".join(
+            [memory_text(m), *data_rate.text(m["data_rate"], f"the hours above: {100 * m['utilisation']:.0f}% of the peak on the FLOPs a step executes")]))
         return 0
     runtime = resolve_runtime(cfg)
     if args.hardware:

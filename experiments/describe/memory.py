@@ -104,6 +104,8 @@ def _hours(cfg, analytic: dict, gpus: int, encoder_flops_per_sample: float, util
     rate = gpus * H100_BF16_DENSE * utilisation
     return {"flops_per_sample": parts, "executed_flops_per_sample": executed,
             "mfu": utilisation * (model + encoder_flops_per_sample) / executed,
+            # the clips each GPU consumes at that pace: what its loader workers must decode (describe/data_rate.py)
+            "clips_per_s_per_gpu": H100_BF16_DENSE * utilisation / executed,
             "hours_to_milestone": {m: m * executed / rate / 3600 for m in t.milestones}}
 
 

@@ -57,6 +57,12 @@ class DataConfig:
     # features); 0 = in the training process. prefetch = batches each worker keeps ready.
     workers: int = 0
     prefetch: int = 2
+    # FFmpeg's decoding threads per reading process (each worker, or the training process at 0 workers);
+    # 0 = FFmpeg's own count (a thread per core, up to 16: with 8 workers per GPU, 64 x 16 threads a node).
+    # 1: more threads do not lower the CPU seconds a clip costs (measured: 0.85-0.90 s at 720p, 1.67-1.71 s at
+    # 1080p for 1, 2 and FFmpeg's count; docs/data_pipeline.md); they only let one worker take idle cores, and
+    # with enough workers to feed a GPU there are none. Raise it only for few workers on many idle cores
+    decode_threads: int = 1
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     manifest: ManifestConfig = field(default_factory=ManifestConfig)
 
@@ -181,6 +187,11 @@ class TrainConfig:
     # memory for ~30% more compute; in the shared section, so both arms of a comparison use it or not
     activation_checkpointing: bool = False
     compile: bool = False  # torch.compile each transformer block (GPUs; minutes of compile on a CPU)
+    # bit-identical reruns on CUDA: TF32 off (matmul, cuDNN), deterministic kernels (warning on ops that have
+    # none), CUBLAS_WORKSPACE_CONFIG set. Costs GPU throughput (fp32 parts at fp32 speed, slower backward
+    # kernels; shared/training/determinism.py); CPU runs are bit-identical either way. Recorded in
+    # precision.json, not compared: like the layout, it is how a run computes, not what it trains
+    deterministic: bool = False
     threads: int = 0  # torch threads; 0 = all cores
     log_every: int = 10  # optimizer steps between log lines
     resume_every: int = 100  # optimizer steps between resume points (besides milestones); 0 = off

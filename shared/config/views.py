@@ -10,10 +10,10 @@ from shared.registry import arm_config_classes
 # Keys that do not change what training computes: excluded from resume checks and control audits.
 NOT_TRAINING = ("seeds", "arms", "plugins", "variants", "cache_dir", "eval", "latency", "selective", "log", "arm_name",
                 "train.log_every", "train.resume_every", "train.resume_every_min", "train.threads",
-                "train.parallel", "train.process_group_timeout_min",
+                "train.parallel", "train.deterministic", "train.process_group_timeout_min",
                 "data.synthetic.streams", "data.synthetic.stream_events", "data.manifest.streams_path",
                 "data.manifest.media_root",  # where the same files are, not what they are
-                "data.workers", "data.prefetch")
+                "data.workers", "data.prefetch", "data.decode_threads")
 
 
 def variant_changes(cfg_dict: dict[str, Any], name: str) -> dict[str, tuple[Any, Any]]:

@@ -22,7 +22,7 @@ from PIL import Image
 STILL_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 # a forward gap (seconds) past which seeking beats decoding through: keyframes are usually <= 2 s apart
 SEEK_GAP_S = 2.0
-THREADED_PIXELS = 640 * 360
+THREADED_PIXELS = 640 * 360  # frame threads (decode_threads != 1) only from this size: below it their start-up dominates
 
 
 class MediaError(ValueError):
@@ -154,18 +154,27 @@ class _Walker:
             self.prev = item
 
 
+def set_decode_threads(stream, threads: int) -> None:
+    """FFmpeg's decoding threads for ``stream`` (``data.decode_threads``): 1 = one thread, the most
+    clips per core when many loader workers share the cores; N > 1 = N threads; 0 = FFmpeg's own
+    count (one per core, up to 16). More than one thread uses frame and slice threads on large frames."""
+    if threads != 1 and (stream.codec_context.width or 0) * (stream.codec_context.height or 0) >= THREADED_PIXELS:
+        stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = threads
+
+
 def read_video(path: Path, size: int, n_frames: int | None = None, times: np.ndarray | None = None,
-               seek: bool = True, span: tuple[float, float | None] | None = None) -> np.ndarray:
+               seek: bool = True, span: tuple[float, float | None] | None = None, threads: int = 0) -> np.ndarray:
     """Frames nearest to ``times`` (seconds), or ``n_frames`` uniform over the video (over ``span``,
     (start, end or None = the end), when given), from one opening of the file (more when the header
-    has no duration or the demuxer refuses to seek). ``seek=False`` decodes from the start instead."""
+    has no duration or the demuxer refuses to seek). ``seek=False`` decodes from the start instead.
+    ``threads``: FFmpeg's decoding threads (:func:`set_decode_threads`; 0 = FFmpeg's choice)."""
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise MediaError(f"{path}: no video stream")
             stream = container.streams.video[0]
-            if (stream.codec_context.width or 0) * (stream.codec_context.height or 0) >= THREADED_PIXELS:
-                stream.thread_type = "AUTO"  # FFmpeg's frame/slice threads: worth their start-up on large frames
+            set_decode_threads(stream, threads)
             if times is None:
                 times = _sampled_times(path, _duration(container, stream), n_frames, span)
             times = np.asarray(times, dtype=float)
@@ -178,7 +187,7 @@ def read_video(path: Path, size: int, n_frames: int | None = None, times: np.nda
                     last_t, last = t, _frame_square(frame, size)
                 out[k] = last
     except _SeekRefused:  # a fresh opening, decoded from the start: same frames, chosen by decoded time
-        return read_video(path, size, times=times, seek=False)
+        return read_video(path, size, times=times, seek=False, threads=threads)
     except MediaError as e:
         raise MediaError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
     except (av.error.FFmpegError, OSError, ValueError, IndexError) as e:  # unreadable, corrupt or truncated
@@ -208,14 +217,16 @@ def video_duration(path: Path) -> float:
         raise MediaError(f"{path}: cannot decode video: {e}") from None
 
 
-def read_media(path: Path, n_frames: int, size: int, span: tuple[float, float | None] | None = None) -> np.ndarray:
+def read_media(path: Path, n_frames: int, size: int, span: tuple[float, float | None] | None = None,
+               threads: int = 0) -> np.ndarray:
     """``n_frames`` frames of a video (over ``span`` = (start, end or None) seconds when given), an
-    image repeated, or a folder of frames; a time span is refused for stills and frame folders."""
+    image repeated, or a folder of frames; a time span is refused for stills and frame folders.
+    ``threads``: FFmpeg's decoding threads for a video (``data.decode_threads``; 0 = FFmpeg's choice)."""
     if not path.exists():
         raise MediaError(f"{path}: file not found")
     kind = media_kind(path)
     if kind == "video":
-        return read_video(path, size, n_frames=n_frames, span=span)
+        return read_video(path, size, n_frames=n_frames, span=span, threads=threads)
     if span is not None:
         raise MediaError(f"{path}: a clip with start/end times needs a video, not {'an image' if kind == 'image' else 'a folder of frames'}")
     if kind == "image":

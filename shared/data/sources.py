@@ -105,8 +105,9 @@ class SyntheticSource(ClipSource):
 
 
 class ManifestSource(ClipSource):
-    def __init__(self, index: ManifestIndex, split: str, rows: np.ndarray):
+    def __init__(self, index: ManifestIndex, split: str, rows: np.ndarray, decode_threads: int = 1):
         self.index, self.name, self.rows = index, split, rows
+        self.decode_threads = decode_threads  # FFmpeg's threads per reading process (data.decode_threads)
         self.content_key = digest(index.digest, split, hashlib.sha256(rows.tobytes()).hexdigest())
         self.text_key = self.content_key
         self._handle, self._pid = None, None
@@ -132,7 +133,7 @@ class ManifestSource(ClipSource):
     def frames(self, i: int, n_frames: int, size: int) -> np.ndarray:
         c = self.manifest_clip(i)
         try:
-            return read_media(c.media, n_frames, size, c.span)
+            return read_media(c.media, n_frames, size, c.span, threads=self.decode_threads)
         except MediaError as e:
             raise MediaError(f"{c.where}: {e}; {fix_hint(self.index, e)}") from None
 
@@ -191,7 +192,8 @@ def manifest_dataset(path: str, cfg: Config, require_train: bool = False) -> Dat
     splits = {}
     for split in ("train", "val", "test"):
         rows = index.rows(split)
-        splits[split] = ManifestSource(index, split, np.setdiff1d(rows, excluded) if len(excluded) else rows)
+        splits[split] = ManifestSource(index, split, np.setdiff1d(rows, excluded) if len(excluded) else rows,
+                                       cfg.data.decode_threads)
     if require_train and not len(splits["train"]):
         raise ManifestError(f"{path}: no clip has split 'train'")
     return Dataset(splits, index.labels, f"manifest({path})")

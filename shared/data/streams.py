@@ -51,7 +51,7 @@ def load_streams(cfg: Config) -> list[Stream]:
             raise MediaError(f"{ms.where}: {e}") from None
 
         def reader(times: np.ndarray, size: int, media: Path = ms.media) -> np.ndarray:
-            return read_video(media, size, times=times)
+            return read_video(media, size, times=times, threads=cfg.data.decode_threads)
 
         out.append(Stream(ms.id, duration, ms.events, reader))
     return out

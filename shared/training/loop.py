@@ -39,7 +39,7 @@ from shared.data.order import TrainOrder
 from shared.files import append_jsonl, write_json_atomic
 from shared.pipeline import Pipeline
 from shared.progress import progress_bar
-from shared.training import cooldown
+from shared.training import cooldown, determinism
 from shared.training.checkpoint import RunDir, TrainState, folder_lock, save_resume
 from shared.training.parallel import layout_of, micro_layout, recipe
 from shared.training.release import release
@@ -112,6 +112,7 @@ def train_arm(prepared: Pipeline, arm_name: str, run_dir: str | Path, stop_at_sa
     run = RunDir(run_dir)
     processes.configure(cfg)
     accelerator = new_accelerator(cfg, run.root, precision["resolved"])
+    precision["determinism"] = determinism.apply(cfg.train.deterministic, accelerator.device)
     if accelerator.distributed_type == DistributedType.FSDP:
         raise ConfigError("launched with Accelerate's FSDP plugin: the suite shards the model itself "
                           "(train.parallel=fsdp2); launch with a plain multi-GPU config (experiments/accelerate/)")
