@@ -15,14 +15,14 @@ import yaml
 
 from experiments.selective_report import write_selective_outputs
 from plots.curves import parameters, sample_efficiency
-from shared.config import base_arm_name, variant_changes
+from shared.config import ConfigError, base_arm_name, parse_override, variant_changes
 from shared.evaluation.audit import arm_controls, audit, audit_markdown
-from shared.evaluation.intervals import LEVEL, arm_difference
 from shared.evaluation.metrics import METRICS, metric
 from shared.files import atomic_path, read_json, read_jsonl, write_json_atomic, write_text_atomic
 from shared.precision import describe as describe_precision, recorded
 from shared.tables import markdown_table
-from experiments.report_arms import arm_sections
+from experiments.report_arms import arm_sections, decoder_arms
+from experiments.report_differences import arm_differences, difference_lines, ratio_line, reference_arm
 from experiments.report_paper import paper_lines
 from experiments.report_compute import (_fmt, _interval, _signed, compute_lines, matched_compute, matched_compute_lines,
                                         text_pretraining_lines, time_lines)
@@ -38,7 +38,8 @@ def add_parser(sub, help: str) -> None:
     p = sub.add_parser("report", help=help,
                        description="Rebuild DIR's figures and report from its result files only (sample-efficiency: "
                                    "metrics.jsonl, baselines.json, runs/*/config.yaml -> report.md and control audit; "
-                                   "selective-decoding: selective_decoding.jsonl -> selective_report.md); no model is loaded.")
+                                   "selective-decoding: selective_decoding.jsonl -> selective_report.md); no model is loaded. "
+                                   "report.reference=ARM compares every arm with ARM instead of the run's reference.")
     p.add_argument("--out", "-o", required=True, type=Path, help="a sample-efficiency or selective-decoding output directory")
     p.add_argument("--publish", type=Path, default=None, metavar="DIR",
                    help="also copy the redrawn main figure into DIR (the README's docs/figures/ is made this way: "
@@ -51,7 +52,7 @@ def redraw(args: argparse.Namespace) -> int:
     if selective:
         write_selective_outputs(args.out)
     else:
-        write_outputs(args.out)
+        write_outputs(args.out, _reference(getattr(args, "overrides", [])))
     if args.publish:
         name = "selective_decoding.png" if selective else "sample_efficiency.png"
         args.publish.mkdir(parents=True, exist_ok=True)
@@ -59,6 +60,16 @@ def redraw(args: argparse.Namespace) -> int:
             shutil.copyfile(args.out / name, tmp)
         log.info("published %s", args.publish / name)
     return 0
+
+
+def _reference(overrides: list[str]) -> str | None:
+    """A redraw takes report.* overrides only: what was trained is fixed by then."""
+    ref = None
+    for key, value in map(parse_override, overrides):
+        if key != "report.reference":
+            raise ConfigError(f"{key}: a redraw takes only report.reference=ARM; the rest is fixed by the run")
+        ref = str(value)
+    return ref
 
 
 def aggregate(rows: list[dict]) -> dict:
@@ -85,55 +96,8 @@ def _cell(agg: dict, m: str, pct: bool) -> str:
     return s + (f" ({_fmt(lo, pct)}–{_fmt(hi, pct)})" if agg["seeds"] > 1 else "")
 
 
-def arm_differences(out: Path, rows: list[dict], pairs: list[tuple[str, str]], milestones: list[int]) -> dict:
-    """(a, b, milestone, metric) -> Difference of a - b with its 95% interval, for every metric the
-    predictions hold clip by clip, over the seeds both arms ran."""
-    out_d = {}
-    for a, b in pairs:
-        for ms in milestones:
-            seeds = sorted({r["seed"] for r in rows if r["arm"] == a and r["milestone"] == ms}
-                           & {r["seed"] for r in rows if r["arm"] == b and r["milestone"] == ms})
-            for m in (x for x in METRICS if x.per_clip):
-                d = arm_difference(out, a, b, seeds, ms, m.key) if seeds else None
-                if d is not None:
-                    out_d[(a, b, ms, m.key)] = d
-    return out_d
-
-
-def comparison_lines(diffs: dict, arms: list[str], milestones: list[int]) -> list[str]:
-    """Who leads at each milestone: 'leads'/'trails' only when the 95% interval of the paired
-    difference excludes zero, else 'ties'."""
-    if len(arms) < 2:
-        return []
-    a, b = arms[:2]
-    lines = []
-    for headline in (m for m in METRICS if m.headline):
-        leads = []
-        for ms in milestones:
-            d = diffs.get((a, b, ms, headline.key))
-            if d is None:
-                continue
-            pct = headline.percent
-            verdict = d.verdict(headline.higher_is_better)
-            who = {"leads": f"{a} leads", "trails": f"{b} leads", "ties": "tie"}[verdict]
-            leads.append(f"{ms:,}: {who} ({_signed(d.diff, pct)}{' pts' if pct else ''} {a} − {b}, "
-                         f"95% {_interval(d, pct)})")
-        if leads:
-            lines.append(f"- **{headline.label}** — " + "; ".join(leads))
-    return lines
-
-
-def difference_table(diffs: dict, arms: list[str], milestones: list[int]) -> list[str]:
-    """Every per-clip metric's difference between the first two arms, per milestone, with its interval."""
-    if len(arms) < 2:
-        return []
-    a, b = arms[:2]
-    rows = [(f"{ms:,}", m.label, _signed(d.diff, m.percent), _interval(d, m.percent), d.verdict(m.higher_is_better))
-            for ms in milestones for m in METRICS if m.per_clip and (d := diffs.get((a, b, ms, m.key))) is not None]
-    return markdown_table(["samples seen", "metric", f"{a} − {b}", "95% interval", "reading"], rows, "rlrll") if rows else []
-
-
-def write_outputs(out: Path) -> bool:
+def write_outputs(out: Path, reference: str | None = None) -> bool:
+    """Everything from OUT's files; ``reference``: compare against this arm, not the run's report.reference."""
     out = Path(out)
     rows = read_jsonl(out / "metrics.jsonl")
     if not rows:
@@ -141,7 +105,9 @@ def write_outputs(out: Path) -> bool:
     base = read_json(out / "baselines.json") if (out / "baselines.json").exists() else {}
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     summary = read_json(out / "summary.json") if (out / "summary.json").exists() else {}
-    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    ran = set(r["arm"] for r in rows)  # in the run's order of `arms`, then any others its rows hold
+    arms = [a for a in dict.fromkeys([*(cfg.get("arms") or []), *(r["arm"] for r in rows)]) if a in ran]
+    reference = reference_arm(cfg, arms, reference)
     seeds = sorted({r["seed"] for r in rows})
     milestones = sorted({r["milestone"] for r in rows})
 
@@ -162,18 +128,18 @@ def write_outputs(out: Path) -> bool:
     parameters(params, out)
     agg = aggregate(rows)
     variants = cfg.get("variants") or {}
-    pairs = list(dict.fromkeys(([tuple(arms[:2])] if len(arms) >= 2 else [])
+    pairs = list(dict.fromkeys([(reference, a) for a in arms if a != reference]
                                + [(v, base_arm_name(variants, v)) for v in arms
                                   if v in variants and base_arm_name(variants, v) in arms]))
     diffs = arm_differences(out, rows, pairs, milestones)
-    matched = matched_compute(out, rows, arms, milestones)
+    matched = matched_compute(out, rows, arms, milestones, reference)
     write_json_atomic(out / "matched_compute.json", matched)
     write_json_atomic(out / "differences.json", [{"a": a, "b": b, "milestone": ms, "metric": k, **d.to_json()}
                                                  for (a, b, ms, k), d in diffs.items()])
     timings = read_json(out / "timings.json") if (out / "timings.json").exists() else {}
-    run = RunFiles(cfg, rows, base, summary, arms, seeds, milestones, diffs)
+    run = RunFiles(cfg, rows, base, summary, arms, seeds, milestones, diffs, reference)
     write_text_atomic(out / "report.md", render_report(run, agg, audits, params, matched)
-                      + "\n".join(["", *time_lines(timings)]))
+                      + "\n".join(["", *time_lines(timings, decoder_arms(run))]))
     log.info("wrote %s, %s and report.md", figs[0].name, "control_audit.md")
     return True
 
@@ -184,11 +150,11 @@ def _precision(cfg, summary) -> str:
 
 
 def control_lines(run: RunFiles, sections: dict) -> list[str]:
-    """Every setting that gives one arm something the other lacks, as the run was configured."""
+    """Every setting that gives one arm something the others lack, as the run was configured."""
     lm = run.cfg["lm"]
-    start = {"captions": "pretrained on the training captions alone (text_pretraining), the same for both arms",
-             None: "seeded random init, the same for both arms: no text knowledge"}
-    lines = ["- Base LM (both arms' starting weights): " + start.get(lm["weights"], f"pretrained `{lm['weights']}`") + "."]
+    start = {"captions": "pretrained on the training captions alone (text_pretraining), the same for every arm",
+             None: "seeded random init, the same for every arm: no text knowledge"}
+    lines = ["- Base LM (every arm's starting weights): " + start.get(lm["weights"], f"pretrained `{lm['weights']}`") + "."]
     for a in run.arms:
         lines += [f"- {a}: {line}" for line in arm_controls(a, run.cfg)]
     return lines + sections["controls"]  # the data's (classification candidates), then each arm's
@@ -255,6 +221,9 @@ def _setup_lines(run: RunFiles, sections: dict) -> list[str]:
     """Title and what was run: data, encoder, LM, training, evaluation, time spent; then any warning."""
     cfg, base, d, milestones = run.cfg, run.base, run.cfg["data"], run.milestones
     lines = ["# Sample efficiency: embedding prediction (VL-JEPA) vs token prediction (VLM)", "",
+         f"- Arms: {', '.join(f'{a} (reference)' if a == run.reference else a for a in run.arms)}"
+         + (f"; all {len(run.arms)} on the same data, steps and evaluation; each compared with the reference "
+            "(`report.reference`)." if len(run.arms) > 1 else "."),
          *sections["data"], f"- Clips: {d['frames']} frames per clip; query “{d['query']}”.",
          f"- Encoder (frozen, shared): `{cfg['encoder']['model']}` at {cfg['encoder']['image_size']} px"
          + ("" if cfg["encoder"]["weights"] else " (seeded random init: no pretrained weights offline)") + ".",
@@ -271,7 +240,7 @@ def _setup_lines(run: RunFiles, sections: dict) -> list[str]:
 
 def _results_lines(run: RunFiles, agg: dict, sections: dict) -> list[str]:
     """The results table, per-set results and who leads at each milestone."""
-    rows, arms, seeds, milestones, diffs = run.rows, run.arms, run.seeds, run.milestones, run.diffs
+    rows, arms, seeds, milestones = run.rows, run.arms, run.seeds, run.milestones
     phr = max((r.get("phrasings") or 1) for r in rows)
     lines = ["## Results", "", (f"Mean over {len(seeds)} seeds (min–max in brackets)." if len(seeds) > 1 else
                           "One seed: at small sample counts the seed-to-seed spread is large; run seeds=0,1,2 before concluding."),
@@ -289,19 +258,7 @@ def _results_lines(run: RunFiles, agg: dict, sections: dict) -> list[str]:
                 per_set.append([name, a, _fmt(c), _fmt(t5, True)])
         lines += ["", "Per evaluation set (last milestone, mean over seeds):", "",
               *markdown_table(["set", "arm", "CIDEr", "top-5 %"], per_set, "llrr")]
-    table = difference_table(diffs, arms, milestones)
-    if table:
-        how = (f"{len(seeds)} seeds: a t-interval over the per-seed paired differences (t on {len(seeds) - 1} "
-               "degrees of freedom), widened by a bootstrap that resamples the test labels (all clips of a label "
-               "together, the same draw for every seed)" if len(seeds) > 1 else
-               "one seed: a bootstrap that resamples the test labels (all clips of a label together), so the "
-               "interval omits seed-to-seed spread")
-        lines += ["", f"### Arm difference with {100 * LEVEL:.0f}% intervals", "",
-              f"Paired difference per clip, mean over seeds ({how}; shared/evaluation/intervals.py). A lead is "
-              "called only when the interval excludes zero.", "", *table]
-    lines += ["", "Who leads, per milestone:", ""]
-    lines += comparison_lines(diffs, arms, milestones) + [""]
-    return lines
+    return lines + difference_lines(run) + [""]
 
 
 def _reference_lines(base: dict, sections: dict) -> list[str]:
@@ -324,15 +281,14 @@ def _reference_lines(base: dict, sections: dict) -> list[str]:
     return ["## Reference points", "", *markdown_table(["reference", "value"], refs)]
 
 
-def _parameter_lines(params, arms, summary) -> list[str]:
+def _parameter_lines(params, run: RunFiles) -> list[str]:
     """Figures, trainable parameters and training throughput."""
     lines: list[str] = []
     lines += ["", "## Figures", "", "![sample efficiency](sample_efficiency.png)", "", "![parameters](parameters.png)", "",
           "## Parameters", "", *markdown_table(["arm", "trainable parameters"], [(a, f"{p:,}") for a, p in params.items()])]
-    if len(arms) >= 2:
-        lines.append(f"\nTrainable ratio {arms[0]}/{arms[1]}: {params[arms[0]] / max(1, params[arms[1]]):.2f} (paper: ~0.5B/1.2B ≈ 0.4).")
-    if summary.get("throughput"):
-        lines += ["", "Training throughput (samples/s, this machine): " + ", ".join(f"{a} {v:,.0f}" for a, v in summary["throughput"].items()) + "."]
+    lines += ratio_line(params, run)
+    if run.summary.get("throughput"):
+        lines += ["", "Training throughput (samples/s, this machine): " + ", ".join(f"{a} {v:,.0f}" for a, v in run.summary["throughput"].items()) + "."]
     return lines
 
 
@@ -366,7 +322,7 @@ def render_report(run: RunFiles, agg: dict, audits: dict, params: dict, matched=
         *text_pretraining_lines(run.summary),
         *variant_lines(run.cfg, agg, run.arms, max(run.milestones), run.diffs),
         *_reference_lines(run.base, sections),
-        *_parameter_lines(params, run.arms, run.summary),
+        *_parameter_lines(params, run),
         "", "## Controls: what differs between the arms besides the prediction target", "",
         *control_lines(run, sections),
         *paper_lines(run, sections),

@@ -33,8 +33,13 @@ class YDecoderSections(ReportSections):
         return [f"- {self.arm}: its Y-decoder has {n:,} parameters, not counted in its trainable parameters above."] if n else []
 
 
-def arm_sections(run: RunFiles) -> list[ReportSections]:
-    """One provider per arm whose rows show a Y-decoder."""
+def decoder_arms(run: RunFiles) -> list[str]:
+    """The arms whose rows show a Y-decoder, in the run's order."""
     decoded = {r["arm"] for r in run.rows if any(r.get(k) is not None for k in
                                                   ("decoder_samples", "decoder_params", "decoder_ceiling_cider"))}
-    return [YDecoderSections(a) for a in run.arms if a in decoded]
+    return [a for a in run.arms if a in decoded]
+
+
+def arm_sections(run: RunFiles) -> list[ReportSections]:
+    """One provider per arm whose rows show a Y-decoder."""
+    return [YDecoderSections(a) for a in decoder_arms(run)]

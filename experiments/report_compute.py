@@ -19,15 +19,16 @@ def _compute(rows: list[dict], arm: str, ms: int) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def matched_compute(out: Path, rows: list[dict], arms: list[str], milestones: list[int]) -> list[dict]:
-    """Each checkpoint of one arm against the other arm's first checkpoint that cost at least as much
-    compute, for the headline metrics, with the paired interval: where the arm that spent less leads
-    with an interval excluding zero, it is ahead per FLOP at that budget (the comparison gives the
-    other arm the benefit of the rounding up)."""
-    if len(arms) < 2:
-        return []
+def matched_compute(out: Path, rows: list[dict], arms: list[str], milestones: list[int],
+                    reference: str | None = None) -> list[dict]:
+    """Each checkpoint of the reference arm against each other arm's first checkpoint that cost at least as
+    much compute, and each other arm's against the reference's, for the headline metrics, with the paired
+    interval: where the arm that spent less leads with an interval excluding zero, it is ahead per FLOP at
+    that budget (the comparison gives the other arm the benefit of the rounding up)."""
+    reference = reference or (arms[0] if arms else None)
+    pairs = [p for a in arms if a != reference for p in ((reference, a), (a, reference))]
     out_rows = []
-    for a, b in (tuple(arms[:2]), tuple(arms[1::-1])):
+    for a, b in pairs:
         for ms in milestones:
             fa = _compute(rows, a, ms)
             later = [(f, m) for m in milestones if (f := _compute(rows, b, m)) is not None and fa is not None and f >= fa]
@@ -56,8 +57,9 @@ def matched_compute_lines(matched: list[dict]) -> list[str]:
                       m.label, _signed(d.diff, m.percent), _interval(d, m.percent), reading))
     return ["", "### At matched compute", "",
             "Each checkpoint (total FLOPs: training step, frozen encoder per sample, side models, text pretraining) "
-            "against the other arm's first checkpoint that cost at least as much; difference first − second with "
-            "its 95% interval. The first arm spent less, so a lead of the first is a lead per FLOP.", "",
+            "against the first checkpoint of an arm it is compared with (the reference against each other arm, each "
+            "other arm against the reference) that cost at least as much; difference first − second with its 95% "
+            "interval. The first arm spent less, so a lead of the first is a lead per FLOP.", "",
             *markdown_table(["checkpoint (FLOPs)", "against (FLOPs)", "metric", "difference", "95% interval", "reading"],
                             table, "llllll")]
 
@@ -100,7 +102,7 @@ def text_pretraining_lines(summary: dict) -> list[str]:
     rows = []
     if "lm" in records:
         r = records["lm"]
-        rows.append(("base LM (both arms)", f"{r['params']:,}", f"{r['steps']} steps, {r['tokens']:,} tokens",
+        rows.append(("base LM (every arm)", f"{r['params']:,}", f"{r['steps']} steps, {r['tokens']:,} tokens",
                      f"{r['seconds']:.0f}", f"{r['train_flops']:.2e}",
                      f"val loss {format_measurement(r['val_loss_per_token'])} nats/token (untrained {format_measurement(r['val_loss_per_token_untrained'])})"))
     if "y_encoder" in records:
@@ -117,8 +119,9 @@ def text_pretraining_lines(summary: dict) -> list[str]:
             *markdown_table(["model", "parameters", "training", "seconds", "FLOPs", "reached (val)"], rows, "lrrrrl"), ""]
 
 
-def time_lines(timings: dict) -> list[str]:
-    """Wall seconds per phase of each invocation, and per milestone (timings.json)."""
+def time_lines(timings: dict, decoded: list[str] = ()) -> list[str]:
+    """Wall seconds per phase of each invocation, and per milestone (timings.json); ``decoded``: the
+    arms with a Y-decoder, whose fit is part of preparing their evaluation."""
     if not timings:
         return []
     lines = ["## Where the time went", ""]
@@ -134,7 +137,9 @@ def time_lines(timings: dict) -> list[str]:
     if per:
         cols = [("train_s", "training since the previous milestone"), ("load_and_prepare_s", "load + prepare evaluation"),
                 ("caption_s", "captioning"), ("classify_s", "classification"), ("eval_s", "evaluation, all")]
-        lines += ["Per milestone, seconds (preparing evaluation includes the JEPA arm's Y-decoder fit on the captions seen):", "",
+        fit = (f" (preparing evaluation includes the Y-decoder fit of {', '.join(decoded)} on the captions each saw)"
+               if decoded else "")
+        lines += [f"Per milestone, seconds{fit}:", "",
                   *markdown_table(["arm", "seed", "milestone", *(h for _, h in cols)],
                                   [(r["arm"], r["seed"], f"{r['milestone']:,}", *(f"{r[k]:.1f}" if k in r else "–" for k, _ in cols))
                                    for r in per], "llr" + "r" * len(cols)), ""]

@@ -24,6 +24,11 @@ class RunFiles:
     seeds: list[int]
     milestones: list[int]
     diffs: dict = field(default_factory=dict)  # (a, b, milestone, metric) -> Difference
+    reference: str = ""  # the arm every other is compared with (report.reference); "" = the first arm
+
+    def __post_init__(self):
+        if not self.reference and self.arms:
+            object.__setattr__(self, "reference", self.arms[0])
 
     @property
     def data(self) -> dict:

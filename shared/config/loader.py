@@ -208,6 +208,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("data.manifest.path: required when data.source is 'manifest'")
     if not cfg.seeds:
         raise ConfigError("seeds: needs at least one seed")
+    if cfg.report.reference is not None and cfg.report.reference not in cfg.arms:
+        raise ConfigError(f"report.reference: {cfg.report.reference!r} is not one of this run's arms; arms: {cfg.arms}")
     lat = cfg.latency
     if lat.repeats < 1 or lat.sweep_repeats < 1 or lat.warmup < 0 or not lat.batch_sizes or min(lat.batch_sizes) < 1:
         raise ConfigError("latency: repeats and sweep_repeats >= 1, warmup >= 0, batch_sizes positive (at least one)")

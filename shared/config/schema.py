@@ -282,6 +282,15 @@ class LogConfig:
 
 
 @dataclass
+class ReportConfig:
+    """report.md (experiments/report.py): how the arms are compared. Does not change what is trained."""
+
+    # the arm every other arm is compared with: each difference is reference − arm, with its 95% interval,
+    # and trainable-parameter ratios are reference / arm. None = the first of `arms`
+    reference: str | None = None
+
+
+@dataclass
 class Config:
     seed: int = 0  # training seed: arm initialisation, base LM initialisation, data order
     seeds: list[int] = field(default_factory=lambda: [0])  # sample-efficiency runs one arm per seed
@@ -301,6 +310,7 @@ class Config:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     selective: SelectiveConfig = field(default_factory=SelectiveConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     # Arm sections (name -> that arm's config dataclass), filled from the arm registry.
     arm: dict[str, Any] = field(default_factory=dict)
 

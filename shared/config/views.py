@@ -8,7 +8,7 @@ from shared.config.schema import base_arm_name
 from shared.registry import arm_config_classes
 
 # Keys that do not change what training computes: excluded from resume checks and control audits.
-NOT_TRAINING = ("seeds", "arms", "plugins", "variants", "cache_dir", "eval", "latency", "selective", "log", "arm_name",
+NOT_TRAINING = ("seeds", "arms", "plugins", "variants", "cache_dir", "eval", "latency", "selective", "log", "report", "arm_name",
                 "train.log_every", "train.resume_every", "train.resume_every_min", "train.threads",
                 "train.parallel", "train.deterministic", "train.process_group_timeout_min",
                 "data.synthetic.streams", "data.synthetic.stream_events", "data.manifest.streams_path",
