@@ -114,3 +114,17 @@ def test_report_publishes_the_main_figure(tmp_path):
                                                            "mixed_precision": "no"}}))
     assert main(["report", "--out", str(out), "--publish", str(tmp_path / "docs")]) == 0
     assert (tmp_path / "docs" / "sample_efficiency.png").stat().st_size > 10_000
+
+
+def test_three_arms_get_a_curve_and_a_colour_each(drawn, tmp_path):
+    """An arm beside jepa and vlm (a plugin, a variant) is drawn like them, in a colour of its own."""
+    rows = ROWS + [dict(r, arm="regress", cider=r["cider"] + 1.0) for r in ROWS if r["arm"] == "jepa"]
+    plots.curves.sample_efficiency(rows, {}, tmp_path)
+    plots.curves.parameters({"jepa": 1, "vlm": 3, "regress": 2}, tmp_path)
+    curves, bars = drawn
+    cider_ax = next(ax for ax in curves.axes if ax.get_visible())
+    drawn_lines = [ln for ln in cider_ax.get_lines() if len(ln.get_xdata()) == 3]
+    assert sorted(round(float(ln.get_ydata()[0]), 6) for ln in drawn_lines) == [0.25, 0.55, 1.25]
+    assert len({ln.get_color() for ln in drawn_lines}) == 3
+    assert "regress" in [t.get_text() for t in cider_ax.get_legend().get_texts()]
+    assert len({tuple(p.get_facecolor()) for p in bars.axes[0].patches}) == 3
