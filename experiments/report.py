@@ -22,7 +22,7 @@ from shared.files import atomic_path, read_json, read_jsonl, write_json_atomic, 
 from shared.precision import describe as describe_precision, recorded
 from shared.tables import markdown_table
 from experiments.report_arms import arm_sections, decoder_arms
-from experiments.report_differences import arm_differences, difference_lines, ratio_line, reference_arm
+from experiments.report_differences import arm_differences, arms_line, difference_lines, ratio_line, reference_arm
 from experiments.report_paper import paper_lines
 from experiments.report_compute import (_fmt, _interval, _signed, compute_lines, matched_compute, matched_compute_lines,
                                         text_pretraining_lines, time_lines)
@@ -221,9 +221,7 @@ def _setup_lines(run: RunFiles, sections: dict) -> list[str]:
     """Title and what was run: data, encoder, LM, training, evaluation, time spent; then any warning."""
     cfg, base, d, milestones = run.cfg, run.base, run.cfg["data"], run.milestones
     lines = ["# Sample efficiency: embedding prediction (VL-JEPA) vs token prediction (VLM)", "",
-         f"- Arms: {', '.join(f'{a} (reference)' if a == run.reference else a for a in run.arms)}"
-         + (f"; all {len(run.arms)} on the same data, steps and evaluation; each compared with the reference "
-            "(`report.reference`)." if len(run.arms) > 1 else "."),
+         arms_line(run),
          *sections["data"], f"- Clips: {d['frames']} frames per clip; query “{d['query']}”.",
          f"- Encoder (frozen, shared): `{cfg['encoder']['model']}` at {cfg['encoder']['image_size']} px"
          + ("" if cfg["encoder"]["weights"] else " (seeded random init: no pretrained weights offline)") + ".",

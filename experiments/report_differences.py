@@ -91,12 +91,23 @@ def difference_lines(run: RunFiles) -> list[str]:
            "for every seed)" if n > 1 else
            "one seed: a bootstrap that resamples the test labels (all clips of a label together), so the "
            "interval omits seed-to-seed spread")
-    vs = ", ".join(others(run))
+    rest = others(run)
+    minus = f"{run.reference} − {rest[0] if len(rest) == 1 else 'arm'}"
     return ["", f"### Arm difference with {100 * LEVEL:.0f}% intervals", "",
-            f"Each arm against the reference arm **{run.reference}** (`report.reference`): {run.reference} − arm, "
-            f"for {vs}; positive where {run.reference} scores higher. Paired difference per clip, mean over seeds "
+            f"{', '.join(rest)} against the reference arm **{run.reference}** (`report.reference`): {minus}, "
+            f"positive where {run.reference} scores higher. Paired difference per clip, mean over seeds "
             f"({how}; shared/evaluation/intervals.py). A lead is called only when the interval excludes zero.",
             "", *table, "", "Who leads, per milestone (from the intervals above):", "", *leads_table(run)]
+
+
+def arms_line(run: RunFiles) -> str:
+    """The setup's bullet naming the arms and which is the reference."""
+    rest = others(run)
+    named = ", ".join(f"{a} (reference)" if a == run.reference else a for a in run.arms)
+    if not rest:
+        return f"- Arms: {named}."
+    return (f"- Arms: {named}; {'both' if len(run.arms) == 2 else f'all {len(run.arms)}'} on the same data, steps and "
+            f"evaluation; {rest[0] if len(rest) == 1 else 'every other arm'} compared with the reference (`report.reference`).")
 
 
 def ratio_line(params: dict, run: RunFiles) -> list[str]:

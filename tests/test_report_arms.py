@@ -65,7 +65,7 @@ def test_every_arm_gets_its_interval_and_who_leads_against_the_reference(tmp_pat
 
     assert "- Arms: alpha (reference), beta, gamma; all 3 on the same data" in report
     table = section(report, "### Arm difference with 95% intervals")
-    assert "reference arm **alpha**" in table and "alpha − arm" in table
+    assert "beta, gamma against the reference arm **alpha** (`report.reference`): alpha − arm" in table
     for arm, reading in (("beta", "alpha leads"), ("gamma", "tie")):
         row = next(l for l in table.splitlines() if l.startswith("| 64 ") and "| CIDEr " in l and f"| {arm} " in l)
         assert reading in row and row.count("[") == 1  # with its interval
@@ -88,7 +88,7 @@ def test_report_reference_chooses_another_arm_and_a_redraw_can_too(tmp_path):
     out = fake_run(tmp_path / "se", reference="gamma")
     write_outputs(out)
     report = (out / "report.md").read_text()
-    assert "- Arms: alpha, beta, gamma (reference)" in report and "gamma − arm" in report
+    assert "- Arms: alpha, beta, gamma (reference); all 3" in report and "alpha, beta against the reference arm **gamma**" in report
     pairs = {(d["a"], d["b"]) for d in json.loads((out / "differences.json").read_text())}
     assert pairs == {("gamma", "alpha"), ("gamma", "beta")}
     assert "| CIDEr | gamma vs beta | gamma leads | gamma leads |" in section(report, "Who leads")
@@ -106,6 +106,8 @@ def test_two_arms_read_as_today_reference_minus_other(tmp_path):
     report = (out / "report.md").read_text()
     table = section(report, "### Arm difference with 95% intervals")
     assert "| alpha − beta |" in table and "| arm " not in table  # one other arm: named in the header
+    assert "beta against the reference arm **alpha** (`report.reference`): alpha − beta, positive where alpha" in table
+    assert "- Arms: alpha (reference), beta; both on the same data, steps and evaluation; beta compared with" in report
     assert "one seed: a bootstrap" in table and "Trainable ratio alpha/beta: 0.25 " in report
 
 
