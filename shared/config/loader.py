@@ -16,6 +16,7 @@ import yaml
 
 from shared.config.schema import Config, ConfigError
 from shared.registry import RegistryError, arm_config_classes, load_plugins
+from shared.text_side.config import SHARED_TEXT_SIDE, EmbeddingArmConfig, TextSideConfig
 
 
 def _type_name(tp: Any) -> str:
@@ -121,9 +122,12 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
         raise ConfigError("arm sections are written at the top level by arm name (e.g. 'jepa:'), not under 'arm:'")
     cfg = build_dataclass(Config, raw)
     cfg.arm = {name: build_dataclass(cls, arm_raw.get(name), name) for name, cls in arm_classes.items()}
+    written = {name: arm_raw.get(name) or {} for name in arm_classes}  # what each section sets itself
     for name, spec in variants.items():
         base, section = _variant_section(name, spec, arm_classes, arm_raw)
         cfg.arm[name] = build_dataclass(arm_classes[base], section, name)
+        written[name] = section
+    resolve_text_sides(cfg.arm, written)
     for name, section in cfg.arm.items():
         # an arm section may take values from the others once all are built (e.g. an arm that shares
         # another's target space); the result is what config.yaml records and the audit compares
@@ -135,6 +139,46 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
                               + (f", variants: {sorted(variants)}" if variants else ""))
     validate(cfg)
     return cfg
+
+
+def resolve_text_sides(sections: dict[str, Any], written: dict[str, dict]) -> None:
+    """Fill each embedding arm's target space and Y-decoder (``SHARED_TEXT_SIDE``) from the section its
+    ``text_side_from`` names, except the keys its own section (``written``, a variant's included) sets:
+    two embedding arms are then scored and decoded alike unless one says otherwise, which the control
+    audit names. The resolved values are what config.yaml records."""
+    def source_of(name: str, chain: tuple[str, ...] = ()) -> TextSideConfig | None:
+        section = sections[name]
+        origin = getattr(section, "text_side_from", None) if isinstance(section, EmbeddingArmConfig) else None
+        if origin is None:
+            return None
+        if origin in chain or origin == name:
+            raise ConfigError(f"{name}.text_side_from: {origin!r} takes its text side from {name!r} in turn")
+        if not isinstance(sections.get(origin), TextSideConfig):
+            holders = sorted(n for n, s in sections.items() if isinstance(s, TextSideConfig) and n != name)
+            raise ConfigError(f"{name}.text_side_from: {origin!r} is not an embedding arm's section; "
+                              f"sections with a text side: {', '.join(holders) or 'none'} (null: this section's own)")
+        resolve(origin, (*chain, name))
+        return sections[origin]
+
+    done: set[str] = set()
+
+    def resolve(name: str, chain: tuple[str, ...] = ()) -> None:
+        if name in done:
+            return
+        source = source_of(name, chain)
+        if source is not None:
+            section, own = sections[name], written.get(name) or {}
+            for key in SHARED_TEXT_SIDE:
+                theirs = getattr(source, key)
+                if dataclasses.is_dataclass(theirs):  # key by key: a section may set one decoder key only
+                    merged = {**dataclasses.asdict(theirs), **(own.get(key) or {})}
+                    setattr(section, key, build_dataclass(type(theirs), merged, f"{name}.{key}"))
+                elif key not in own:
+                    setattr(section, key, copy.deepcopy(theirs))
+        done.add(name)
+
+    for name in sections:
+        resolve(name)
 
 
 def _variant_section(name: str, spec: Any, arm_classes: dict[str, type], arm_raw: dict[str, Any]) -> tuple[str, dict]:
