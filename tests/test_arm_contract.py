@@ -2,6 +2,9 @@
 plugin arm's keys typed in every command (overrides, sweeps, grid cells), each a one-line error, exit 2.
 The arms live in files outside the repository, imported through ``plugins=`` as a researcher's would."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -9,7 +12,7 @@ import yaml
 from experiments.cli import main
 from shared.config import config_from_dict, dump_yaml, load_config, split_sweeps, to_dict
 from shared.evaluation.audit import arm_controls, audit, audit_markdown
-from tests.conftest import SMOKE
+from tests.conftest import ROOT, SMOKE
 
 ARMS = '''
 from dataclasses import dataclass
@@ -119,42 +122,57 @@ def plugins(tmp_path_factory):
 
 def one_error(capsys, args) -> str:
     """Run the command line; it must exit 2 with one ``error:`` line and no traceback. Returns that line."""
-    assert main(args) == 2
-    err = capsys.readouterr().err
+    return _one_line(main(args), capsys.readouterr().err)
+
+
+def one_error_in_a_process(args) -> str:
+    """The same, as ``python -m experiments`` in a process of its own (a command that builds arms:
+    libraries' log handlers bound to an earlier test's captured stderr would not be this command's)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "experiments", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    return _one_line(done.returncode, done.stderr)
+
+
+def _one_line(code: int, err: str) -> str:
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "Traceback" not in err, err[-2000:]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err[-3000:]
     return errors[0]
 
 
 # ---- the contract, checked before training -------------------------------------------------
-def test_a_loss_of_the_wrong_shape_is_named_before_any_training(plugins, cache_dir, tmp_path, capsys):
+def test_a_loss_of_the_wrong_shape_is_named_before_any_training(plugins, cache_dir, tmp_path):
     out = tmp_path / "run"
-    line = one_error(capsys, ["train", "-c", str(SMOKE), "--arm", "per_sample_loss", "-o", str(out),
+    line = one_error_in_a_process(["train", "-c", str(SMOKE), "--arm", "per_sample_loss", "-o", str(out),
                               plugins["probe_arms"], f"cache_dir={cache_dir}"])
     assert line == "error: arm 'per_sample_loss': loss returned shape [4], expected a scalar"
     assert not list(out.rglob("*.safetensors")) and not (out / "train_log.jsonl").exists()
 
 
-def test_the_main_job_checks_every_arm_before_training_the_first(plugins, cache_dir, tmp_path, capsys):
+def test_the_main_job_checks_every_arm_before_training_the_first(plugins, cache_dir, tmp_path):
     out = tmp_path / "main"
-    line = one_error(capsys, ["sample-efficiency", "-c", str(SMOKE), "-o", str(out), plugins["probe_arms"],
+    line = one_error_in_a_process(["sample-efficiency", "-c", str(SMOKE), "-o", str(out), plugins["probe_arms"],
                               "arms=jepa,per_sample_loss", f"cache_dir={cache_dir}"])
     assert line == "error: arm 'per_sample_loss': loss returned shape [4], expected a scalar"
     assert not (out / "runs").exists()  # not even the JEPA arm, listed first, trained
 
 
-def test_a_missing_method_is_named(plugins, cache_dir, tmp_path, capsys):
-    line = one_error(capsys, ["train", "-c", str(SMOKE), "--arm", "mute", "-o", str(tmp_path / "run"),
+def test_a_missing_method_is_named(plugins, cache_dir, tmp_path):
+    line = one_error_in_a_process(["train", "-c", str(SMOKE), "--arm", "mute", "-o", str(tmp_path / "run"),
                               plugins["probe_arms"], f"cache_dir={cache_dir}"])
     assert line == ("error: arm 'mute': caption not implemented by MuteArm "
                     "(every arm implements loss, caption, score_candidates)")
 
 
-def test_a_sound_embedding_arm_passes_the_check(smoke_prepared, plugins):
+def test_sound_arms_pass_the_check_and_leave_the_caches_alone(smoke_prepared, plugins, cache_dir):
+    import dataclasses
+
     from shared.contract import check_arms
 
-    load_config(SMOKE, [plugins["probe_arms"]])  # registers probe
-    assert check_arms(smoke_prepared, ["jepa", "vlm", "probe"]) < 60
+    cfg = load_config(SMOKE, [plugins["probe_arms"], f"cache_dir={cache_dir}"])  # registers probe
+    before = sorted(p for p in cache_dir.rglob("*") if p.is_file())
+    assert check_arms(dataclasses.replace(smoke_prepared, cfg=cfg), ["jepa", "vlm", "probe"]) < 60
+    assert sorted(p for p in cache_dir.rglob("*") if p.is_file()) == before  # text embeddings, decoders: scratch
 
 
 @pytest.mark.parametrize("module, message", [
@@ -223,7 +241,7 @@ def test_an_embedding_arm_takes_the_text_side_from_jepa_unless_it_sets_it(plugin
     own = load_config(SMOKE, [plugins["probe_arms"], "probe.y_decoder.num_layers=2",
                               "variants={probe_wide: {arm: probe, probe.y_decoder.hidden_size: 128}}"])
     assert (own.arm["probe"].y_decoder.num_layers, own.arm["probe"].y_decoder.hidden_size) == (2, 64)
-    assert (own.arm["probe_wide"].y_decoder.hidden_size, own.arm["probe_wide"].y_decoder.num_layers) == (128, 1)
+    assert (own.arm["probe_wide"].y_decoder.hidden_size, own.arm["probe_wide"].y_decoder.num_layers) == (128, 2)
     apart = load_config(SMOKE, [plugins["probe_arms"], "probe.text_side_from=null"])
     assert apart.arm["probe"].y_decoder == YDecoderConfig()
     with pytest.raises(Exception, match="probe.text_side_from: 'vlm' is not an embedding arm's section"):
