@@ -225,7 +225,8 @@ def test_plugin_keys_sweep_and_type_in_the_main_job(plugins):
 
 def test_describe_and_arms_take_a_plugin_arms_override(plugins, capsys):
     assert main(["arms", "-c", str(SMOKE), plugins["probe_arms"], "probe.hidden_size=8", "--json"]) == 0
-    assert "probe" in json.loads(capsys.readouterr().out)["arms"]
+    arms = json.loads(capsys.readouterr().out)["arms"]
+    assert arms["probe"]["text_side"].startswith("the jepa section's") and arms["vlm"]["text_side"] is None
 
 
 # ---- the text side, shared -----------------------------------------------------------------

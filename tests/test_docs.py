@@ -29,6 +29,7 @@ def test_the_guides_code_names_no_path_inside_the_repository():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # two comparisons (four arms, then a variant) and two arms' unit checks
 def test_adding_an_arm_guide_runs(tmp_path, monkeypatch):
     # a folder outside the repository, nothing of it linked in: the guide's presets are named, not paths
     env = {**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
