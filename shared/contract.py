@@ -48,7 +48,8 @@ def check_arm(prepared: Pipeline, name: str, device=None) -> None:
         raise ArmContractError(f"arm {name!r}: {', '.join(missing)} not implemented by {cls.__name__} "
                                f"(every arm implements {', '.join(REQUIRED)})")
     device = torch.device(device if device is not None else prepared.runtime.device)
-    with tempfile.TemporaryDirectory(prefix="arm-contract-") as scratch, torch.random.fork_rng(devices=[]):
+    rngs = [device.index or 0] if device.type == "cuda" else []  # the run's RNG states, as they were after
+    with tempfile.TemporaryDirectory(prefix="arm-contract-") as scratch, torch.random.fork_rng(devices=rngs):
         ctx = prepared.context(device)
         ctx = dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, cache_dir=scratch))
         arm = _call(name, "building the arm", lambda: build_arm(name, ctx))

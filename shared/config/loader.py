@@ -174,7 +174,9 @@ def resolve_text_sides(sections: dict[str, Any], written: dict[str, dict]) -> No
             for key in SHARED_TEXT_SIDE:
                 theirs = getattr(source, key)
                 if dataclasses.is_dataclass(theirs):  # key by key: a section may set one decoder key only
-                    merged = {**dataclasses.asdict(theirs), **(own.get(key) or {})}
+                    mine = own.get(key) or {}
+                    mine = dataclasses.asdict(mine) if dataclasses.is_dataclass(mine) else mine
+                    merged = {**dataclasses.asdict(theirs), **mine}
                     setattr(section, key, build_dataclass(type(theirs), merged, f"{name}.{key}"))
                 elif key not in own:
                     setattr(section, key, copy.deepcopy(theirs))
