@@ -175,6 +175,17 @@ def test_sound_arms_pass_the_check_and_leave_the_caches_alone(smoke_prepared, pl
     assert sorted(p for p in cache_dir.rglob("*") if p.is_file()) == before  # text embeddings, decoders: scratch
 
 
+def test_an_exception_inside_an_arm_is_one_line_and_the_suites_own_errors_pass():
+    from shared.arm import ArmContractError
+    from shared.config import ConfigError
+    from shared.contract import _call
+
+    with pytest.raises(ArmContractError, match=r"^arm 'x': caption raised ZeroDivisionError: division by zero$"):
+        _call("x", "caption", lambda: 1 / 0)
+    with pytest.raises(ConfigError, match="x.shared_dim"):  # already one line with its exit code: as it is
+        _call("x", "building the arm", lambda: (_ for _ in ()).throw(ConfigError("x.shared_dim: too small")))
+
+
 @pytest.mark.parametrize("module, message", [
     ("misspelt_arm", "error: arm class MisspeltArm (misspelt_arm): capabilities: unknown 'embedd' (known: "),
     ("half_arm", "error: arm class HalfArm (half_arm) declares capability 'embed' but does not implement embed_texts"),
