@@ -234,6 +234,17 @@ def test_plugin_keys_sweep_and_type_in_the_main_job(plugins):
     assert (cfg.arm["probe"].hidden_size, cfg.arm["probe"].loss, cfg.arm["probe_wide"].hidden_size) == (16, "mse", 64)
 
 
+@pytest.mark.slow
+def test_the_main_job_sweeps_a_plugin_arms_key(plugins, cache_dir, tmp_path):
+    out = tmp_path / "grid"
+    assert main(["sample-efficiency", "-c", str(SMOKE), "-o", str(out), plugins["probe_arms"], "arms=probe",
+                 "probe.hidden_size=16,32", "train.milestones=[64]", f"cache_dir={cache_dir}"]) == 0
+    for width in (16, 32):
+        (row,) = [json.loads(line) for line in (out / f"hidden_size={width}" / "metrics.jsonl").read_text().splitlines()]
+        assert row["arm"] == "probe" and row["decoder_samples"] == 64
+    assert "| 16 |" in (out / "sweep.md").read_text()
+
+
 def test_describe_and_arms_take_a_plugin_arms_override(plugins, capsys):
     assert main(["arms", "-c", str(SMOKE), plugins["probe_arms"], "probe.hidden_size=8", "--json"]) == 0
     arms = json.loads(capsys.readouterr().out)["arms"]
