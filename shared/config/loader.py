@@ -132,8 +132,8 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
         written[name] = section
     resolve_text_sides(cfg.arm, written)
     for name, section in cfg.arm.items():
-        # an arm section may take values from the others once all are built (e.g. an arm that shares
-        # another's target space); the result is what config.yaml records and the audit compares
+        # an arm section may take other values from the others once all are built (the text side is
+        # resolved above for every embedding arm); the result is what config.yaml records and the audit compares
         if hasattr(section, "resolve_with"):
             section.resolve_with(cfg, name)
     for name in cfg.arms:
