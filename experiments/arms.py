@@ -10,6 +10,7 @@ from experiments.cli import add_config_args
 from shared.arm import CAPABILITIES
 from shared.config import flatten, load_config, to_dict, variant_changes
 from shared.registry import registered_arms
+from shared.text_side.config import SHARED_TEXT_SIDE, EmbeddingArmConfig, TextSideConfig
 
 def add_parser(sub, help: str) -> None:
     p = sub.add_parser("arms", help=help,
@@ -28,6 +29,13 @@ def capabilities(cls: type) -> list[str]:
     return [what for cap, (_, what) in CAPABILITIES.items() if cap in cls.capabilities]
 
 
+def text_side(section) -> str | None:
+    """Where an embedding arm's target space and Y-decoder come from in this config (None: not one)."""
+    if isinstance(section, EmbeddingArmConfig) and section.text_side_from:
+        return f"the {section.text_side_from} section's {', '.join(SHARED_TEXT_SIDE)}, unless set in its own"
+    return "its own section's" if isinstance(section, TextSideConfig) else None
+
+
 def describe_arms(cfg) -> dict:
     arms = {}
     for name, spec in sorted(registered_arms(cfg.plugins).items()):
@@ -35,7 +43,7 @@ def describe_arms(cfg) -> dict:
         arms[name] = {"description": doc.split("\n")[0], "module": spec.arm_cls.__module__,
                       "config_class": spec.config_cls.__name__,
                       "keys": flatten(dataclasses.asdict(spec.config_cls())),
-                      "capabilities": capabilities(spec.arm_cls)}
+                      "capabilities": capabilities(spec.arm_cls), "text_side": text_side(cfg.arm.get(name))}
     resolved = to_dict(cfg)
     variants = {name: {"arm": cfg.base_arm(name), "changes": {k: list(ab) for k, ab in variant_changes(resolved, name).items()}}
                 for name in cfg.variants}
@@ -47,6 +55,7 @@ def arms_text(info: dict) -> str:
     for name, a in info["arms"].items():
         L += [f"{name}  ({a['module']}, section `{name}:` = {a['config_class']})", f"  {a['description']}",
               "  capabilities: " + (", ".join(a["capabilities"]) or "training and captioning/classification only"),
+              *([f"  text side (an embedding arm): {a['text_side']}"] if a["text_side"] else []),
               "  config keys (default):"]
         L += [f"    {name}.{k} = {json.dumps(v)}" for k, v in a["keys"].items()]
         L.append("")

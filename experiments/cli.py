@@ -31,7 +31,8 @@ EPILOG = """\
 overrides: any config key as dotted key=value after the options, in YAML syntax, e.g.
   train.lr=1e-4  seeds=0,1,2  data.synthetic.paraphrase=4  jepa.loss=cosine
 Presets live in experiments/configs/: smoke.yaml (seconds, for tests), default.yaml (the embedded
-CPU comparison, minutes) and paper.yaml (the paper's section 4.4 with real model ids; GPUs).
+CPU comparison, minutes) and paper.yaml (the paper's section 4.4 with real model ids; GPUs). -c takes
+a file or, from any folder, a preset's name (-c smoke).
 Re-running a command on the same --out directory resumes it."""
 
 
@@ -57,7 +58,8 @@ def setup_logging(out_dir: Path | None = None, verbose: bool = False) -> None:
 
 
 def add_config_args(p: argparse.ArgumentParser, out: bool = True, config_required: bool = True) -> None:
-    p.add_argument("--config", "-c", required=config_required, help="YAML preset, e.g. experiments/configs/default.yaml")
+    p.add_argument("--config", "-c", required=config_required, help="YAML preset: a file, or the name of one that ships with the suite "
+                                                                        "(smoke, default, one_gpu, paper, ...), e.g. -c default")
     if out:
         p.add_argument("--out", "-o", required=True, type=Path, help="run directory (created; resumed if it exists)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys)")

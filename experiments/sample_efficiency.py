@@ -31,6 +31,7 @@ from shared.config import (
     parse_override,
     split_sweeps,
 )
+from shared.contract import check_arms
 from shared.evaluation.evaluate import (
     baselines,
     combine,
@@ -113,6 +114,8 @@ def _run_comparison(cfg: Config, runtime: Runtime, out: Path, main: bool) -> lis
     timings.add("tokenizer, encoder, data index", time.perf_counter() - t - encode_s)
     timings.add(f"{'synthetic clips rendered and ' if cfg.data.source == 'synthetic' else 'clips decoded and '}"
                 f"encoded ({encoded:,} clips)", encode_s)
+    with timings.phase("arm contract checked (one tiny batch per arm)"):  # before minutes of work, not after
+        summary["phases"]["contract_s"] = round(check_arms(prepared, cfg.arms), 2)
     with timings.phase("evaluation sets and baselines"):
         sets = eval_sets(prepared)
         if main:
@@ -219,7 +222,7 @@ def grid_cells(sweeps: dict[str, list], cells: list[str]) -> list[tuple[str, lis
 
 
 def run(args: argparse.Namespace) -> int:
-    plain, sweeps = split_sweeps(args.overrides)
+    plain, sweeps = split_sweeps(args.overrides, args.config)  # the plugins first: their keys type the overrides
     cells = grid_cells(sweeps, args.cell or [])
     if not cells:
         cfg = load_config(args.config, plain)

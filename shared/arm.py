@@ -122,6 +122,13 @@ CAPABILITIES: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
+class ArmContractError(TypeError):
+    """An arm that breaks the interface (a capability without its methods, a loss of the wrong shape):
+    the command line prints the message, which names the arm and the method, and exits 2."""
+
+    exit_code = 2
+
+
 class Arm(nn.Module):
     """Base class of an arm. ``forward(batch)`` is the training loss (so Accelerate can wrap it)."""
 
@@ -130,13 +137,16 @@ class Arm(nn.Module):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        unknown = set(cls.capabilities) - set(CAPABILITIES)
+        where = f"arm class {cls.__name__} ({cls.__module__})"
+        unknown = sorted(set(cls.capabilities) - set(CAPABILITIES))
         if unknown:
-            raise TypeError(f"{cls.__name__}.capabilities: unknown {sorted(unknown)}; known: {sorted(CAPABILITIES)}")
-        for cap in cls.capabilities:
+            raise ArmContractError(f"{where}: capabilities: unknown {', '.join(map(repr, unknown))} "
+                                   f"(known: {', '.join(sorted(CAPABILITIES))})")
+        for cap in sorted(cls.capabilities):
             missing = [m for m in CAPABILITIES[cap][0] if getattr(cls, m) is getattr(Arm, m)]
             if missing:
-                raise TypeError(f"{cls.__name__} declares capability {cap!r} but does not implement {missing}")
+                raise ArmContractError(f"{where} declares capability {cap!r} but does not implement "
+                                       f"{', '.join(missing)}")
 
     def has(self, capability: str) -> bool:
         return capability in self.capabilities

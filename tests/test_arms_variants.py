@@ -55,11 +55,15 @@ def test_the_audit_shows_what_a_variant_changes_and_still_checks_shared_keys(tmp
 
 
 def test_an_arm_is_imported_by_path_and_takes_its_text_side_from_jepa():
-    cfg = load_config(SMOKE, [f"plugins=[{EXAMPLE}]", "jepa.temperature=0.1", "arms=jepa,vlm,contrastive"])
+    cfg = load_config(SMOKE, [f"plugins=[{EXAMPLE}]", "jepa.y_decoder.num_heads=4", "arms=jepa,vlm,contrastive"])
+    from contrastive_arm import ContrastiveArm  # importable once the plugin path put its folder on sys.path
+
     c = cfg.arm["contrastive"]
-    assert c.temperature == 0.1 and c.y_decoder == cfg.arm["jepa"].y_decoder  # copied when the config was built
-    with pytest.raises(ConfigError, match="contrastive.loss: set here and taken from jepa.loss"):
-        load_config(SMOKE, [f"plugins=[{EXAMPLE}]", "contrastive.loss=l2"])
+    assert c.y_decoder == cfg.arm["jepa"].y_decoder and c.y_decoder.num_heads == 4  # resolved when the config loads
+    assert c.y_encoder == cfg.arm["jepa"].y_encoder and c.shared_dim == cfg.arm["jepa"].shared_dim
+    own = load_config(SMOKE, [f"plugins=[{EXAMPLE}]", "contrastive.loss=l2", "contrastive.y_decoder.num_layers=2"])
+    assert own.arm["contrastive"].loss == "l2" and own.arm["contrastive"].y_decoder.num_layers == 2  # its own keys win
+    assert not hasattr(ContrastiveArm, "resolve_with") and "resolve_with" not in vars(type(c))
     with pytest.raises(ConfigError, match="plugins: cannot import arm module .*no such file"):
         load_config(SMOKE, ["plugins=[examples/nowhere/arm.py]"])
 

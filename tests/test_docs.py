@@ -20,9 +20,18 @@ def test_the_guide_has_code_to_run():
     assert ("python", True) in kinds and ("bash", False) in kinds and ("python", False) in kinds
 
 
+def test_the_guides_code_names_no_path_inside_the_repository():
+    """Its commands run from a researcher's own folder: presets by name, arms by their own files."""
+    code = "\n".join(c for _, _, c in blocks(ROOT / "docs" / "adding_an_arm.md"))
+    for inside in ("experiments/", "examples/", "shared/", "tests/"):
+        assert inside not in code, f"the guide's code names {inside}, a path inside the repository"
+    assert "class RegressArm(EmbeddingArm)" in code and "resolve_with" not in code
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # two comparisons (four arms, then a variant) and two arms' unit checks
 def test_adding_an_arm_guide_runs(tmp_path, monkeypatch):
-    (tmp_path / "experiments").symlink_to(ROOT / "experiments")  # the guide's relative preset paths
+    # a folder outside the repository, nothing of it linked in: the guide's presets are named, not paths
     env = {**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
            "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
     monkeypatch.setenv("HOME", str(tmp_path))  # the default cache_dir (~/.cache) stays in the scratch folder

@@ -16,6 +16,7 @@ import yaml
 
 from shared.config.schema import Config, ConfigError
 from shared.registry import RegistryError, arm_config_classes, load_plugins
+from shared.text_side.config import SHARED_TEXT_SIDE, EmbeddingArmConfig, TextSideConfig
 
 
 def _type_name(tp: Any) -> str:
@@ -44,7 +45,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool) and ("no" if not value else "yes") in args:
             value = "no" if not value else "yes"  # YAML 1.1 reads a bare no/yes as a boolean
         if value not in args:
-            raise ConfigError(f"{key}: must be one of {list(args)}, got {value!r}")
+            raise ConfigError(f"{key}: must be one of {', '.join(map(str, args))}; got {value!r}")
         return value
     if origin is list:
         if isinstance(value, str):  # command-line form: seeds=0,1,2
@@ -95,15 +96,18 @@ def build_dataclass(cls: type, values: Any, prefix: str = "") -> Any:
     unknown = sorted(set(values) - names)
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"unknown config key {where}{unknown[0]!s}; valid keys here: {', '.join(sorted(names))}"
-        )
+        raise ConfigError(f"unknown config key {where}{unknown[0]!s} ({valid_keys(prefix, names)})")
     kwargs = {}
     for name in names:
         if name in values:
             key = f"{prefix}.{name}" if prefix else name
             kwargs[name] = _coerce(values[name], hints[name], key)
     return cls(**kwargs)
+
+
+def valid_keys(section: str, names) -> str:
+    """``train keys: a, b, c``: the keys an unknown one could have meant, named with their section."""
+    return f"{section or 'top-level'} keys: {', '.join(sorted(names)) or 'none'}"
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
@@ -121,12 +125,15 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
         raise ConfigError("arm sections are written at the top level by arm name (e.g. 'jepa:'), not under 'arm:'")
     cfg = build_dataclass(Config, raw)
     cfg.arm = {name: build_dataclass(cls, arm_raw.get(name), name) for name, cls in arm_classes.items()}
+    written = {name: arm_raw.get(name) or {} for name in arm_classes}  # what each section sets itself
     for name, spec in variants.items():
         base, section = _variant_section(name, spec, arm_classes, arm_raw)
         cfg.arm[name] = build_dataclass(arm_classes[base], section, name)
+        written[name] = section
+    resolve_text_sides(cfg.arm, written)
     for name, section in cfg.arm.items():
-        # an arm section may take values from the others once all are built (e.g. an arm that shares
-        # another's target space); the result is what config.yaml records and the audit compares
+        # an arm section may take other values from the others once all are built (the text side is
+        # resolved above for every embedding arm); the result is what config.yaml records and the audit compares
         if hasattr(section, "resolve_with"):
             section.resolve_with(cfg, name)
     for name in cfg.arms:
@@ -135,6 +142,48 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
                               + (f", variants: {sorted(variants)}" if variants else ""))
     validate(cfg)
     return cfg
+
+
+def resolve_text_sides(sections: dict[str, Any], written: dict[str, dict]) -> None:
+    """Fill each embedding arm's target space and Y-decoder (``SHARED_TEXT_SIDE``) from the section its
+    ``text_side_from`` names, except the keys its own section (``written``, a variant's included) sets:
+    two embedding arms are then scored and decoded alike unless one says otherwise, which the control
+    audit names. The resolved values are what config.yaml records."""
+    def source_of(name: str, chain: tuple[str, ...] = ()) -> TextSideConfig | None:
+        section = sections[name]
+        origin = getattr(section, "text_side_from", None) if isinstance(section, EmbeddingArmConfig) else None
+        if origin is None:
+            return None
+        if origin in chain or origin == name:
+            raise ConfigError(f"{name}.text_side_from: {origin!r} takes its text side from {name!r} in turn")
+        if not isinstance(sections.get(origin), TextSideConfig):
+            holders = sorted(n for n, s in sections.items() if isinstance(s, TextSideConfig) and n != name)
+            raise ConfigError(f"{name}.text_side_from: {origin!r} is not an embedding arm's section; "
+                              f"sections with a text side: {', '.join(holders) or 'none'} (null: this section's own)")
+        resolve(origin, (*chain, name))
+        return sections[origin]
+
+    done: set[str] = set()
+
+    def resolve(name: str, chain: tuple[str, ...] = ()) -> None:
+        if name in done:
+            return
+        source = source_of(name, chain)
+        if source is not None:
+            section, own = sections[name], written.get(name) or {}
+            for key in SHARED_TEXT_SIDE:
+                theirs = getattr(source, key)
+                if dataclasses.is_dataclass(theirs):  # key by key: a section may set one decoder key only
+                    mine = own.get(key) or {}
+                    mine = dataclasses.asdict(mine) if dataclasses.is_dataclass(mine) else mine
+                    merged = {**dataclasses.asdict(theirs), **mine}
+                    setattr(section, key, build_dataclass(type(theirs), merged, f"{name}.{key}"))
+                elif key not in own:
+                    setattr(section, key, copy.deepcopy(theirs))
+        done.add(name)
+
+    for name in sections:
+        resolve(name)
 
 
 def _variant_section(name: str, spec: Any, arm_classes: dict[str, type], arm_raw: dict[str, Any]) -> tuple[str, dict]:
@@ -234,7 +283,8 @@ def dump_yaml(cfg: Config) -> str:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        names = ", ".join(sorted(f.stem for f in PRESETS.glob("*.yaml")))
+        raise ConfigError(f"config file not found: {path}" + (f" (or name a preset: {names})" if names else ""))
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
@@ -246,10 +296,24 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+# the presets that ship with the suite (package data of ``experiments``, beside this package when installed)
+PRESETS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
+
+
+def preset_file(path: str | Path) -> Path:
+    """A preset's file: a path as given, or, where no such file exists, the name of a preset that ships
+    with the suite (``smoke``, ``default.yaml``), so a command reads it from any folder."""
+    p = Path(path)
+    if p.is_file() or len(p.parts) != 1:
+        return p
+    bundled = PRESETS / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
+    return bundled if bundled.is_file() else p
+
+
 def read_preset(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A preset file; ``extends: other.yaml`` (relative to it) starts from that preset, this file's
     sections merged on top key by key (lists are replaced, not appended)."""
-    path = Path(path).resolve()
+    path = (preset_file(path) if not _chain else Path(path)).resolve()
     if path in _chain:
         raise ConfigError(f"{path}: extends itself through {' -> '.join(p.name for p in _chain)}")
     raw = read_yaml(path)
@@ -302,27 +366,52 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         raise ConfigError(f"{where}{e}") from None
 
 
-def field_type(key: str) -> Any:
-    """The annotation of a dotted config key (arm sections included), or raise naming the key."""
+def field_type(key: str, variants: dict[str, Any] | None = None) -> Any:
+    """The annotation of a dotted config key (arm sections and ``variants``' sections included), or raise
+    naming the key and the valid keys where it went wrong. Load the config's plugins first (``split_sweeps``)."""
     parts = key.split(".")
     arm_classes = arm_config_classes()
-    cls: Any = arm_classes[parts[0]] if parts[0] in arm_classes else Config
-    parts = parts[1:] if parts[0] in arm_classes else parts
+    bases = {name: spec.get("arm") for name, spec in (variants or {}).items() if isinstance(spec, dict)}
+    section = bases.get(parts[0], parts[0])
+    cls: Any = arm_classes[section] if section in arm_classes else Config
+    parts = parts[1:] if section in arm_classes else parts
     tp: Any = cls
     for i, part in enumerate(parts):
+        if tp is Any or typing.get_origin(tp) is dict:  # free-form below here (variants, mappings)
+            return Any
         hints = typing.get_type_hints(tp) if dataclasses.is_dataclass(tp) else {}
         if part not in hints or part == "arm":
-            raise ConfigError(f"unknown config key {key}")
+            section = ".".join(key.split(".")[:len(key.split(".")) - len(parts) + i])
+            valid = set(hints) - {"arm"} | (set(arm_classes) | set(bases) if tp is Config else set())
+            raise ConfigError(f"unknown config key {key} ({valid_keys(section, valid)})")
         tp = hints[part]
     return tp
 
 
-def split_sweeps(overrides: list[str]) -> tuple[list[str], dict[str, list[Any]]]:
-    """Separate sweep overrides (``key=a,b,c`` on a scalar key) from plain ones."""
+def sweep_context(path: str | Path | None, overrides: list[str]) -> dict[str, Any]:
+    """The variants a command's preset and overrides declare, once the plugins they name are imported:
+    what typing an override needs before the config itself can be built (a plugin arm's keys)."""
+    raw = read_preset(path) if path else {}
+    for item in overrides:
+        key, value = parse_override(item)
+        if key.split(".")[0] in ("plugins", "variants"):
+            set_dotted(raw, key, value)
+    try:
+        load_plugins(_coerce(raw.get("plugins", []), list[str], "plugins"))
+    except RegistryError as e:
+        raise ConfigError(str(e)) from None
+    variants = raw.get("variants") or {}
+    return variants if isinstance(variants, dict) else {}
+
+
+def split_sweeps(overrides: list[str], path: str | Path | None = None) -> tuple[list[str], dict[str, list[Any]]]:
+    """Separate sweep overrides (``key=a,b,c`` on a scalar key) from plain ones; ``path``, the preset,
+    gives the plugins (and variants) whose keys the overrides may name."""
+    variants = sweep_context(path, overrides)
     plain, sweeps = [], {}
     for item in overrides:
         key, value = parse_override(item)
-        is_list_key = typing.get_origin(field_type(key)) is list
+        is_list_key = typing.get_origin(field_type(key, variants)) is list
         if not is_list_key and isinstance(value, str) and "," in value:
             sweeps[key] = [yaml.safe_load(v) for v in value.split(",")]
         elif not is_list_key and isinstance(value, list):

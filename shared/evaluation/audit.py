@@ -16,6 +16,7 @@ from shared.config import base_arm_name, training_view, variant_changes
 from shared.files import read_json
 from shared.registry import RegistryError, arm_class
 from shared.tables import markdown_table
+from shared.text_side.config import REFERENCE_TEXT_SIDE, embedding_arms, text_side_of, text_side_reference
 
 
 def load_run(run_dir: Path) -> tuple[str, dict, dict]:
@@ -59,12 +60,36 @@ def audit(run_dirs: list[Path]) -> dict:
     differing = {d["key"] for d in differences}
     shared = {k: first.get(k) for k in keys if k not in differing}
     controls = {arm: arm_controls(arm, cfg) for arm, cfg, _ in runs}
+    text_sides = text_side_differences(runs)
     knowledge = {arm: text_knowledge(arm, cfg) for arm, cfg, _ in runs}
     variants = {arm: _variant_diff(arm, cfg) for arm, cfg, _ in runs if base_arm_name(cfg.get("variants"), arm) != arm}
     return {"ok": not differences, "differences": differences, "arm_keys": own, "shared": shared,
             "data_order": orders, "step_plan": next(iter(plans.values())) if len(set(plans.values())) == 1 else None,
             "controls": controls, "variants": variants, "runs": [str(d) for d in run_dirs],
-            "recipes": recipes, "layouts": layouts, "text_knowledge": knowledge}
+            "recipes": recipes, "layouts": layouts, "text_knowledge": knowledge, "text_sides": text_sides}
+
+
+def text_side_differences(runs: list[tuple[str, dict, dict]]) -> dict:
+    """The embedding arms' target spaces and Y-decoders against the reference text side (the section
+    they take it from, shared/text_side/config.py): allowed to differ, but each difference is a control
+    (two decoders of different capacity turn predictions into captions unequally), so it is named.
+    {"reference", "arms": embedding arms, "differences": {arm: {key: {"reference", "arm"}}}}."""
+    cfgs = {arm: cfg for arm, cfg, _ in runs}
+    arms = embedding_arms({a: c.get(a) for a, c in cfgs.items()}, list(cfgs))
+    if not arms:
+        return {"reference": None, "arms": [], "differences": {}}
+    ref = text_side_reference({a: cfgs[a].get(a) for a in arms}, arms) or arms[0]
+    ref_side = text_side_of((cfgs.get(ref) or cfgs[arms[0]]).get(ref)) or {}
+    out = {}
+    for arm in arms:
+        if arm == ref:
+            continue
+        mine = text_side_of(cfgs[arm].get(arm)) or {}
+        differs = {k: {"reference": ref_side.get(k, "<missing>"), "arm": mine.get(k, "<missing>")}
+                   for k in sorted(set(mine) | set(ref_side)) if mine.get(k, "<missing>") != ref_side.get(k, "<missing>")}
+        if differs:
+            out[arm] = differs
+    return {"reference": ref, "arms": arms, "differences": out}
 
 
 def _weights_source(weights) -> str:
@@ -108,11 +133,30 @@ def _variant_diff(arm: str, cfg: dict) -> dict:
 
 
 def arm_controls(arm: str, cfg: dict) -> list[str]:
-    """The arm's own account of what it gets besides its prediction target (``Arm.controls``)."""
+    """The arm's own account of what it gets besides its prediction target (``Arm.controls``), and, for
+    an embedding arm, whether its target space and Y-decoder are the reference text side's."""
     try:
-        return arm_class(base_arm_name(cfg.get("variants"), arm), cfg.get("plugins") or ()).controls(cfg.get(arm, {}))
+        own = arm_class(base_arm_name(cfg.get("variants"), arm), cfg.get("plugins") or ()).controls(cfg.get(arm, {}))
     except (KeyError, RegistryError):  # an arm whose plugin is not importable here
+        own = []
+    return own + text_side_control(arm, cfg)
+
+
+def text_side_control(arm: str, cfg: dict) -> list[str]:
+    """One line for an embedding arm other than the reference: its text side taken alike, or what differs."""
+    section = cfg.get(arm) or {}
+    mine = text_side_of(section)
+    ref = section.get("text_side_from") or REFERENCE_TEXT_SIDE
+    theirs = text_side_of(cfg.get(ref))
+    if mine is None or theirs is None or ref == arm:
         return []
+    differs = [f"`{k}`={mine.get(k)} ({ref}: {theirs.get(k)})" for k in sorted(set(mine) | set(theirs))
+               if mine.get(k) != theirs.get(k)]
+    if not differs:
+        return [f"text side: the target space and Y-decoder of `{ref}`, key for key: its predictions are scored "
+                "and decoded as that arm's are."] if section.get("text_side_from") else []
+    return [f"text side differs from `{ref}`'s: {', '.join(differs)}: its predictions are scored or decoded "
+            "unlike that arm's, a difference besides the predictor."]
 
 
 def _key_table(keys: dict) -> list[str]:
@@ -149,6 +193,19 @@ def audit_markdown(result: dict) -> str:
     if any(result.get("controls", {}).values()):
         lines += ["", "## What each arm gets besides its prediction target", ""]
         lines += [f"- {arm}: {c}" for arm, cs in result["controls"].items() for c in cs]
+    sides = result.get("text_sides") or {}
+    if len(sides.get("arms", [])) > 1:
+        lines += ["", "## Text side of the embedding arms", ""]
+        if not sides["differences"]:
+            lines.append(f"Identical in {', '.join(sides['arms'])}: one target space and one Y-decoder "
+                         f"(`shared_dim`, `y_encoder.*`, `y_decoder.*` as `{sides['reference']}` has them).")
+        else:
+            lines += ["Allowed, but a control: a different target space or decoder scores or decodes the same "
+                      "prediction differently. Against the reference text side "
+                      f"(`{sides['reference']}`):", "",
+                      *markdown_table(["arm", "key", f"{sides['reference']}", "arm's value"],
+                                      [(a, f"`{k}`", f"`{d['reference']}`", f"`{d['arm']}`")
+                                       for a, ds in sides["differences"].items() for k, d in ds.items()], "llll")]
     if result.get("variants"):
         rows = [(arm, v["base"], f"`{k}`", f"`{d['base']}`", f"`{d['variant']}`")
                 for arm, v in result["variants"].items()
