@@ -121,3 +121,60 @@ def test_a_reference_outside_the_arms_is_a_one_line_error(tmp_path, capsys):
     assert err == "error: report.reference: 'delta' is not one of this run's arms; arms: ['alpha', 'beta', 'gamma']"
     assert main(["report", "--out", str(out), "train.lr=1"]) == 2
     assert "a redraw takes only report.reference=ARM" in capsys.readouterr().err
+
+
+# An embedding arm as docs/adding_an_arm.md ("An embedding arm") writes one: its section and its predictor,
+# the text side from the base; no hook copied from the JEPA arm.
+REGRESS = '''
+from dataclasses import dataclass
+
+from torch import nn
+
+from shared.arm import register_arm
+from shared.embedding_arm import EmbeddingArm, EmbeddingArmConfig
+
+
+@dataclass
+class RegressConfig(EmbeddingArmConfig):
+    hidden_size: int = 128
+
+
+@register_arm("regress", RegressConfig)
+class RegressArm(EmbeddingArm):
+    def build_predictor(self, ctx, out_dim):
+        width = self.arm_cfg.hidden_size
+        return nn.Sequential(nn.Linear(ctx.visual_dim, width, device=ctx.device), nn.GELU(),
+                             nn.Linear(width, out_dim, device=ctx.device))
+
+    def predict(self, visual, queries):
+        return self.predictor(visual.mean(dim=1))
+'''
+
+
+@pytest.mark.slow
+def test_an_embedding_arm_from_outside_the_repo_is_compared_with_the_reference(tmp_path, cache_dir):
+    (tmp_path / "elsewhere").mkdir()
+    arm_file = tmp_path / "elsewhere" / "regress_arm.py"
+    arm_file.write_text(REGRESS)
+    out = tmp_path / "se"
+    assert main(["sample-efficiency", "-c", str(SMOKE), "-o", str(out), f"cache_dir={cache_dir}",
+                 f"plugins=[{arm_file}]", "arms=jepa,vlm,regress", "regress.hidden_size=16",
+                 "train.milestones=[32]"]) == 0
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    (row,) = [r for r in rows if r["arm"] == "regress"]
+    assert row["decoder_samples"] == 32 and "recall1" in row  # the text side came with the base
+    report = (out / "report.md").read_text()
+    assert "| 32 | regress |" in report  # its row of the results table
+    table = section(report, "### Arm difference with 95% intervals")
+    assert "vlm, regress against the reference arm **jepa**" in table
+    assert [l for l in table.splitlines() if l.startswith("| 32 | CIDEr | regress | ") and l.count("[") == 1]
+    assert "| CIDEr | jepa vs regress |" in report and "Trainable ratio jepa/vlm" in report and "jepa/regress" in report
+    audit_ = json.loads((out / "control_audit.json").read_text())["0"]
+    assert audit_["ok"], audit_["differences"]
+    assert audit_["arm_keys"]["regress"]["regress.hidden_size"] == 16  # its own key, overridden
+    # the decoder is the JEPA arm's: the same keys and values, and no text-side difference named
+    decoder = {k.split(".", 1)[1]: v for k, v in audit_["arm_keys"]["regress"].items() if k.startswith("regress.y_decoder.")}
+    assert decoder and decoder == {k.split(".", 1)[1]: v for k, v in audit_["arm_keys"]["jepa"].items()
+                                   if k.startswith("jepa.y_decoder.")}
+    assert audit_["text_sides"]["reference"] == "jepa" and "regress" in audit_["text_sides"]["arms"]
+    assert not audit_["text_sides"]["differences"]
