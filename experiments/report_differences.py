@@ -23,7 +23,9 @@ def reference_arm(cfg: dict, arms: list[str], chosen: str | None = None) -> str:
     chosen = chosen or (cfg.get("report") or {}).get("reference")
     if chosen is not None:
         if chosen not in arms:
-            raise ConfigError(f"report.reference: {chosen!r} is not one of this run's arms; arms: {arms}")
+            unrun = chosen in (cfg.get("arms") or [])
+            raise ConfigError(f"report.reference: {chosen!r} " + ("has no rows in metrics.jsonl yet" if unrun else
+                              "is not one of this run's arms") + f"; arms: {arms}")
         return chosen
     return next((a for a in cfg.get("arms") or [] if a in arms), arms[0])
 
