@@ -178,3 +178,11 @@ def test_an_embedding_arm_from_outside_the_repo_is_compared_with_the_reference(t
                                    if k.startswith("jepa.y_decoder.")}
     assert audit_["text_sides"]["reference"] == "jepa" and "regress" in audit_["text_sides"]["arms"]
     assert not audit_["text_sides"]["differences"]
+
+
+def test_a_reference_that_has_not_run_yet_says_so(tmp_path):
+    out = fake_run(tmp_path / "se", reference="delta")
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    (out / "config.yaml").write_text(yaml.safe_dump(dict(cfg, arms=[*cfg["arms"], "delta"])))
+    with pytest.raises(ConfigError, match="report.reference: 'delta' has no rows in metrics.jsonl yet"):
+        write_outputs(out)
