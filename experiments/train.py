@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if args.arm not in cfg.arm:
         raise ConfigError(f"--arm: unknown arm {args.arm!r}; registered: {sorted(cfg.arm)}")
     prepared = prepare(cfg, resolve_runtime(cfg), splits=("train",))
-    check_arms(prepared, [args.arm])  # a broken arm is named here, before any training
+    check_arms(prepared, [args.arm], evaluation=False)  # a broken arm is named here, before any training
     result = train_arm(prepared, args.arm, args.out, stop_at_samples=args.stop_after)
     for c in result.checkpoints:
         log.info("checkpoint %s: %d samples seen, step %d", c["path"], c["samples_seen"], c["step"])

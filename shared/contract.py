@@ -27,23 +27,25 @@ from shared.registry import arm_class
 log = logging.getLogger(__name__)
 
 REQUIRED = ("loss", "caption", "score_candidates")  # what every arm implements (docs/adding_an_arm.md)
+TRAINING = ("loss",)  # what a command that only trains (``train``) calls
 BATCH = 4  # clips in the check's batch: enough for in-batch negatives, cheap for any arm
 TOKENS = 4  # caption length asked for
 
 
-def check_arms(prepared: Pipeline, names: list[str], device=None) -> float:
-    """Check every arm in ``names``; returns the seconds it took. Raises ArmContractError on the first fault."""
+def check_arms(prepared: Pipeline, names: list[str], device=None, evaluation: bool = True) -> float:
+    """Check every arm in ``names``; returns the seconds it took. Raises ArmContractError on the first fault.
+    ``evaluation=False`` (a command that only trains) checks the training side alone."""
     t0 = time.perf_counter()
     for name in names:
-        check_arm(prepared, name, device)
+        check_arm(prepared, name, device, evaluation)
     seconds = time.perf_counter() - t0
     log.info("arm contract checked (%s): %.1fs", ", ".join(names), seconds)
     return seconds
 
 
-def check_arm(prepared: Pipeline, name: str, device=None) -> None:
+def check_arm(prepared: Pipeline, name: str, device=None, evaluation: bool = True) -> None:
     cls = arm_class(prepared.cfg.base_arm(name), prepared.cfg.plugins)
-    missing = [m for m in REQUIRED if getattr(cls, m) is getattr(Arm, m)]
+    missing = [m for m in (REQUIRED if evaluation else TRAINING) if getattr(cls, m) is getattr(Arm, m)]
     if missing:
         raise ArmContractError(f"arm {name!r}: {', '.join(missing)} not implemented by {cls.__name__} "
                                f"(every arm implements {', '.join(REQUIRED)})")
@@ -55,7 +57,8 @@ def check_arm(prepared: Pipeline, name: str, device=None) -> None:
         arm = _call(name, "building the arm", lambda: build_arm(name, ctx))
         batch = random_visual_batch(prepared, BATCH, device)
         _check_training(name, arm, batch)
-        _check_evaluation(name, arm, batch)
+        if evaluation:
+            _check_evaluation(name, arm, batch)
     del arm
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from experiments.cli import main
+from shared.arm import ArmContractError
 from shared.config import config_from_dict, dump_yaml, load_config, split_sweeps, to_dict
 from shared.evaluation.audit import arm_controls, audit, audit_markdown
 from tests.conftest import ROOT, SMOKE
@@ -158,10 +159,24 @@ def test_the_main_job_checks_every_arm_before_training_the_first(plugins, cache_
 
 
 def test_a_missing_method_is_named(plugins, cache_dir, tmp_path):
-    line = one_error_in_a_process(["train", "-c", str(SMOKE), "--arm", "mute", "-o", str(tmp_path / "run"),
-                              plugins["probe_arms"], f"cache_dir={cache_dir}"])
+    line = one_error_in_a_process(["sample-efficiency", "-c", str(SMOKE), "-o", str(tmp_path / "main"),
+                                   plugins["probe_arms"], "arms=mute", f"cache_dir={cache_dir}"])
     assert line == ("error: arm 'mute': caption not implemented by MuteArm "
                     "(every arm implements loss, caption, score_candidates)")
+
+
+def test_train_alone_asks_only_for_the_training_side(smoke_prepared, plugins, cache_dir):
+    """``train`` never captions or classifies: an arm without those methods trains (the evaluating commands
+    still refuse it, above)."""
+    import dataclasses
+
+    from shared.contract import check_arms
+
+    cfg = load_config(SMOKE, [plugins["probe_arms"], f"cache_dir={cache_dir}"])
+    prepared = dataclasses.replace(smoke_prepared, cfg=cfg)
+    check_arms(prepared, ["mute"], evaluation=False)
+    with pytest.raises(ArmContractError, match="caption not implemented by MuteArm"):
+        check_arms(prepared, ["mute"])
 
 
 def test_sound_arms_pass_the_check_and_leave_the_caches_alone(smoke_prepared, plugins, cache_dir):
@@ -176,7 +191,6 @@ def test_sound_arms_pass_the_check_and_leave_the_caches_alone(smoke_prepared, pl
 
 
 def test_an_exception_inside_an_arm_is_one_line_and_the_suites_own_errors_pass():
-    from shared.arm import ArmContractError
     from shared.config import ConfigError
     from shared.contract import _call
 

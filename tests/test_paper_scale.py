@@ -97,7 +97,7 @@ def test_every_accelerate_config_with_every_preset_is_a_valid_layout_that_fits(a
         micro, _ = micro_layout(cfg.train.effective_batch, cfg.train.micro_batch, nproc)
         if not gpu:
             continue
-        if preset == PAPER:
+        if preset == PAPER and str(nproc) in paper_memory["layouts"][cfg.arms[0]]:  # describe's own 8/16-GPU rows
             fits = [paper_memory["layouts"][n][str(nproc)]["fits"][cfg.train.parallel] for n in cfg.arms]
         else:
             ctx, enc = _context(preset, str(cache_dir))
