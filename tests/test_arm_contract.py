@@ -3,6 +3,7 @@ plugin arm's keys typed in every command (overrides, sweeps, grid cells), each a
 The arms live in files outside the repository, imported through ``plugins=`` as a researcher's would."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -263,6 +264,11 @@ def test_describe_and_arms_take_a_plugin_arms_override(plugins, capsys):
     assert main(["arms", "-c", str(SMOKE), plugins["probe_arms"], "probe.hidden_size=8", "--json"]) == 0
     arms = json.loads(capsys.readouterr().out)["arms"]
     assert arms["probe"]["text_side"].startswith("the jepa section's") and arms["vlm"]["text_side"] is None
+    # describe gives the trainable ratios as the report does: the reference over every other arm
+    assert main(["describe", "-c", str(SMOKE), plugins["probe_arms"], "arms=jepa,vlm,probe",
+                 "report.reference=vlm"]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("trainable ratio")]
+    assert re.fullmatch(r"trainable ratio vlm/jepa: [\d.]+, vlm/probe: [\d.]+", line)
 
 
 # ---- the text side, shared -----------------------------------------------------------------

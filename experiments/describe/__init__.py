@@ -136,8 +136,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'part':<{width}} {'total params':>16} {'trainable':>16}")
     for name, c in parts.items():
         print(f"{name:<{width}} {c['total_params']:>16,} {c['trainable_params']:>16,}")
-    if len(cfg.arms) >= 2 and cfg.base_arm(cfg.arms[0]) != cfg.base_arm(cfg.arms[1]):
-        (a, ca), (b, cb) = list(info["arms"].items())[:2]
-        print(f"trainable ratio {a}/{b}: {ca['trainable_params'] / max(1, cb['trainable_params']):.3f}")
+    ref = cfg.report.reference or cfg.arms[0]  # ratios as the report gives them: the reference over each arm
+    if ref in info["arms"] and len(info["arms"]) > 1:
+        r = info["arms"][ref]["trainable_params"]
+        print("trainable ratio " + ", ".join(f"{ref}/{a}: {r / max(1, c['trainable_params']):.3f}"
+                                             for a, c in info["arms"].items() if a != ref))
     print(f"precision on this machine: {precision_line(info['precision'])}; describe --hardware measures it")
     return 0
