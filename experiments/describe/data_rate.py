@@ -17,10 +17,10 @@ from shared.files import read_json
 
 RATES_FILE = "data_bench/decode_rates.json"  # under cache_dir: the last data-bench --real-video of this machine
 # one worker with a core to itself (one decoding thread, 16 frames at 336 px of 10-s clips) when nothing is
-# measured: 1 / the CPU seconds a clip cost in data-bench --real-video on a 2-core AMD EPYC (Zen 5) with other
-# jobs running (0.85 s at 720p, 1.67 s at 1080p; docs/data_pipeline.md), rounded to a slower figure
-ASSUMED = {"720p": 1.1, "1080p": 0.55}
-ASSUMED_CPU_S_PER_CLIP = {"720p": 0.9, "1080p": 1.8}
+# measured: 1 / the CPU seconds a clip cost in data-bench --real-video on a 2-core AMD EPYC (Zen 5), nothing
+# else running (0.87 s at 720p, 1.93 s at 1080p; docs/data_pipeline.md), rounded to a slower figure
+ASSUMED = {"720p": 1.1, "1080p": 0.5}
+ASSUMED_CPU_S_PER_CLIP = {"720p": 0.9, "1080p": 2.0}
 
 
 def worker_rates(cfg, path: str | Path | None = None) -> dict:
