@@ -18,12 +18,14 @@ Y-decoder on the captions seen so far); ``evaluation_info`` after, for the metri
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
 
 from shared.arm import Arm, ArmContext, Batch
@@ -54,7 +56,21 @@ def build_y_encoder(ctx: ArmContext, c: YEncoderConfig) -> YEncoder:
     if ctx.text is None or ctx.text.y_encoder is None:
         raise ConfigError("y_encoder.weights=captions: the caption-pretrained encoder is made by the pipeline "
                           "(shared/pipeline.py: prepare); this context has none")
-    return YEncoder(dataclasses.replace(c, weights=str(ctx.text.y_encoder)), ctx.device, tokenizer=ctx.tokenizer)
+    # That folder holds a BERT without the pooler AutoModel adds (the encoder mean-pools and never calls it):
+    # transformers' load report would say "pooler MISSING" on every load, so it is kept out of the terminal
+    # here, for this folder only. The pooler is still initialised as before (it draws from the seeded RNG).
+    with _transformers_errors_only():
+        return YEncoder(dataclasses.replace(c, weights=str(ctx.text.y_encoder)), ctx.device, tokenizer=ctx.tokenizer)
+
+
+@contextlib.contextmanager
+def _transformers_errors_only():
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(level)
 
 
 class EmbeddingArm(Arm):

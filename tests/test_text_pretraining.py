@@ -142,3 +142,16 @@ def test_text_pretraining_without_a_val_split_trains_and_says_so(tmp_path, monke
     assert lm["val_loss_per_token"] is None and enc["paraphrase_nn_same_meaning"] is None
     section = "\n".join(text_pretraining_lines({"text_pretraining": text.records}))
     assert section.count("n/a (no val split)") == 4
+
+
+def test_the_caption_pretrained_y_encoder_loads_without_a_load_report(smoke_prepared, capfd, caplog):
+    """Its folder has no BERT pooler (never used): transformers' "pooler MISSING" report stays out of the
+    terminal for this folder, and the verbosity is what it was afterwards."""
+    import transformers
+
+    assert smoke_prepared.cfg.arm["jepa"].y_encoder.weights == "captions"
+    level = transformers.logging.get_verbosity()
+    smoke_prepared.seeded_arm("jepa")
+    seen = capfd.readouterr().err + caplog.text
+    assert "LOAD REPORT" not in seen and "MISSING" not in seen
+    assert transformers.logging.get_verbosity() == level
