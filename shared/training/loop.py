@@ -72,9 +72,7 @@ def new_accelerator(cfg: Config, run_dir: Path, precision: str):
     """The Accelerator of one run, computing in ``precision`` (resolved: no, bf16, fp16)."""
     if processes.state().num_processes == 1:
         AcceleratorState._reset_state(reset_partial_state=True)  # several runs in one process
-    if torch.cuda.is_available():  # TF32 matmuls for what runs in fp32 (master weights, losses)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    # TF32 for what runs in fp32 is set by determinism.apply (on unless train.deterministic), after this
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision,
                        log_with=tracking.open_trackers(cfg, run_dir, "train"), project_dir=str(run_dir),
                        kwargs_handlers=[DistributedDataParallelKwargs(gradient_as_bucket_view=True)])
