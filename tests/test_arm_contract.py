@@ -77,7 +77,8 @@ class MuteArm(Arm):
         return self.proj(visual.mean(dim=1)).expand(-1, len(candidates))
 '''
 
-MISSPELT = '''
+# a one-class module of an arm named NAME whose capabilities are CAPS (and BODY: its methods)
+CAPABILITY_ARM = '''
 from dataclasses import dataclass
 
 from shared.arm import Arm, register_arm
@@ -88,29 +89,15 @@ class C:
     width: int = 4
 
 
-@register_arm("misspelt", C)
-class MisspeltArm(Arm):
-    capabilities = frozenset({"embedd"})
-'''
-
-HALF = '''
-from dataclasses import dataclass
-
-from shared.arm import Arm, register_arm
-
-
-@dataclass
-class C:
-    width: int = 4
-
-
-@register_arm("half", C)
-class HalfArm(Arm):
-    capabilities = frozenset({"embed"})
-
+@register_arm("{name}", C)
+class {cls}(Arm):
+    capabilities = frozenset({caps})
+{body}'''
+MISSPELT = CAPABILITY_ARM.format(name="misspelt", cls="MisspeltArm", caps='{"embedd"}', body="")
+HALF = CAPABILITY_ARM.format(name="half", cls="HalfArm", caps='{"embed"}', body="""
     def embed(self, visual, queries):
         return visual.mean(dim=1)
-'''
+""")
 
 
 @pytest.fixture(scope="session")
