@@ -26,7 +26,7 @@ from experiments.report_differences import arm_differences, arms_line, differenc
 from experiments.report_paper import paper_lines
 from experiments.report_compute import (_fmt, _interval, _signed, compute_lines, matched_compute, matched_compute_lines,
                                         text_pretraining_lines, time_lines)
-from shared.data.report import with_meaning
+from shared.data.report import phrasings_used, with_meaning
 from shared.data.report_sources import data_sections
 from shared.report_sections import RunFiles, gather
 from shared.training.checkpoint import RunDir
@@ -239,7 +239,7 @@ def _setup_lines(run: RunFiles, sections: dict) -> list[str]:
 def _results_lines(run: RunFiles, agg: dict, sections: dict) -> list[str]:
     """The results table, per-set results and who leads at each milestone."""
     rows, arms, seeds, milestones = run.rows, run.arms, run.seeds, run.milestones
-    phr = max((r.get("phrasings") or 1) for r in rows)
+    phr = phrasings_used(rows)
     lines = ["## Results", "", (f"Mean over {len(seeds)} seeds (min–max in brackets)." if len(seeds) > 1 else
                           "One seed: at small sample counts the seed-to-seed spread is large; run seeds=0,1,2 before concluding."),
           "", " ".join(["CIDEr-D on pycocoevalcap's scale (0–10, not x100). top-k: each label scored by its text.",

@@ -276,6 +276,8 @@ def test_an_embedding_arm_takes_the_text_side_from_jepa_unless_it_sets_it(plugin
     assert apart.arm["probe"].y_decoder == YDecoderConfig()
     with pytest.raises(Exception, match="probe.text_side_from: 'vlm' is not an embedding arm's section"):
         load_config(SMOKE, [plugins["probe_arms"], "probe.text_side_from=vlm"])
+    with pytest.raises(Exception, match="probe.text_side_from: a loop, probe -> probe"):
+        load_config(SMOKE, [plugins["probe_arms"], "probe.text_side_from=probe"])
 
 
 def test_the_audit_names_a_text_side_difference_as_a_control(plugins, tmp_path):

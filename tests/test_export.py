@@ -100,7 +100,7 @@ def test_exported_vlm_gives_the_arms_logits(comparison, tmp_path):
     assert "64 samples seen" in card and "| CIDEr |" in card and "vit_pe_core_tiny_patch16_384" in card
     # the data it was trained on, and the clips its metrics rest on: eval.max_clips=16, too few for intervals
     assert "The synthetic benchmark with few meanings: 192 train / 24 val / 48 test clips" in card
-    assert re.search(r"rests on the 16 clips \(\d+ labels\) of evaluation set `test`", card) and "Few clips" in card
+    assert re.search(r"measured on evaluation set `test` \(16 clips, \d+ labels, the `test` split\)", card) and "Few clips" in card
     info = json.loads((out / "export.json").read_text())
     assert info["samples_seen"] == 64 and info["metrics"]["arm"] == "vlm" and info["encoder"]["frames"] == 4
 

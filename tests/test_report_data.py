@@ -9,7 +9,7 @@ from PIL import Image
 
 from experiments.cli import main
 from shared.config import to_dict
-from shared.data.report import DataSections, few_clips_warning, metric_clips
+from shared.data.report import DataSections, evaluation_card_lines, few_clips_warning, metric_clips
 from shared.data.report_sources import card_lines
 from shared.evaluation.intervals import MIN_CLUSTERS
 from shared.report_sections import RunFiles
@@ -36,6 +36,15 @@ def test_the_few_clips_warning_counts_the_clusters_the_bootstrap_resamples():
     run = RunFiles({}, [], {}, {"data": data(3)}, ["a"], [0], [1])
     assert DataSections().warnings(run) and not DataSections().warnings(RunFiles({}, [], {}, {"data": data(40)}, ["a"], [0], [1]))
     assert metric_clips("top5", data(3, unlabelled=2)) == 3 and metric_clips("cider", data(3, unlabelled=2)) == 5
+
+
+def test_a_card_names_every_evaluation_set_in_one_sentence():
+    two = data(40)
+    two["eval"]["val"] = {"split": "val", "clips": 12, "labels": 6, "unlabelled": 0}
+    (line,) = evaluation_card_lines(two)
+    assert line.startswith("The metrics below are measured on evaluation sets `test` (40 clips, 40 labels, the `test` "
+                           "split), `val` (12 clips, 6 labels, the `val` split), averaged over the sets;")
+    assert evaluation_card_lines({}) == []
 
 
 def still(path, colour):
@@ -74,7 +83,7 @@ def test_a_manifest_comparison_reports_its_own_data(manifest_comparison, tmp_pat
     assert main(["export", "--checkpoint", str(out / "runs" / "vlm" / "seed0"), "--out", str(tmp_path / "vlm")]) == 0
     card = (tmp_path / "vlm" / "README.md").read_text()
     assert f"Manifest `{manifest}`: 12 train / 2 val / 2 test clips, 4 labels" in card
-    assert "rests on the 2 clips (2 labels) of evaluation set `test`" in card and "Few clips" in card
+    assert "measured on evaluation set `test` (2 clips, 2 labels, the `test` split)" in card and "Few clips" in card
     assert "| CIDEr |" in card and card.count(" | 2 |") >= 2  # CIDEr and top-5 each on 2 clips
     assert not [s for s in SYNTHETIC if s in card]
 

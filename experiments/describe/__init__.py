@@ -16,6 +16,7 @@ from experiments.describe import data_rate
 from experiments.describe.gpu_check import GpuCheckFailed, gpu_check, gpu_check_text
 from experiments.describe.hardware import hardware, hardware_text
 from experiments.describe.memory import memory, memory_text
+from experiments.report_differences import reference_arm
 from shared.arm import ArmContext, build_arm
 from shared.config import ConfigError, load_config, to_dict
 from shared.data.sources import build_dataset
@@ -136,8 +137,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'part':<{width}} {'total params':>16} {'trainable':>16}")
     for name, c in parts.items():
         print(f"{name:<{width}} {c['total_params']:>16,} {c['trainable_params']:>16,}")
-    ref = cfg.report.reference or cfg.arms[0]  # ratios as the report gives them: the reference over each arm
-    if ref in info["arms"] and len(info["arms"]) > 1:
+    ref = reference_arm(to_dict(cfg), list(info["arms"]))  # ratios as the report gives them: reference / arm
+    if len(info["arms"]) > 1:
         r = info["arms"][ref]["trainable_params"]
         print("trainable ratio " + ", ".join(f"{ref}/{a}: {r / max(1, c['trainable_params']):.3f}"
                                              for a, c in info["arms"].items() if a != ref))

@@ -30,7 +30,6 @@ from shared.features.visual import VisualFeatures
 from shared.precision import dtype_name, resolve_runtime
 from shared.profiling.matmul import matmul_gflops
 from shared.profiling.fsdp2_memory import fsdp2_estimate
-from shared.training import determinism
 from shared.training.loop import build_trainee, new_accelerator, optimizer_step
 from shared.profiling.memory import encoder_flops, estimate_arm
 from shared.training.parallel import layout_of, micro_layout
@@ -86,7 +85,6 @@ def run_one(cfg, ctx, features, name: str, layout_name: str, steps: int, caption
     """Steps of arm ``name`` under one layout and compile setting; seconds per step after the first."""
     accelerator = new_accelerator(cfg, cfg.cache_path / "gpu_check", ctx.precision)
     device, layout, t = accelerator.device, layout_of(layout_name), cfg.train
-    determinism.apply(t.deterministic, device)  # train.deterministic=true here measures what it costs
     if device.type == "cuda":  # a crashed row's model is freed once its traceback is: collected here
         gc.collect()
         torch.cuda.empty_cache()

@@ -155,7 +155,7 @@ def resolve_text_sides(sections: dict[str, Any], written: dict[str, dict]) -> No
         if origin is None:
             return None
         if origin in chain or origin == name:
-            raise ConfigError(f"{name}.text_side_from: {origin!r} takes its text side from {name!r} in turn")
+            raise ConfigError(f"{name}.text_side_from: a loop, {' -> '.join((*chain, name, origin))}")
         if not isinstance(sections.get(origin), TextSideConfig):
             holders = sorted(n for n, s in sections.items() if isinstance(s, TextSideConfig) and n != name)
             raise ConfigError(f"{name}.text_side_from: {origin!r} is not an embedding arm's section; "

@@ -86,7 +86,7 @@ class ClipReader:
     def clip_bytes(self) -> int:
         """Bytes of one clip's tensor in a batch: its cached rows, or its uint8 frames."""
         if self.store is not None:
-            return int(np.prod(self.store.shape)) * self.store.dtype.itemsize
+            return int(np.prod(self.store.shape)) * 4  # FeatureStore.read gives float32 whatever the cache holds
         return self.frames * self.size * self.size * 3
 
 

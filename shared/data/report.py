@@ -117,7 +117,11 @@ def metric_clips(key: str, data: dict) -> int | None:
 
 def evaluation_card_lines(data: dict) -> list[str]:
     """A model card's sentences on the clips its metrics rest on, with the few-clips warning."""
-    lines = [f"Every metric below rests on the {s['clips']:,} clips ({s['labels']} labels) of evaluation set `{name}` "
-             f"(the `{s['split']}` split)." for name, s in (data.get("eval") or {}).items()]
+    sets = [f"`{name}` ({s['clips']:,} clips, {s['labels']} labels, the `{s['split']}` split)"
+            for name, s in (data.get("eval") or {}).items()]
+    lines = [f"The metrics below are measured on evaluation set{'s' if len(sets) > 1 else ''} {', '.join(sets)}"
+             + (", averaged over the sets" if len(sets) > 1 else "")
+             + "; the table's clips column gives the clips each metric rests on (top-k and meaning: labelled clips only)."] \
+        if sets else []
     warning = few_clips_warning(data)
     return [*lines, *([f"> {warning}"] if warning else [])]

@@ -42,7 +42,7 @@ def embedding_loss(kind: str, pred, target, temperature: float = 0.05, same_targ
         return l1_loss(pred, target)
     if kind == "l2":
         return l2_loss(pred, target)
-    raise ValueError(f"jepa.loss: unknown loss {kind!r}")
+    raise ValueError(f"loss: unknown loss {kind!r} (the embedding arm's section's loss key)")
 
 
 def same_text_mask(texts: list[str], device=None) -> torch.Tensor:

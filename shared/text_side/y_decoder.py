@@ -170,8 +170,8 @@ class SonarDecoder(nn.Module):
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_source or weights)
         except (OSError, ValueError, TypeError) as e:  # TypeError: a config naming a tokenizer whose files are absent
-            raise ValueError(f"jepa.y_decoder: no tokenizer in {tokenizer_source or weights} ({e}); point "
-                             "jepa.y_decoder.tokenizer at the SONAR encoder's repository or folder") from None
+            raise ValueError(f"y_decoder: no tokenizer in {tokenizer_source or weights} ({e}); point "
+                             "the arm's y_decoder.tokenizer (jepa.y_decoder.tokenizer by default) at the SONAR encoder's repository or folder") from None
         self.lang_id = self.tokenizer.convert_tokens_to_ids(lang)
 
     @torch.no_grad()

@@ -59,7 +59,7 @@ class YEncoder(nn.Module):
         self.weights = cfg.weights or (packaged_minilm() if cfg.kind == "minilm" else None)
         on_meta = torch.device(device).type == "meta"
         if self.weights is None and not on_meta:
-            raise ValueError(f"jepa.y_encoder.weights: required for kind {cfg.kind!r} (hub id or local folder)")
+            raise ValueError(f"y_encoder.weights (jepa.y_encoder.weights unless the arm sets its own): required for kind {cfg.kind!r} (hub id or local folder)")
         if architecture is not None:  # a given architecture (e.g. on the meta device, for counting)
             with torch.device(device):
                 self.model = transformers.AutoModel.from_config(architecture)

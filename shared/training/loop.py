@@ -69,13 +69,15 @@ class Diverged(RuntimeError):
 
 
 def new_accelerator(cfg: Config, run_dir: Path, precision: str):
-    """The Accelerator of one run, computing in ``precision`` (resolved: no, bf16, fp16)."""
+    """The Accelerator of one run, computing in ``precision`` (resolved: no, bf16, fp16), with torch's
+    determinism switches set for ``train.deterministic`` (TF32 for fp32 parts on unless it is true)."""
     if processes.state().num_processes == 1:
         AcceleratorState._reset_state(reset_partial_state=True)  # several runs in one process
-    # TF32 for what runs in fp32 is set by determinism.apply (on unless train.deterministic), after this
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision,
-                       log_with=tracking.open_trackers(cfg, run_dir, "train"), project_dir=str(run_dir),
-                       kwargs_handlers=[DistributedDataParallelKwargs(gradient_as_bucket_view=True)])
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision,
+                              log_with=tracking.open_trackers(cfg, run_dir, "train"), project_dir=str(run_dir),
+                              kwargs_handlers=[DistributedDataParallelKwargs(gradient_as_bucket_view=True)])
+    determinism.apply(cfg.train.deterministic, accelerator.device)
+    return accelerator
 
 
 @dataclass
@@ -110,7 +112,7 @@ def train_arm(prepared: Pipeline, arm_name: str, run_dir: str | Path, stop_at_sa
     run = RunDir(run_dir)
     processes.configure(cfg)
     accelerator = new_accelerator(cfg, run.root, precision["resolved"])
-    precision["determinism"] = determinism.apply(cfg.train.deterministic, accelerator.device)
+    precision["determinism"] = determinism.record(accelerator.device.type)
     if accelerator.distributed_type == DistributedType.FSDP:
         raise ConfigError("launched with Accelerate's FSDP plugin: the suite shards the model itself "
                           "(train.parallel=fsdp2); launch with a plain multi-GPU config (experiments/accelerate/)")
