@@ -114,8 +114,11 @@ def _run_comparison(cfg: Config, runtime: Runtime, out: Path, main: bool) -> lis
     timings.add("tokenizer, encoder, data index", time.perf_counter() - t - encode_s)
     timings.add(f"{'synthetic clips rendered and ' if cfg.data.source == 'synthetic' else 'clips decoded and '}"
                 f"encoded ({encoded:,} clips)", encode_s)
+    # rank 0's reading for every rank: a rank that saw another list would skip an evaluation the others run
+    done = processes.on_main(lambda: {(r["arm"], r["seed"], r["milestone"]) for r in read_jsonl(out / "metrics.jsonl")})
+    pending = [a for a in cfg.arms if any((a, s, m) not in done for s in cfg.seeds for m in cfg.train.milestones)]
     with timings.phase("arm contract checked (one tiny batch per arm)"):  # before minutes of work, not after
-        summary["phases"]["contract_s"] = round(check_arms(prepared, cfg.arms), 2)
+        summary["phases"]["contract_s"] = round(check_arms(prepared, pending), 2) if pending else 0.0
     with timings.phase("evaluation sets and baselines"):
         sets = eval_sets(prepared)
         if main:
@@ -127,8 +130,6 @@ def _run_comparison(cfg: Config, runtime: Runtime, out: Path, main: bool) -> lis
     if prepared.text is not None:  # what the text pretraining stage trained (cached: its first run's figures)
         summary["text_pretraining"] = prepared.text.records
 
-    # rank 0's reading for every rank: a rank that saw another list would skip an evaluation the others run
-    done = processes.on_main(lambda: {(r["arm"], r["seed"], r["milestone"]) for r in read_jsonl(out / "metrics.jsonl")})
     flops = summary.setdefault("flops", {})
     with timings.phase("FLOPs counted (meta device)"):
         for arm_name in cfg.arms:  # per arm, the same for every seed: counted once, on the meta device

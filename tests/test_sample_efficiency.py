@@ -66,8 +66,12 @@ def test_smoke_run_writes_every_file_and_resumes(tmp_path, cache_dir, monkeypatc
         {"train_s", "load_and_prepare_s", "eval_s"} <= set(r) for r in timings["milestones"].values())
     assert "## Where the time went" in report and "| train jepa seed 0 |" in report
 
-    # re-running the same command redoes nothing: no new rows, same numbers
-    assert main(args) == 0
+    # re-running the same command redoes nothing: no new rows, same numbers, no arm built for the contract
+    import shared.contract
+
+    checked = []
+    monkeypatch.setattr(shared.contract, "check_arm", lambda prepared, name, *a: checked.append(name))
+    assert main(args) == 0 and checked == []
     again = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert again == rows and len(probes) == 2
     timings = json.loads((out / "timings.json").read_text())
