@@ -281,13 +281,10 @@ def test_an_embedding_arm_takes_the_text_side_from_jepa_unless_it_sets_it(plugin
 
 
 def test_the_audit_names_a_text_side_difference_as_a_control(plugins, tmp_path):
+    from tests.test_audit import fake_run
+
     def run(arm, *overrides):
-        cfg = load_config(SMOKE, [plugins["probe_arms"], *overrides])
-        path = tmp_path / f"{arm}{len(list(tmp_path.iterdir()))}"
-        path.mkdir()
-        (path / "config.yaml").write_text(yaml.safe_dump({"arm_name": arm, **to_dict(cfg)}))
-        (path / "data_order.json").write_text(json.dumps({"sha256": "abc", "samples": 256}))
-        return path
+        return fake_run(tmp_path / f"{arm}{len(list(tmp_path.iterdir()))}", arm, plugins["probe_arms"], *overrides)
 
     alike = audit([run("jepa"), run("vlm"), run("probe")])
     assert alike["ok"] and alike["text_sides"] == {"reference": "jepa", "arms": ["jepa", "probe"], "differences": {}}
