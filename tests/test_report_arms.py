@@ -139,7 +139,7 @@ class RegressConfig(EmbeddingArmConfig):
     hidden_size: int = 128
 
 
-@register_arm("regress", RegressConfig)
+@register_arm("outside", RegressConfig)
 class RegressArm(EmbeddingArm):
     def build_predictor(self, ctx, out_dim):
         width = self.arm_cfg.hidden_size
@@ -154,29 +154,30 @@ class RegressArm(EmbeddingArm):
 @pytest.mark.slow
 def test_an_embedding_arm_from_outside_the_repo_is_compared_with_the_reference(tmp_path, cache_dir):
     (tmp_path / "elsewhere").mkdir()
-    arm_file = tmp_path / "elsewhere" / "regress_arm.py"
+    # own module and arm names: the guide test may run in this process and registers "regress" from regress_arm.py
+    arm_file = tmp_path / "elsewhere" / "regress_outside_arm.py"
     arm_file.write_text(REGRESS)
     out = tmp_path / "se"
     assert main(["sample-efficiency", "-c", str(SMOKE), "-o", str(out), f"cache_dir={cache_dir}",
-                 f"plugins=[{arm_file}]", "arms=jepa,vlm,regress", "regress.hidden_size=16",
+                 f"plugins=[{arm_file}]", "arms=jepa,vlm,outside", "outside.hidden_size=16",
                  "train.milestones=[32]"]) == 0
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
-    (row,) = [r for r in rows if r["arm"] == "regress"]
+    (row,) = [r for r in rows if r["arm"] == "outside"]
     assert row["decoder_samples"] == 32 and "recall1" in row  # the text side came with the base
     report = (out / "report.md").read_text()
-    assert "| 32 | regress |" in report  # its row of the results table
+    assert "| 32 | outside |" in report  # its row of the results table
     table = section(report, "### Arm difference with 95% intervals")
-    assert "vlm, regress against the reference arm **jepa**" in table
-    assert [l for l in table.splitlines() if l.startswith("| 32 | CIDEr | regress | ") and l.count("[") == 1]
-    assert "| CIDEr | jepa vs regress |" in report and "Trainable ratio jepa/vlm" in report and "jepa/regress" in report
+    assert "vlm, outside against the reference arm **jepa**" in table
+    assert [l for l in table.splitlines() if l.startswith("| 32 | CIDEr | outside | ") and l.count("[") == 1]
+    assert "| CIDEr | jepa vs outside |" in report and "Trainable ratio jepa/vlm" in report and "jepa/outside" in report
     audit_ = json.loads((out / "control_audit.json").read_text())["0"]
     assert audit_["ok"], audit_["differences"]
-    assert audit_["arm_keys"]["regress"]["regress.hidden_size"] == 16  # its own key, overridden
+    assert audit_["arm_keys"]["outside"]["outside.hidden_size"] == 16  # its own key, overridden
     # the decoder is the JEPA arm's: the same keys and values, and no text-side difference named
-    decoder = {k.split(".", 1)[1]: v for k, v in audit_["arm_keys"]["regress"].items() if k.startswith("regress.y_decoder.")}
+    decoder = {k.split(".", 1)[1]: v for k, v in audit_["arm_keys"]["outside"].items() if k.startswith("outside.y_decoder.")}
     assert decoder and decoder == {k.split(".", 1)[1]: v for k, v in audit_["arm_keys"]["jepa"].items()
                                    if k.startswith("jepa.y_decoder.")}
-    assert audit_["text_sides"]["reference"] == "jepa" and "regress" in audit_["text_sides"]["arms"]
+    assert audit_["text_sides"]["reference"] == "jepa" and "outside" in audit_["text_sides"]["arms"]
     assert not audit_["text_sides"]["differences"]
 
 
