@@ -4,10 +4,12 @@ reader, ``data.decode_threads`` reaching FFmpeg's decoder, the shared-memory che
 import json
 import logging
 import math
+import threading
 from collections import namedtuple
 
 import av
 import pytest
+import torch
 
 import shared.data.loader as loader
 import shared.data.media as media
@@ -85,6 +87,37 @@ def test_the_loader_warns_when_batches_in_flight_do_not_fit_shared_memory(monkey
     with caplog.at_level(logging.WARNING, logger="shared.data.loader"):
         loader.make_loader(loader.ClipBatches(None, plan, frames, "q"), 0, 4, workers=0, prefetch=2)
     assert not caplog.records  # no workers, no shared memory
+
+
+# Held by a thread of the test process while its loader's workers start: a worker forked from this
+# process would inherit it held (the CI hang); one started by the fork server imports it free.
+HELD_BY_A_THREAD = threading.Lock()
+
+
+class _NeedsTheLock(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def batch_bytes(self):
+        return 16
+
+    def __getitem__(self, k):
+        got = HELD_BY_A_THREAD.acquire(timeout=20)  # a forked worker would wait here forever
+        if got:
+            HELD_BY_A_THREAD.release()
+        return (k, got)
+
+
+def test_loader_workers_do_not_inherit_locks_held_by_this_process_threads():
+    release = threading.Event()
+    holder = threading.Thread(target=lambda: (HELD_BY_A_THREAD.acquire(), release.wait(), HELD_BY_A_THREAD.release()))
+    holder.start()
+    try:
+        items = list(loader.make_loader(_NeedsTheLock(), 0, 4, workers=2, prefetch=1))
+    finally:
+        release.set()
+        holder.join()
+    assert items == [(k, True) for k in range(4)]  # (k, False): the worker waited 20 s on a lock it inherited
 
 
 def _rates_file(path, rate_720, rate_1080, frames=16, size=336):

@@ -9,6 +9,7 @@ A worker never raises on bad media: it returns the error, which the consumer rai
 ``MediaError``/``ManifestError`` naming the manifest line (no worker traceback in the message).
 Workers hand batches over through shared memory (``/dev/shm``): a loader with workers checks at its
 start that the batches in flight fit there (:func:`check_shared_memory`) and warns with what to do.
+Workers start from a fork server (:func:`shared.data.workers.worker_context`), never as forks of the reading process.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from shared.data.manifest import ManifestError
 from shared.data.media import MediaError
 from shared.data.order import TrainOrder, micro_batch_start
 from shared.data.sources import ClipSource
+from shared.data.workers import worker_context
 
 log = logging.getLogger(__name__)
 SHM = "/dev/shm"
@@ -126,7 +128,8 @@ def make_loader(dataset: ClipBatches, start: int, stop: int, workers: int, prefe
         check_shared_memory(workers, prefetch, dataset.batch_bytes())
     return DataLoader(dataset, batch_size=None, sampler=range(start, stop), num_workers=workers,
                       collate_fn=_as_is, pin_memory=pin, persistent_workers=persistent and workers > 0,
-                      prefetch_factor=prefetch if workers > 0 else None)
+                      prefetch_factor=prefetch if workers > 0 else None,
+                      multiprocessing_context=worker_context() if workers > 0 else None)
 
 
 def batches(loader):

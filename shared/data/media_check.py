@@ -26,6 +26,7 @@ from shared.data.manifest import (
     parse_clip,
 )
 from shared.data.media import check_media
+from shared.data.workers import worker_context
 from shared.files import (
     append_jsonl,
     read_json,
@@ -89,7 +90,7 @@ def validate(manifest: str | Path, out: Path, workers: int = 2, cache_root: str 
     todo = [c for c in chunks if c not in done]
     t0 = time.perf_counter()
     path = str(index.path)
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool, \
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=worker_context()) as pool, \
             progress_bar(total=len(todo) * CHUNK_LINES, desc="validate", unit="clip") as bar:
         futures = {pool.submit(check_lines, path, index.offsets[c * CHUNK_LINES:(c + 1) * CHUNK_LINES],
                                index.lines[c * CHUNK_LINES:(c + 1) * CHUNK_LINES], root): c for c in todo}
