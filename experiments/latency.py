@@ -21,7 +21,9 @@ import torch
 
 from experiments.cli import add_config_args
 from plots.latency import latency_figure
+from shared.arm import LATENCY_STAGES
 from shared.config import ConfigError, load_config
+from shared.contract import check_arms
 from shared.files import write_json_atomic, write_text_atomic
 from shared.pipeline import prepare, random_visual_batch
 from shared.precision import DTYPE_NAMES, describe, dtype_name, resolve_runtime
@@ -35,7 +37,6 @@ log = logging.getLogger(__name__)
 
 RANDOM_WEIGHTS = ["encoder.weights=null", "lm.weights=null", "lm.tokenizer=captions",
                   "jepa.y_encoder.weights=random", "jepa.y_decoder.weights=random"]
-STAGES = ("query_embedding", "encoder_predictor", "decoder")
 LOW_MATMUL_SHARE = 0.5  # below this, MFU against the matmul peak says more about the step's mix than its speed
 
 
@@ -232,6 +233,7 @@ def run_latency(cfg, out: Path, train_steps: int) -> dict:
     runtime = resolve_runtime(cfg)  # whatever accelerate gives this process: CPU here, CUDA elsewhere
     device = runtime.device
     prepared = prepare(cfg, runtime, splits=())  # also sets the thread count (train.threads)
+    check_arms(prepared, list(cfg.arms), latency=True)  # a broken arm is named before minutes of timing
     encoder = prepared.features.encoder  # on the runtime's device, in the resolved encoder dtype
     lat = prepared.cfg.latency
     video = preload_video(prepared, lat.frames)
@@ -272,7 +274,7 @@ def latency_markdown(r: dict) -> str:
              f"(p50 {r['encoder_ms']['p50_ms']:.1f} ms alone at batch 1).", "",
              *markdown_table(["arm", "batch", "repeats", "query embedding", "encoder + predictor", "decoder", "total",
                               "total per sample p50"],
-                             [[name, b, s["repeats"], *(ms(s["stages"][k]) for k in STAGES), ms(s["total"]),
+                             [[name, b, s["repeats"], *(ms(s["stages"][k]) for k in LATENCY_STAGES), ms(s["total"]),
                                f"{s['total']['p50_ms'] / int(b):.2f}"]
                               for name, a in r["arms"].items() for b, s in a["batch_sweep"].items()], "lrrrrrrr"),
              "", "## Decoding: time to first token and per output token", "",

@@ -108,6 +108,8 @@ class ArmContext:
 
 
 Stage = tuple[str, Callable[[Any], Any]]
+# the stages of ``inference_stages`` the latency report reads by name, the paper's three (an arm may add more)
+LATENCY_STAGES = ("query_embedding", "encoder_predictor", "decoder")
 
 # What an arm may offer beyond training, captioning and classification: declared by the arm class in
 # ``capabilities``, each the methods it must implement; evaluators, latency, selective decoding,

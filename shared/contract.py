@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from shared.arm import Arm, ArmContractError, Batch, build_arm
+from shared.arm import LATENCY_STAGES, Arm, ArmContractError, Batch, build_arm
 from shared.pipeline import Pipeline, random_visual_batch
 from shared.registry import arm_class
 
@@ -32,23 +32,29 @@ BATCH = 4  # clips in the check's batch: enough for in-batch negatives, cheap fo
 TOKENS = 4  # caption length asked for
 
 
-def check_arms(prepared: Pipeline, names: list[str], device=None, evaluation: bool = True) -> float:
+def check_arms(prepared: Pipeline, names: list[str], device=None, evaluation: bool = True,
+               latency: bool = False) -> float:
     """Check every arm in ``names``; returns the seconds it took. Raises ArmContractError on the first fault.
-    ``evaluation=False`` (a command that only trains) checks the training side alone."""
+    ``evaluation=False`` (a command that only trains) checks the training side alone; ``latency=True``
+    (the latency command) also runs the arm's ``inference_stages`` once."""
     t0 = time.perf_counter()
     for name in names:
-        check_arm(prepared, name, device, evaluation)
+        check_arm(prepared, name, device, evaluation, latency)
     seconds = time.perf_counter() - t0
     log.info("arm contract checked (%s): %.1fs", ", ".join(names), seconds)
     return seconds
 
 
-def check_arm(prepared: Pipeline, name: str, device=None, evaluation: bool = True) -> None:
+def check_arm(prepared: Pipeline, name: str, device=None, evaluation: bool = True, latency: bool = False) -> None:
     cls = arm_class(prepared.cfg.base_arm(name), prepared.cfg.plugins)
     missing = [m for m in (REQUIRED if evaluation else TRAINING) if getattr(cls, m) is getattr(Arm, m)]
     if missing:
         raise ArmContractError(f"arm {name!r}: {', '.join(missing)} not implemented by {cls.__name__} "
                                f"(every arm implements {', '.join(REQUIRED)})")
+    if latency and "inference_stages" not in cls.capabilities:
+        raise ArmContractError(f"arm {name!r}: {cls.__name__} does not declare the capability inference_stages "
+                               f"(latency times an arm's stages named {', '.join(LATENCY_STAGES)}: "
+                               "docs/adding_an_arm.md)")
     device = torch.device(device if device is not None else prepared.runtime.device)
     rngs = [device.index or 0] if device.type == "cuda" else []  # the run's RNG states, as they were after
     with tempfile.TemporaryDirectory(prefix="arm-contract-") as scratch, torch.random.fork_rng(devices=rngs):
@@ -59,6 +65,8 @@ def check_arm(prepared: Pipeline, name: str, device=None, evaluation: bool = Tru
         _check_training(name, arm, batch)
         if evaluation:
             _check_evaluation(name, arm, batch)
+        if latency:
+            _check_latency(name, arm, batch)
     del arm
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -133,3 +141,19 @@ def _check_evaluation(name: str, arm: Arm, batch: Batch) -> None:
         texts = _call(name, "embed_texts", lambda: arm.embed_texts(candidates))
         _tensor(name, "embed_texts", texts, (len(candidates), emb.shape[1]),
                 f"[{len(candidates)}, {emb.shape[1]}] (E as embed's)")
+
+
+@torch.no_grad()
+def _check_latency(name: str, arm: Arm, batch: Batch) -> None:
+    """The stages run in order on the batch's visual tokens, and include the ones the report reads."""
+    stages = _call(name, "inference_stages", lambda: arm.inference_stages(batch.queries, TOKENS))
+    if not isinstance(stages, (list, tuple)) or not all(isinstance(s, tuple) and len(s) == 2 for s in stages):
+        raise ArmContractError(f"arm {name!r}: inference_stages returned {type(stages).__name__}, expected a list of "
+                               "(name, function) pairs")
+    missing = [s for s in LATENCY_STAGES if s not in [n for n, _ in stages]]
+    if missing:
+        raise ArmContractError(f"arm {name!r}: inference_stages has no stage named {', '.join(missing)} (it has "
+                               f"{', '.join(n for n, _ in stages) or 'none'}; latency reports {', '.join(LATENCY_STAGES)})")
+    x = batch.visual
+    for stage, fn in stages:
+        x = _call(name, f"inference stage {stage!r}", lambda fn=fn, x=x: fn(x))

@@ -57,6 +57,17 @@ class PerSampleLossArm(ProbeArm):
         return self.per_sample(batch)
 
 
+@register_arm("no_stages", ProbeConfig)
+class NoStagesArm(ProbeArm):
+    capabilities = ProbeArm.capabilities - {"inference_stages"}
+
+
+@register_arm("renamed_stages", ProbeConfig)
+class RenamedStagesArm(ProbeArm):
+    def inference_stages(self, queries, max_new_tokens):
+        return [("text" if n == "decoder" else n, fn) for n, fn in super().inference_stages(queries, max_new_tokens)]
+
+
 @dataclass
 class MuteConfig:
     width: int = 4
@@ -165,6 +176,26 @@ def test_train_alone_asks_only_for_the_training_side(smoke_prepared, plugins, ca
     check_arms(prepared, ["mute"], evaluation=False)
     with pytest.raises(ArmContractError, match="caption not implemented by MuteArm"):
         check_arms(prepared, ["mute"])
+
+
+def test_latency_checks_the_stages_it_times(smoke_prepared, plugins, cache_dir, tmp_path):
+    import dataclasses
+
+    from shared.contract import check_arms
+
+    cfg = load_config(SMOKE, [plugins["probe_arms"], f"cache_dir={cache_dir}"])
+    prepared = dataclasses.replace(smoke_prepared, cfg=cfg)
+    check_arms(prepared, ["jepa", "vlm", "probe"], latency=True)  # each stage runs on the previous one's output
+    with pytest.raises(ArmContractError, match=r"^arm 'renamed_stages': inference_stages has no stage named decoder "
+                                               r"\(it has query_embedding, encoder_predictor, text; latency reports "
+                                               r"query_embedding, encoder_predictor, decoder\)$"):
+        check_arms(prepared, ["renamed_stages"], latency=True)
+    check_arms(prepared, ["no_stages"])  # the other commands never time stages
+    line = one_error_in_a_process(["latency", "-c", str(SMOKE), "-o", str(tmp_path / "lat"), plugins["probe_arms"],
+                                   "arms=jepa,no_stages", f"cache_dir={cache_dir}"])
+    assert line.startswith("error: arm 'no_stages': NoStagesArm does not declare the capability inference_stages "
+                           "(latency times")
+    assert not (tmp_path / "lat" / "latency.json").exists()
 
 
 def test_sound_arms_pass_the_check_and_leave_the_caches_alone(smoke_prepared, plugins, cache_dir):
