@@ -56,9 +56,10 @@ def comparison_folder(m: Milestone) -> Path | None:
 
 def evaluated_metrics(m: Milestone, seed: int) -> dict | None:
     """This milestone's row of its comparison's metrics.jsonl, when it has one."""
-    if comparison_folder(m) is None:
+    folder = comparison_folder(m)
+    if folder is None:
         return None
-    rows = read_jsonl(comparison_folder(m) / "metrics.jsonl")
+    rows = read_jsonl(folder / "metrics.jsonl")
     return next((r for r in rows if r.get("arm") == m.arm_name and r.get("seed") == seed
                  and r.get("samples_seen") == m.samples_seen), None)
 

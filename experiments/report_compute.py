@@ -20,12 +20,12 @@ def _compute(rows: list[dict], arm: str, ms: int) -> float | None:
 
 
 def matched_compute(out: Path, rows: list[dict], arms: list[str], milestones: list[int],
-                    reference: str | None = None) -> list[dict]:
+                    reference: str) -> list[dict]:
     """Each checkpoint of the reference arm against each other arm's first checkpoint that cost at least as
     much compute, and each other arm's against the reference's, for the headline metrics, with the paired
     interval: where the arm that spent less leads with an interval excluding zero, it is ahead per FLOP at
-    that budget (the comparison gives the other arm the benefit of the rounding up)."""
-    reference = reference or (arms[0] if arms else None)
+    that budget (the comparison gives the other arm the benefit of the rounding up). ``reference``: as
+    ``report_differences.reference_arm`` chose it."""
     pairs = [p for a in arms if a != reference for p in ((reference, a), (a, reference))]
     out_rows = []
     for a, b in pairs:
