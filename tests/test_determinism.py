@@ -112,3 +112,13 @@ def test_a_run_records_what_it_applied_and_two_cpu_reruns_compare_identical(smok
     assert torch.are_deterministic_algorithms_enabled()  # in force while the run trained, until the next run sets it
     assert main(["compare-runs", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     assert "device: CPU (" in capsys.readouterr().out
+    assert [r["deterministic"] for r in info["layouts"]] == [True]
+
+    # resumed without it (the key may change on resume): the run as a whole no longer promises it
+    loose = load_config(SMOKE, [f"cache_dir={smoke_prepared.cfg.cache_dir}", "plugins=[tests.toy_arm]",
+                                "train.mixed_precision=no", "train.deterministic=false"])
+    train_arm(dataclasses.replace(smoke_prepared, cfg=loose), "toy", tmp_path / "b" / "seed0", stop_at_samples=128,
+              progress=False)
+    info = json.loads((tmp_path / "b" / "seed0" / "precision.json").read_text())
+    assert [(r["deterministic"], r["from_step"] > 0) for r in info["layouts"]] == [(True, False), (False, True)]
+    assert not info["determinism"]["deterministic"] and info["determinism"]["from_step"] == info["layouts"][1]["from_step"]

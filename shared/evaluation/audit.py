@@ -122,7 +122,8 @@ def numeric_recipes(run_dirs: list[Path], arms: list[str]) -> tuple[dict, dict]:
         path = Path(run_dir) / "precision.json"
         info = read_json(path) if path.is_file() else {}
         recipes[arm] = info.get("recipe", "<not recorded>")
-        layouts[arm] = [f"{r['layout']} x {r['processes']} from update {r['from_step']}" for r in info.get("layouts", [])]
+        layouts[arm] = [f"{r['layout']} x {r['processes']}" + (" (train.deterministic)" if r.get("deterministic") else "")
+                        + f" from update {r['from_step']}" for r in info.get("layouts", [])]
     return recipes, layouts
 
 

@@ -74,20 +74,27 @@ def start_or_resume(run: RunDir, accelerator, cfg: Config, arm_name: str, order:
     if accelerator.is_main_process:  # drop log rows past the resume point: they will be redone
         rows = [r for r in read_jsonl(run.log) if r.get("update", r["step"]) <= state.updates]
         write_text_atomic(run.log, "".join(json.dumps(r) + "\n" for r in rows))
-        _record_layout(run, precision["recipe"], trainee.layout.name, accelerator.num_processes, state.updates)
+        _record_layout(run, precision, trainee.layout.name, accelerator.num_processes, state.updates)
     return state
 
 
-def _record_layout(run: RunDir, recipe: dict, layout: str, nproc: int, update: int) -> None:
-    """precision.json keeps the numeric recipe and every layout and process count the run trained
-    under, from which optimizer update (a resume under the same ones adds nothing)."""
+def _record_layout(run: RunDir, precision: dict, layout: str, nproc: int, update: int) -> None:
+    """precision.json keeps the numeric recipe and every layout, process count and ``train.deterministic``
+    the run trained under, from which optimizer update (a resume under the same ones adds nothing).
+    ``train.deterministic`` may change on resume, so the run's ``determinism`` is its least deterministic
+    stretch's: what compare-runs may promise of the whole run."""
     path = run.root / "precision.json"
     info = json.loads(path.read_text()) if path.is_file() else {}
-    info.setdefault("recipe", recipe)  # a run begun before recipes were recorded (the config check held it)
+    info.setdefault("recipe", precision["recipe"])  # a run begun before recipes were recorded (the config check held it)
+    now = precision.get("determinism") or {}
+    det = bool(now.get("deterministic", False))
     layouts = [r for r in info.get("layouts", []) if r["from_step"] <= update]  # later ones are being redone
-    if not layouts or (layouts[-1]["layout"], layouts[-1]["processes"]) != (layout, nproc):
-        layouts.append({"layout": layout, "processes": nproc, "from_step": update})
+    last = layouts[-1] if layouts else None
+    if not last or (last["layout"], last["processes"], last.get("deterministic", det)) != (layout, nproc, det):
+        layouts.append({"layout": layout, "processes": nproc, "deterministic": det, "from_step": update})
     info["layouts"] = layouts
+    if now and not det and (info.get("determinism") or {}).get("deterministic", False):
+        info["determinism"] = {**now, "from_step": update}  # a deterministic start, continued without
     write_json_atomic(path, info)
 
 
