@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from shared.evaluation.intervals import MIN_CLUSTERS
+from shared.evaluation.metrics import metric
 from shared.report_sections import ReportSections, RunFiles
 from shared.tables import fmt
 
@@ -111,7 +112,7 @@ def metric_clips(key: str, data: dict) -> int | None:
     sets = (data.get("eval") or {}).values()
     if not sets:
         return None
-    labelled = key.startswith(("top", "meaning"))
+    labelled = metric(key).labelled_only
     return sum(s["clips"] - (s["unlabelled"] if labelled else 0) for s in sets)
 
 

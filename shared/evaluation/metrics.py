@@ -32,22 +32,23 @@ class Metric:
     in_table: bool = True  # a column of the report's results table
     headline: bool = False  # a panel of the sample-efficiency figure and a "who leads" line of the report
     per_clip: bool = False  # the predictions files hold it clip by clip: arm differences get intervals
+    labelled_only: bool = False  # measured on the clips with a label only (classification, the meaning read-back)
 
 
 METRICS: list[Metric] = [
     Metric("cider", "CIDEr", headline=True, per_clip=True),
-    Metric("top1", "top-1 %", percent=True, per_clip=True),
-    Metric("top5", "top-5 %", percent=True, headline=True, per_clip=True),
-    Metric("top1_phrasings", "top-1 % phrasings", percent=True, in_table=False, per_clip=True),
-    Metric("top5_phrasings", "top-5 % phrasings", percent=True, per_clip=True),
+    Metric("top1", "top-1 %", percent=True, per_clip=True, labelled_only=True),
+    Metric("top5", "top-5 %", percent=True, headline=True, per_clip=True, labelled_only=True),
+    Metric("top1_phrasings", "top-1 % phrasings", percent=True, in_table=False, per_clip=True, labelled_only=True),
+    Metric("top5_phrasings", "top-5 % phrasings", percent=True, per_clip=True, labelled_only=True),
     Metric("recall1", "R@1 %", percent=True),
     Metric("decoder_ceiling_cider", "Y-decoder ceiling CIDEr", in_table=False),
     # the caption read back by the benchmark's grammar (synthetic data only): all attributes right,
     # then each attribute alone
-    Metric("meaning", "meaning %", percent=True, headline=True, per_clip=True),
-    Metric("meaning_colour", "colour %", percent=True, in_table=False, per_clip=True),
-    Metric("meaning_shape", "shape %", percent=True, in_table=False, per_clip=True),
-    Metric("meaning_action", "action %", percent=True, in_table=False, per_clip=True),
+    Metric("meaning", "meaning %", percent=True, headline=True, per_clip=True, labelled_only=True),
+    Metric("meaning_colour", "colour %", percent=True, in_table=False, per_clip=True, labelled_only=True),
+    Metric("meaning_shape", "shape %", percent=True, in_table=False, per_clip=True, labelled_only=True),
+    Metric("meaning_action", "action %", percent=True, in_table=False, per_clip=True, labelled_only=True),
 ]
 
 
