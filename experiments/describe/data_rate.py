@@ -97,18 +97,11 @@ def for_gpu_check(r: dict, cfg, path: str | Path | None = None) -> dict:
 def gpu_clip_rates(cfg, gpus: int = 8, caption_tokens: int = 32) -> dict[str, float]:
     """Per arm, the clips/s one of ``gpus`` GPUs consumes at the pace the hours estimate assumes
     (``describe --memory``'s own FLOPs per sample, without its memory layouts)."""
-    from experiments.describe.memory import UTILISATION, _hours, stand_in_context
-    from shared.features.encoder import FrozenEncoder
-    from shared.profiling.memory import encoder_flops, estimate_arm
+    from experiments.describe.memory import UTILISATION, _hours, traced_arms
 
-    ctx, encoder_params = stand_in_context(cfg, "meta")
-    online = cfg.encoder.features == "online"
-    enc = encoder_flops(FrozenEncoder.from_config(cfg, device="meta"), cfg.data.frames) if online else 0.0
-    ckpts = (False, True) if cfg.train.activation_checkpointing else (False,)
+    traced = traced_arms(cfg, gpus, caption_tokens, (False, True) if cfg.train.activation_checkpointing else (False,))
     out = {}
-    for name in cfg.arms:
-        analytic = {c: estimate_arm(ctx, name, cfg.train.micro_batch, caption_tokens, gpus,
-                                    encoder_params if online else 0, c) for c in ckpts}
+    for name, analytic in traced.arms.items():
         analytic.setdefault(True, analytic[False])
-        out[name] = _hours(cfg, analytic, gpus, enc, UTILISATION)["clips_per_s_per_gpu"]
+        out[name] = _hours(cfg, analytic, gpus, traced.encoder_flops, UTILISATION)["clips_per_s_per_gpu"]
     return out

@@ -45,14 +45,31 @@ ONE_GPU_KINDS = {24: ("A10", 125e12), 48: ("RTX A6000", 154.8e12), 80: ("A100 80
 ONE_GPU_MICRO = (8, 16, 32, 64, 128)
 
 
-def memory(cfg, gpus: list[int], caption_tokens: int, with_calibration: bool, utilisation: float = UTILISATION) -> dict:
+@dataclasses.dataclass
+class TracedArms:
+    ctx: ArmContext  # full size, on the meta device
+    encoder_params: int
+    on_gpu: int  # the encoder's parameters on the GPU: all in online mode, none with cached features
+    encoder_flops: float  # the online encoder's forward FLOPs per sample (0 with cached features)
+    arms: dict[str, dict[bool, dict]]  # arm -> activation checkpointing -> estimate_arm's result
+
+
+def traced_arms(cfg, gpus: int, caption_tokens: int, checkpointing=(False, True)) -> TracedArms:
+    """Every arm of ``cfg`` traced at full size on the meta device (``train.micro_batch`` a process, ``gpus``
+    processes), per activation-checkpointing setting: what the memory and hours estimates start from."""
     ctx, encoder_params = stand_in_context(cfg, "meta")
     on_gpu = encoder_params if cfg.encoder.features == "online" else 0
     enc_flops = encoder_flops(FrozenEncoder.from_config(cfg, device=torch.device("meta")), cfg.data.frames) \
-        if on_gpu else 0
+        if on_gpu else 0.0
+    arms = {name: {ckpt: estimate_arm(ctx, name, cfg.train.micro_batch, caption_tokens, gpus, on_gpu, ckpt)
+                   for ckpt in checkpointing} for name in cfg.arms}
+    return TracedArms(ctx, encoder_params, on_gpu, enc_flops, arms)
+
+
+def memory(cfg, gpus: list[int], caption_tokens: int, with_calibration: bool, utilisation: float = UTILISATION) -> dict:
+    traced = traced_arms(cfg, gpus[0], caption_tokens)
+    ctx, on_gpu, enc_flops, arms = traced.ctx, traced.on_gpu, traced.encoder_flops, traced.arms
     t = cfg.train
-    arms = {name: {ckpt: estimate_arm(ctx, name, t.micro_batch, caption_tokens, gpus[0], on_gpu, ckpt)
-                   for ckpt in (False, True)} for name in cfg.arms}
     layouts = {name: {n: _layout(ctx, cfg, name, n, caption_tokens, on_gpu, arms[name]) for n in gpus}
                for name in cfg.arms}
     time = {name: {n: _hours(cfg, arms[name], n, enc_flops, utilisation) for n in gpus} for name in cfg.arms}
@@ -62,7 +79,7 @@ def memory(cfg, gpus: list[int], caption_tokens: int, with_calibration: bool, ut
            "activation_checkpointing": t.activation_checkpointing, "layouts": layouts, "time": time,
            "arms": {n: {"without_checkpointing": a[False], "with_checkpointing": a[True]} for n, a in arms.items()}}
     if 1 in gpus:
-        out["one_gpu"] = one_gpu(cfg, arms, encoder_params, FrozenEncoder.from_config(cfg, device=torch.device("meta")),
+        out["one_gpu"] = one_gpu(cfg, arms, traced.encoder_params, FrozenEncoder.from_config(cfg, device=torch.device("meta")),
                                  utilisation)
     if with_calibration:
         small = load_config(None, [f"{k}={v}" for k, v in _flat(to_dict(cfg)).items() if _keep(k)] + CALIBRATION)
